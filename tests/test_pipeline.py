@@ -1,0 +1,140 @@
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from vmmlib.pipeline import load_pipeline, run_pipeline
+
+STEP_SOURCE = """
+import json, pathlib
+from vmmlib.runs import notebook_params, save_metrics, start_run
+params = notebook_params(globals())
+run = start_run(out_dir, params)
+if fail:
+    raise RuntimeError("planned failure in " + out_dir)
+save_metrics(run, {"value": value * 2, "fold": fold})
+(pathlib.Path(out_dir) / "runs.txt").open("a").write("x")
+"""
+
+
+def _notebook(path: Path) -> Path:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = new_code_cell('value: int = 1\nfold: int = -1\nn_folds: int = 0\nfail: bool = False\nout_dir: str = "x"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(STEP_SOURCE)]
+    nbformat.write(nb, path)
+    return path
+
+
+def _pipeline(tmp_path: Path, *, fail_b: bool = False, resources=None) -> Path:
+    nb = _notebook(tmp_path / "step.ipynb")
+    spec = {
+        "run_dir": str(tmp_path / "run"),
+        "workers": 2,
+        "steps": [
+            {"name": "a", "notebook": str(nb), "set": {"value": 5}},
+            {"name": "b", "notebook": str(nb), "after": ["a"], "folds": 2, "set": {"fail": fail_b}},
+            {"name": "c", "notebook": str(nb), "after": ["b"], **({"resources": resources} if resources else {})},
+        ],
+    }
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_load_pipeline_expands_folds_and_resolves_parameters(tmp_path):
+    pipe = load_pipeline(_pipeline(tmp_path))
+    assert [s.name for s in pipe.steps] == ["a", "b-fold0", "b-fold1", "c"]
+    b1 = pipe.steps[2]
+    assert b1.params == {"value": 1, "fold": 1, "n_folds": 2, "fail": False, "out_dir": str(tmp_path / "run" / "b-fold1")}
+    assert pipe.steps[3].after == ["b-fold0", "b-fold1"]
+
+
+def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
+    path = _pipeline(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["steps"][0]["set"] = {"valeu": 3}
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="unknown parameter.*valeu.*valid parameters: fail, fold, n_folds, out_dir, value"):
+        load_pipeline(path)
+    spec["steps"][0]["set"] = {}
+    spec["steps"][2]["after"] = ["zzz"]
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="unknown step 'zzz'"):
+        load_pipeline(path)
+
+
+def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path):
+    path = _pipeline(tmp_path)
+    results = run_pipeline(path, progress=False)
+    assert [r["status"] for r in results] == ["ok"] * 4
+    run = tmp_path / "run"
+    assert json.loads((run / "a" / "metrics.json").read_text()) == {"value": 10, "fold": -1}
+    assert json.loads((run / "b-fold1" / "metrics.json").read_text())["fold"] == 1
+    for step in ("a", "b-fold0", "b-fold1", "c"):
+        assert (run / step / "step.ipynb").exists() and (run / step / "step.html").exists()
+        assert (run / step / "params.yaml").exists()
+    index = (run / "index.html").read_text()
+    assert "b-fold1" in index and "value = 10" in index
+    assert [s["status"] for s in json.loads((run / "index.json").read_text())["steps"]] == ["ok"] * 4
+
+    again = run_pipeline(path, progress=False)  # identical parameters: nothing re-runs
+    assert [r["status"] for r in again] == ["cached"] * 4
+    assert (run / "a" / "runs.txt").read_text() == "x"
+
+
+def test_a_failing_step_stops_its_dependants_and_names_its_notebook(tmp_path):
+    results = {r["name"]: r for r in run_pipeline(_pipeline(tmp_path, fail_b=True), progress=False)}
+    assert results["a"]["status"] == "ok"
+    assert results["b-fold0"]["status"] == "failed"
+    assert "planned failure" in results["b-fold0"]["error"]
+    assert str(tmp_path / "run" / "b-fold0" / "step.ipynb") in results["b-fold0"]["error"]
+    assert results["c"]["status"] == "blocked" and not (tmp_path / "run" / "c").exists()
+    assert "planned failure" in (tmp_path / "run" / "index.html").read_text()
+
+
+def test_a_step_asking_for_a_missing_resource_fails_up_front(tmp_path):
+    with pytest.raises(RuntimeError, match="resource.*GPU.*no worker offers"):
+        run_pipeline(_pipeline(tmp_path, resources={"GPU": 1}), progress=False, workers=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pipeline_runs_on_an_existing_dask_cluster(tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bindir = Path(sys.executable).parent
+    dask = shutil.which("dask", path=str(bindir)) or "dask"
+    procs = [
+        subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        time.sleep(2)
+        procs.append(
+            subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--resources", "GPU=1", "--no-dashboard"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )  # fmt: skip
+        from dask.distributed import Client
+
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+        results = run_pipeline(_pipeline(tmp_path, resources={"GPU": 1}), scheduler=address, progress=False)
+        assert [r["status"] for r in results] == ["ok"] * 4
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=30)

@@ -1,0 +1,143 @@
+"""QQ Browser 2021 (CIKM AnalytiCup) video-similarity data, in its exact on-disk layout (SPEC §1.1).
+
+    data_dir/
+      pointwise/pretrain_{0..19}.tfrecords   tf.train.Example per video (pretraining, with tags)
+      pairwise/pairwise.tfrecords            every video that appears in a labelled pair
+      pairwise/label.tsv                     query_id \\t candidate_id \\t relevance
+      test_a/test_a.tfrecords, test_b/test_b.tfrecords
+      tag_list.txt                           supervised tag ids, one integer per line
+      chinese_L-12_H-768_A-12/vocab.txt      BERT vocabulary (or pass `vocab_path`)
+
+Video records: `id`, `title`, `asr_text` (UTF-8 bytes), `tag_id` (int64 list), `category_id`
+(int64), `frame_feature` (one bytes element per frame: 1536 little-endian float16).
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vmmlib.io import read_examples
+
+FEATURE_DIM = 1536
+MAX_FRAMES = 32
+SPLITS = ("pointwise", "pairwise", "test_a", "test_b")
+SCHEMA = {
+    "id": "bytes",
+    "title": "bytes",
+    "asr_text": "bytes",
+    "tag_id": "int64",
+    "category_id": "int64",
+    "frame_feature": "bytes",
+}
+_SPLIT_GLOBS = {
+    "pointwise": "pointwise/pretrain_*.tfrecords",
+    "pairwise": "pairwise/pairwise.tfrecords",
+    "test_a": "test_a/test_a*.tfrecords",
+    "test_b": "test_b/test_b*.tfrecords",
+}
+
+
+def _shard_number(path: str) -> tuple[int, str]:
+    stem = Path(path).stem
+    digits = "".join(c for c in stem.rsplit("_", 1)[-1] if c.isdigit())
+    return (int(digits) if digits else -1, stem)
+
+
+def split_files(data_dir: str | Path, split: str) -> list[Path]:
+    """The record files of one split, in shard order (`pretrain_2` before `pretrain_10`)."""
+    if split not in _SPLIT_GLOBS:
+        raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+    files = sorted(glob.glob(str(Path(data_dir) / _SPLIT_GLOBS[split])), key=_shard_number)
+    return [Path(f) for f in files]
+
+
+def check_layout(data_dir: str | Path) -> dict[str, list[Path]]:
+    """Check `data_dir` holds the QQ Browser layout; return the files of every split present.
+
+    Raises:
+        FileNotFoundError: naming what is missing and the layout expected.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_dir {root} does not exist (make a sample with `vmm sample qqbrowser {root}`)")
+    files = {split: split_files(root, split) for split in SPLITS}
+    missing = [_SPLIT_GLOBS[s] for s in ("pointwise", "pairwise") if not files[s]]
+    missing += [name for name in ("pairwise/label.tsv", "tag_list.txt") if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root} is not in the QQ Browser layout: missing {', '.join(missing)}")
+    return {split: paths for split, paths in files.items() if paths}
+
+
+def default_vocab(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "chinese_L-12_H-768_A-12" / "vocab.txt"
+
+
+class TagVocab:
+    """The supervised tags of `tag_list.txt`: tag id → column of the multi-hot vector."""
+
+    def __init__(self, tag_ids: Sequence[int]):
+        self.tag_ids = np.asarray(tag_ids, dtype=np.int64)  # (num_tags,), in file order
+        self._column = {int(t): i for i, t in enumerate(self.tag_ids)}
+        if len(self._column) != len(self.tag_ids):
+            raise ValueError("duplicate tag ids in the tag list")
+
+    @classmethod
+    def read(cls, path: str | Path) -> TagVocab:
+        return cls([int(line) for line in Path(path).read_text().split()])
+
+    def __len__(self) -> int:
+        return len(self.tag_ids)
+
+    def __contains__(self, tag_id: int) -> bool:
+        return int(tag_id) in self._column
+
+    def multi_hot(self, tag_ids: Sequence[int]) -> np.ndarray:
+        """(num_tags,) float32; tags outside `tag_list.txt` are dropped, as the baseline does."""
+        out = np.zeros(len(self.tag_ids), np.float32)
+        out[[self._column[t] for t in map(int, tag_ids) if t in self._column]] = 1.0
+        return out
+
+
+def parse_video(record: dict) -> dict:
+    """A decoded Example → id, title, asr_text, tag_id, category_id (−1 if absent), frames (L, 1536) fp16."""
+    chunks = record.get("frame_feature", [])
+    bad = [len(c) for c in chunks if len(c) != 2 * FEATURE_DIM]
+    vid = record["id"][0].decode() if record.get("id") else ""
+    if bad:
+        raise ValueError(f"video {vid}: frame_feature elements of {bad[0]} bytes, expected {2 * FEATURE_DIM}")
+    frames = np.frombuffer(b"".join(chunks), dtype="<f2").reshape(-1, FEATURE_DIM)
+    category = record.get("category_id")
+    return {
+        "id": vid,
+        "title": record["title"][0].decode("utf-8") if record.get("title") else "",
+        "asr_text": record["asr_text"][0].decode("utf-8") if record.get("asr_text") else "",
+        "tag_id": record.get("tag_id", np.zeros(0, np.int64)),
+        "category_id": int(category[0]) if category is not None and len(category) else -1,
+        "frames": frames,
+    }
+
+
+def read_videos(paths: Sequence[str | Path]) -> Iterator[dict]:
+    """Stream parsed videos (see `parse_video`) from record files, in order."""
+    for path in paths:
+        for record in read_examples(path, keys=list(SCHEMA), schema=SCHEMA):
+            yield parse_video(record)
+
+
+def read_pairs(path: str | Path) -> pd.DataFrame:
+    """`label.tsv` → DataFrame(query, candidate, relevance), split on whitespace like the official reader."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 3:
+                raise ValueError(f"{path}:{lineno}: expected 'query candidate relevance', got {line.strip()!r}")
+            rows.append((parts[0], parts[1], float(parts[2])))
+    return pd.DataFrame(rows, columns=["query", "candidate", "relevance"])

@@ -1,0 +1,166 @@
+"""Run folders and notebook parameters.
+
+Every notebook execution writes one run folder (DESIGN.md "Runs"): `params.yaml` with every
+parameter resolved, the executed notebook, `metrics.json`, `history.csv`, checkpoints and
+predictions with ids. Notebooks call `notebook_params(globals())` right after their parameters
+cell: it collects the declared parameters (the annotated names of the `parameters` cell), rejects
+a parameter papermill injected that the notebook does not declare (papermill itself only warns),
+and checks types.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PAPERMILL_PARAMS_HEADER = "# Parameters"
+
+
+def check_choice(kind: str, value: Any, choices: Iterable[str]) -> None:
+    """Raise ValueError naming the valid choices when `value` is not one of them."""
+    choices = sorted(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation in (Any, "Any", None):
+        return True
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = str(text).replace("typing.", "")
+    kinds = {t.strip() for t in text.split("|")}
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "None": lambda v: v is None,
+        "list": lambda v: isinstance(v, list),
+        "dict": lambda v: isinstance(v, dict),
+    }
+    known = [checks[k] for k in kinds if k in checks] + [
+        (lambda v, k=k: isinstance(v, list)) for k in kinds if k.startswith("list[")
+    ] + [(lambda v, k=k: isinstance(v, dict)) for k in kinds if k.startswith("dict[")]
+    if len(known) < len(kinds):  # an annotation we do not interpret: accept
+        return True
+    return any(check(value) for check in known)
+
+
+def injected_names(cells: Iterable[str]) -> set[str]:
+    """Names assigned by papermill's injected `# Parameters` cells."""
+    names: set[str] = set()
+    for source in cells:
+        if not source.lstrip().startswith(PAPERMILL_PARAMS_HEADER):
+            continue
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The notebook's parameters with their current values, validated.
+
+    Args:
+        namespace: the notebook's `globals()`. Declared parameters are the annotated names of its
+            `parameters` cell (`steps: int = 60`); injected values come from papermill.
+
+    Raises:
+        ValueError: a parameter was injected that the notebook does not declare, or a value does
+            not match its declared type. The message lists the valid parameters.
+    """
+    annotations = dict(namespace.get("__annotations__", {}))
+    if not annotations:
+        raise ValueError("no annotated parameters found: declare them as `name: type = value`")
+    unknown = injected_names(namespace.get("In", [])) - set(annotations)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; valid parameters: {', '.join(sorted(annotations))}"
+        )
+    params = {name: namespace[name] for name in annotations}
+    for name, value in params.items():
+        if not _type_ok(value, annotations[name]):
+            raise ValueError(f"parameter {name}={value!r} should be {annotations[name]}")
+    return params
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding `params/` and `notebooks/`.
+
+    Notebooks run with their own folder as working directory under nbval and with the caller's
+    under papermill; resolving relative paths against the project root makes both agree.
+    Falls back to `start` itself.
+    """
+    start = Path(start or os.getcwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return start
+
+
+def resolve_path(path: str | Path) -> Path:
+    """An absolute path: relative ones are taken from the project root (see `project_root`)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy scalars/arrays and paths to YAML/JSON-friendly Python values."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def start_run(out_dir: str | Path, params: Mapping[str, Any]) -> Path:
+    """Create the run folder and write `params.yaml` (every parameter, resolved)."""
+    out = resolve_path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "params.yaml", dict(params))
+    return out
+
+
+def write_yaml(path: str | Path, data: Mapping[str, Any]) -> None:
+    _atomic_write_text(Path(path), yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def save_metrics(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """Write `metrics.json`; non-finite floats become null so the file stays valid JSON."""
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in _plain(metrics).items()
+    }
+    path = resolve_path(out_dir) / "metrics.json"
+    _atomic_write_text(path, json.dumps(clean, indent=2, ensure_ascii=False))
+    return path
+
+
+def load_metrics(out_dir: str | Path) -> dict[str, Any]:
+    path = resolve_path(out_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
