@@ -199,7 +199,6 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     status_path.unlink(missing_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     start = time.time()
     try:
         import papermill

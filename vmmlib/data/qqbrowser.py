@@ -15,17 +15,24 @@ Video records: `id`, `title`, `asr_text` (UTF-8 bytes), `tag_id` (int64 list), `
 from __future__ import annotations
 
 import glob
+import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch.utils.data import Dataset
 
-from vmmlib.io import read_examples
+from vmmlib.data.frames import FRAME_MODES, sample_frames
+from vmmlib.data.tokenize import encode_texts
+from vmmlib.io import FrameCache, read_examples
+from vmmlib.runs import check_choice
 
 FEATURE_DIM = 1536
 MAX_FRAMES = 32
 SPLITS = ("pointwise", "pairwise", "test_a", "test_b")
+TEXT_FIELDS = ("title", "asr_text", "title+asr_text")
 SCHEMA = {
     "id": "bytes",
     "title": "bytes",
@@ -34,6 +41,7 @@ SCHEMA = {
     "category_id": "int64",
     "frame_feature": "bytes",
 }
+META_KEYS = ("title", "asr_text", "tag_id", "category_id")
 _SPLIT_GLOBS = {
     "pointwise": "pointwise/pretrain_*.tfrecords",
     "pairwise": "pairwise/pairwise.tfrecords",
@@ -141,3 +149,113 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
                 raise ValueError(f"{path}:{lineno}: expected 'query candidate relevance', got {line.strip()!r}")
             rows.append((parts[0], parts[1], float(parts[2])))
     return pd.DataFrame(rows, columns=["query", "candidate", "relevance"])
+
+
+class VideoStore:
+    """One split's videos with random access, frames memory-mapped from an on-disk cache.
+
+    The cache is written on first use (`FrameCache.for_tfrecords`) and reused while the record
+    files are unchanged; later epochs gather frames from the page cache instead of re-decoding.
+    Items are `parse_video` dicts; `meta(i)` gives the same without the frames.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], cache_dir: str | Path):
+        self.cache = FrameCache.for_tfrecords(
+            paths, cache_dir, frame_key="frame_feature", frame_dim=FEATURE_DIM, meta_keys=META_KEYS
+        )
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def meta(self, i: int) -> dict:
+        return parse_video(self.cache.meta(i))
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.cache.meta(i)
+        video = parse_video(record)
+        video["frames"] = self.cache.frames(i)
+        return video
+
+
+def cache_dir_for(data_dir: str | Path) -> Path:
+    """Where a data folder's frame caches live: `<data_dir>/.vmm_cache`, or under `~/.cache/vmmlib`
+    when the data folder is read-only."""
+    data_dir = Path(data_dir).resolve()
+    if os.access(data_dir, os.W_OK):
+        return data_dir / ".vmm_cache"
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "vmmlib" / f"{data_dir.name}-{digest}"
+
+
+class VideoDataset(Dataset):
+    """Map-style dataset of one split's videos → the shared batch keys.
+
+    Items: `frames` (T, 1536) float32, `frame_mask` (T,) float32, `text_ids`/`text_mask` (L,) int64,
+    `labels` (num_tags,) float32 tag multi-hot (zeros when the split has no tags), `id` str.
+    Texts are tokenised once up front; frames are read from `videos` (a sequence of parsed videos,
+    e.g. a `VideoStore`) on access.
+
+    Args:
+        text_field: `title` (the baseline), `asr_text`, or `title+asr_text` (joined with [SEP]).
+        frame_mode: see `vmmlib.data.frames.sample_frames`.
+    """
+
+    def __init__(
+        self,
+        videos,
+        tokenizer,
+        tags: TagVocab,
+        *,
+        max_frames: int = MAX_FRAMES,
+        frame_mode: str = "zero_pad",
+        text_field: str = "title",
+        max_text_len: int = 32,
+    ):
+        check_choice("text_field", text_field, TEXT_FIELDS)
+        check_choice("frame_mode", frame_mode, FRAME_MODES)
+        self.videos, self.tags = videos, tags
+        self.max_frames, self.frame_mode = max_frames, frame_mode
+        meta = [videos.meta(i) if hasattr(videos, "meta") else videos[i] for i in range(len(videos))]
+        self.ids = [m["id"] for m in meta]
+        self._row = {vid: i for i, vid in enumerate(self.ids)}
+        sep = f" {tokenizer.sep_token} "
+        texts = [sep.join(m[f] for f in text_field.split("+")) for m in meta]
+        self.text_ids, self.text_mask = encode_texts(tokenizer, texts, max_text_len)
+        self._tag_ids = [m["tag_id"] for m in meta]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_of(self, video_id: str) -> int:
+        try:
+            return self._row[video_id]
+        except KeyError:
+            raise KeyError(f"video {video_id} is not in this split") from None
+
+    def __getitem__(self, i: int) -> dict:
+        frames, mask = sample_frames(self.videos[i]["frames"], self.max_frames, self.frame_mode)
+        return {
+            "frames": frames,
+            "frame_mask": mask,
+            "text_ids": self.text_ids[i],
+            "text_mask": self.text_mask[i],
+            "labels": self.tags.multi_hot(self._tag_ids[i]),
+            "id": self.ids[i],
+        }
+
+
+class PairDataset(Dataset):
+    """Labelled pairs over a `VideoDataset`: items `{"a": video item, "b": video item, "sim": float32}`."""
+
+    def __init__(self, videos: VideoDataset, pairs: pd.DataFrame, indices: Sequence[int] | None = None):
+        pairs = pairs if indices is None else pairs.iloc[np.asarray(indices)]
+        self.videos = videos
+        self.a = np.array([videos.index_of(v) for v in pairs["query"]], dtype=np.int64)
+        self.b = np.array([videos.index_of(v) for v in pairs["candidate"]], dtype=np.int64)
+        self.sim = pairs["relevance"].to_numpy(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.sim)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"a": self.videos[self.a[i]], "b": self.videos[self.b[i]], "sim": self.sim[i]}

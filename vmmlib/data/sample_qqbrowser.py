@@ -161,7 +161,7 @@ def _write(root, videos, pairs, pair_videos, test_videos, shards, n_topics, n_ta
     rng = np.random.default_rng(seed)
     world = _World(rng, n_topics, n_tags)
     pair_videos = pair_videos or max(50, pairs // 4)
-    ids = iter(rng.choice(np.arange(10**9, 10**10), size=videos + pair_videos + 2 * test_videos, replace=False))
+    ids = iter(10**9 + rng.choice(9 * 10**9, size=videos + pair_videos + 2 * test_videos, replace=False))
 
     for sub in ("pointwise", "pairwise", "test_a", "test_b", "chinese_L-12_H-768_A-12"):
         (root / sub).mkdir()

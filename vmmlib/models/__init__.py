@@ -1,0 +1,22 @@
+"""Models: a timm-style registry and one module per model family.
+
+    from vmmlib.models import create_model, list_models
+    model = create_model("mixnextvlad_qq_tiny", num_tags=100)
+    out = model(**batch)            # {"embedding": (B, 256), "tag_logits": (B, num_tags), ...}
+
+Families: `qq_baseline` (QQ Browser TF baseline), `mixnextvlad_qq` (seed 000 MixNeXtVLAD),
+`uniter` (seed 000 single-stream UNITER). Shared blocks live in `layers`, text backbones in `text`.
+"""
+
+from vmmlib.models import mixnextvlad_qq, qq_baseline, uniter  # noqa: F401  (registers the families)
+from vmmlib.models._registry import UnknownModelError, create_model, is_model, list_models, register_model
+from vmmlib.models.text import build_text_backbone
+
+__all__ = [
+    "UnknownModelError",
+    "build_text_backbone",
+    "create_model",
+    "is_model",
+    "list_models",
+    "register_model",
+]
