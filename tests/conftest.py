@@ -11,5 +11,11 @@ def qq_sample(tmp_path_factory):
     from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
 
     return write_qqbrowser_sample(
-        tmp_path_factory.mktemp("qq") / "data", videos=60, pairs=120, pair_videos=40, test_videos=10, shards=3, seed=1
+        tmp_path_factory.mktemp("qq") / "data",
+        videos=60,
+        pairs=120,
+        pair_videos=40,
+        test_videos=10,
+        shards=3,
+        seed=1,
     )

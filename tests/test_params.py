@@ -47,4 +47,6 @@ def test_every_notebook_is_stripped_and_has_a_parameters_cell():
         assert nb["metadata"]["kernelspec"]["name"] == "python3", nb_path
         cells = nb["cells"]
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), nb_path
-        assert all(not c.get("outputs") and not c.get("execution_count") for c in cells if c["cell_type"] == "code"), nb_path
+        assert all(
+            not c.get("outputs") and not c.get("execution_count") for c in cells if c["cell_type"] == "code"
+        ), nb_path

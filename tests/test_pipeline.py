@@ -28,7 +28,9 @@ save_metrics(run, {"value": value * 2, "fold": fold})
 def _notebook(path: Path) -> Path:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = new_code_cell('value: int = 1\nfold: int = -1\nn_folds: int = 0\nfail: bool = False\nout_dir: str = "x"')
+    params = new_code_cell(
+        'value: int = 1\nfold: int = -1\nn_folds: int = 0\nfail: bool = False\nout_dir: str = "x"'
+    )
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, new_code_cell(STEP_SOURCE)]
     nbformat.write(nb, path)
@@ -43,7 +45,12 @@ def _pipeline(tmp_path: Path, *, fail_b: bool = False, resources=None) -> Path:
         "steps": [
             {"name": "a", "notebook": str(nb), "set": {"value": 5}},
             {"name": "b", "notebook": str(nb), "after": ["a"], "folds": 2, "set": {"fail": fail_b}},
-            {"name": "c", "notebook": str(nb), "after": ["b"], **({"resources": resources} if resources else {})},
+            {
+                "name": "c",
+                "notebook": str(nb),
+                "after": ["b"],
+                **({"resources": resources} if resources else {}),
+            },
         ],
     }
     path = tmp_path / "pipe.yaml"
@@ -55,7 +62,13 @@ def test_load_pipeline_expands_folds_and_resolves_parameters(tmp_path):
     pipe = load_pipeline(_pipeline(tmp_path))
     assert [s.name for s in pipe.steps] == ["a", "b-fold0", "b-fold1", "c"]
     b1 = pipe.steps[2]
-    assert b1.params == {"value": 1, "fold": 1, "n_folds": 2, "fail": False, "out_dir": str(tmp_path / "run" / "b-fold1")}
+    assert b1.params == {
+        "value": 1,
+        "fold": 1,
+        "n_folds": 2,
+        "fail": False,
+        "out_dir": str(tmp_path / "run" / "b-fold1"),
+    }
     assert pipe.steps[3].after == ["b-fold0", "b-fold1"]
 
 
@@ -64,7 +77,9 @@ def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
     spec = yaml.safe_load(path.read_text())
     spec["steps"][0]["set"] = {"valeu": 3}
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ValueError, match="unknown parameter.*valeu.*valid parameters: fail, fold, n_folds, out_dir, value"):
+    with pytest.raises(
+        ValueError, match="unknown parameter.*valeu.*valid parameters: fail, fold, n_folds, out_dir, value"
+    ):
         load_pipeline(path)
     spec["steps"][0]["set"] = {}
     spec["steps"][2]["after"] = ["zzz"]

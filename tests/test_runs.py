@@ -9,7 +9,14 @@ from vmmlib.runs import check_choice, injected_names, notebook_params, project_r
 
 def _namespace(cells, **values):
     annotations = {"task": str, "steps": int, "lr": float, "fold": "int | None"}
-    ns = {"__annotations__": annotations, "In": ["", *cells], "task": "qqbrowser", "steps": 3, "lr": 1e-3, "fold": None}
+    ns = {
+        "__annotations__": annotations,
+        "In": ["", *cells],
+        "task": "qqbrowser",
+        "steps": 3,
+        "lr": 1e-3,
+        "fold": None,
+    }
     ns.update(values)
     return ns
 
@@ -20,7 +27,9 @@ def test_notebook_params_collects_declared_parameters():
 
 def test_an_injected_unknown_parameter_fails_listing_the_valid_ones():
     ns = _namespace(["# Parameters\nstepz = 10\nlr = 0.1\n"])
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) stepz; valid parameters: fold, lr, steps, task"):
+    with pytest.raises(
+        ValueError, match=r"unknown parameter\(s\) stepz; valid parameters: fold, lr, steps, task"
+    ):
         notebook_params(ns)
 
 

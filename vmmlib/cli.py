@@ -1,7 +1,7 @@
 """The `vmm` command: sample data, run pipelines, evaluate and validate submissions.
 
-    vmm sample qqbrowser DIR [--videos N --pairs M --seed S]
-    vmm run params/pipelines/qqbrowser_sample.yaml [--scheduler tcp://host:8786] [--workers N] [--force]
+vmm sample qqbrowser DIR [--videos N --pairs M --seed S]
+vmm run params/pipelines/qqbrowser_sample.yaml [--scheduler tcp://host:8786] [--workers N] [--force]
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ from vmmlib.tasks import get_task, list_tasks
 
 
 def _sample(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in {"videos": args.videos, "pairs": args.pairs, "seed": args.seed}.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {"videos": args.videos, "pairs": args.pairs, "seed": args.seed}.items()
+        if v is not None
+    }
     if args.overwrite:
         options["overwrite"] = True
     out = get_task(args.task).make_sample(args.dir, **options)
@@ -36,7 +40,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sample", help="write deterministic sample data in a task's real layout")

@@ -40,7 +40,9 @@ def plot_distributions(report: ExploreReport):
     cols = report.distributions
     fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3.2), squeeze=False)
     for ax, col in zip(axes[0], cols):
-        sns.histplot(data=report.items, x=col, hue="split", element="step", stat="density", common_norm=False, ax=ax)
+        sns.histplot(
+            data=report.items, x=col, hue="split", element="step", stat="density", common_norm=False, ax=ax
+        )
         ax.set(title=col.replace("_", " "))
     fig.tight_layout()
     return fig
@@ -50,7 +52,9 @@ def plot_label_long_tail(report: ExploreReport):
     counts = np.sort(report.label_counts.to_numpy())[::-1]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot(np.arange(1, len(counts) + 1), counts, marker=".", linestyle="none")
-    ax.set(xscale="log", yscale="log", xlabel="label rank", ylabel="videos", title="Label frequency (long tail)")
+    ax.set(
+        xscale="log", yscale="log", xlabel="label rank", ylabel="videos", title="Label frequency (long tail)"
+    )
     return fig
 
 

@@ -72,7 +72,9 @@ def _expand(value: Any, context: Mapping[str, Any]) -> Any:
         try:
             return value.format(**context)
         except (KeyError, IndexError) as e:
-            raise ValueError(f"unknown placeholder {e} in {value!r}; valid: {', '.join(sorted(context))}") from None
+            raise ValueError(
+                f"unknown placeholder {e} in {value!r}; valid: {', '.join(sorted(context))}"
+            ) from None
     if isinstance(value, list):
         return [_expand(v, context) for v in value]
     if isinstance(value, dict):
@@ -109,7 +111,9 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
     spec = read_yaml(path)
     bad = set(spec) - PIPELINE_KEYS
     if bad:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(PIPELINE_KEYS))}")
+        raise ValueError(
+            f"{path}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(PIPELINE_KEYS))}"
+        )
     run_dir = resolve_path(spec.get("run_dir", f"runs/{path.stem}"))
     data = spec.get("data")
     context = {"run_dir": str(run_dir), "data_dir": str(resolve_path(data["dir"])) if data else ""}
@@ -118,7 +122,9 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
     for raw in spec.get("steps") or []:
         bad = set(raw) - STEP_KEYS
         if bad:
-            raise ValueError(f"step {raw.get('name')!r}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(STEP_KEYS))}")
+            raise ValueError(
+                f"step {raw.get('name')!r}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(STEP_KEYS))}"
+            )
         name = raw["name"]
         if name in groups:
             raise ValueError(f"{path}: step {name!r} is declared twice")
@@ -132,10 +138,16 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
         after = []
         for dep in raw.get("after") or []:
             if dep not in groups:
-                raise ValueError(f"step {name!r} runs after unknown step {dep!r}; steps so far: {', '.join(groups) or 'none'}")
+                raise ValueError(
+                    f"step {name!r} runs after unknown step {dep!r}; steps so far: {', '.join(groups) or 'none'}"
+                )
             after += groups[dep]
         folds = raw.get("folds")
-        instances = [(f"{name}-fold{k}", {"fold": k, "n_folds": folds}) for k in range(folds)] if folds else [(name, {})]
+        instances = (
+            [(f"{name}-fold{k}", {"fold": k, "n_folds": folds}) for k in range(folds)]
+            if folds
+            else [(name, {})]
+        )
         groups[name] = [inst for inst, _ in instances]
         for inst, fold_ctx in instances:
             out_dir = run_dir / inst
@@ -147,7 +159,15 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
             _check_names(overrides, defaults, f"step {inst}")
             params.update(overrides)
             steps.append(
-                Step(inst, str(notebook), str(out_dir), params, list(after), dict(raw.get("resources") or {}), os.getcwd())
+                Step(
+                    inst,
+                    str(notebook),
+                    str(out_dir),
+                    params,
+                    list(after),
+                    dict(raw.get("resources") or {}),
+                    os.getcwd(),
+                )
             )
     workers = workers or int(spec.get("workers", 1))
     return Pipeline(path.stem, run_dir, workers, steps, data)
@@ -156,7 +176,9 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
 def _check_names(given: Mapping[str, Any], declared: Mapping[str, Any], where: str) -> None:
     unknown = set(given) - set(declared)
     if unknown:
-        raise ValueError(f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; valid parameters: {', '.join(sorted(declared))}")
+        raise ValueError(
+            f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; valid parameters: {', '.join(sorted(declared))}"
+        )
 
 
 def fingerprint(step: Step, upstream: list[str]) -> str:
@@ -189,12 +211,20 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     }
     failed_up = [u["name"] for u in upstream if u["status"] in (FAILED, BLOCKED)]
     if failed_up:
-        return {**result, "status": BLOCKED, "error": f"not run: upstream step(s) {', '.join(failed_up)} did not finish"}
+        return {
+            **result,
+            "status": BLOCKED,
+            "error": f"not run: upstream step(s) {', '.join(failed_up)} did not finish",
+        }
     result["fingerprint"] = fp = fingerprint(step, [u["fingerprint"] for u in upstream])
     status_path = out / "status.json"
     if not force and status_path.exists():
         previous = json.loads(status_path.read_text())
-        if previous.get("status") == OK and previous.get("fingerprint") == fp and Path(result["notebook"]).exists():
+        if (
+            previous.get("status") == OK
+            and previous.get("fingerprint") == fp
+            and Path(result["notebook"]).exists()
+        ):
             return {**previous, "status": CACHED}
     out.mkdir(parents=True, exist_ok=True)
     status_path.unlink(missing_ok=True)
@@ -215,7 +245,9 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
             result["error"] = f"{e.ename}: {e.evalue} (cell {e.exec_count}; see {result['notebook']})"
     except Exception as e:  # kernel died, notebook unreadable, ...
         result["status"] = FAILED
-        result["error"] = f"{type(e).__name__}: {e} (see {result['notebook']})\n{traceback.format_exc(limit=3)}"
+        result["error"] = (
+            f"{type(e).__name__}: {e} (see {result['notebook']})\n{traceback.format_exc(limit=3)}"
+        )
     result["duration_s"] = round(time.time() - start, 2)
     _export_html(result)
     result["metrics"] = load_metrics(out)
@@ -336,14 +368,20 @@ def _ensure_data(pipe: Pipeline) -> None:
 def write_index(pipe: Pipeline, results: list[dict]) -> Path:
     """Write `index.json` and `index.html` listing every step with status, duration and metrics."""
     pipe.run_dir.mkdir(parents=True, exist_ok=True)
-    (pipe.run_dir / "index.json").write_text(json.dumps({"pipeline": pipe.name, "steps": results}, indent=2, default=str))
+    (pipe.run_dir / "index.json").write_text(
+        json.dumps({"pipeline": pipe.name, "steps": results}, indent=2, default=str)
+    )
     rows = []
     for r in results:
         rel = lambda p: os.path.relpath(p, pipe.run_dir) if p else ""  # noqa: E731
         links = " ".join(
-            f'<a href="{html.escape(rel(r[k]))}">{k}</a>' for k in ("html", "notebook") if r.get(k) and Path(r[k]).exists()
+            f'<a href="{html.escape(rel(r[k]))}">{k}</a>'
+            for k in ("html", "notebook")
+            if r.get(k) and Path(r[k]).exists()
         )
-        metrics = "<br>".join(f"{html.escape(str(k))} = {_fmt(v)}" for k, v in (r.get("metrics") or {}).items())
+        metrics = "<br>".join(
+            f"{html.escape(str(k))} = {_fmt(v)}" for k, v in (r.get("metrics") or {}).items()
+        )
         error = f'<pre class="err">{html.escape(r["error"])}</pre>' if r.get("error") else ""
         rows.append(
             f'<tr class="{r["status"]}"><td>{html.escape(r["name"])}</td><td>{r["status"]}</td>'
@@ -364,7 +402,10 @@ def _fmt(value: Any) -> str:
 
 
 def pipeline_summary(results: list[dict]) -> dict[str, Any]:
-    return {"steps": len(results), **{s: sum(r["status"] == s for r in results) for s in (OK, CACHED, FAILED, BLOCKED)}}
+    return {
+        "steps": len(results),
+        **{s: sum(r["status"] == s for r in results) for s in (OK, CACHED, FAILED, BLOCKED)},
+    }
 
 
 __all__ = ["Pipeline", "Step", "load_pipeline", "run_pipeline", "run_step", "write_index", "fingerprint"]

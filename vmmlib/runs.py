@@ -46,9 +46,11 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         "list": lambda v: isinstance(v, list),
         "dict": lambda v: isinstance(v, dict),
     }
-    known = [checks[k] for k in kinds if k in checks] + [
-        (lambda v, k=k: isinstance(v, list)) for k in kinds if k.startswith("list[")
-    ] + [(lambda v, k=k: isinstance(v, dict)) for k in kinds if k.startswith("dict[")]
+    known = (
+        [checks[k] for k in kinds if k in checks]
+        + [(lambda v, k=k: isinstance(v, list)) for k in kinds if k.startswith("list[")]
+        + [(lambda v, k=k: isinstance(v, dict)) for k in kinds if k.startswith("dict[")]
+    )
     if len(known) < len(kinds):  # an annotation we do not interpret: accept
         return True
     return any(check(value) for check in known)

@@ -171,8 +171,7 @@ class VideoStore:
         return parse_video(self.cache.meta(i))
 
     def __getitem__(self, i: int) -> dict:
-        record = self.cache.meta(i)
-        video = parse_video(record)
+        video = self.meta(i)
         video["frames"] = self.cache.frames(i)
         return video
 

@@ -30,6 +30,7 @@ FEATURE_DIM = 1536
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # A block of common CJK ideographs (U+4E00 ...): enough distinct characters for topic vocabularies.
 _CJK_START, _CJK_COUNT = 0x4E00, 1200
+STYLE_DIMS, STYLE_SCALE = 16, 0.4
 
 
 def _chinese_chars() -> list[str]:
@@ -52,6 +53,10 @@ class _World:
     def __init__(self, rng: np.random.Generator, n_topics: int, n_tags: int):
         self.n_topics = n_topics
         self.centroids = rng.normal(0.0, 1.0, (n_topics, FEATURE_DIM)).astype(np.float32)
+        # Nuisance ("style": lighting, camera, encoder) directions carry most of the frame variance
+        # and nothing of the topic, so raw or randomly projected frames say little about similarity
+        # until a model learns to look past them.
+        self.style = rng.normal(0.0, 1.0, (STYLE_DIMS, FEATURE_DIM)).astype(np.float32)
         # Real tag ids are arbitrary integers; tag_list.txt holds the supervised ones.
         self.tag_ids = np.sort(rng.choice(np.arange(1, 60000), size=n_tags, replace=False))
         self.rare_tag_ids = np.setdiff1d(np.arange(60000, 60050), self.tag_ids)  # never in tag_list
@@ -83,7 +88,8 @@ class _World:
         dominant, theta = self.mixture(rng)
         u = rng.random()
         num_frames = 0 if u < 0.04 else int(rng.integers(1, 33)) if u < 0.85 else int(rng.integers(33, 61))
-        base = theta @ self.centroids + rng.normal(0.0, 0.5, FEATURE_DIM).astype(np.float32)
+        style = rng.normal(0.0, STYLE_SCALE, STYLE_DIMS).astype(np.float32) @ self.style
+        base = theta @ self.centroids + style + rng.normal(0.0, 0.5, FEATURE_DIM).astype(np.float32)
         drift = rng.normal(0.0, 0.3, FEATURE_DIM).astype(np.float32)
         steps = np.linspace(-1.0, 1.0, max(num_frames, 1), dtype=np.float32)[:num_frames, None]
         frames = base + steps * drift + rng.normal(0.0, 0.8, (num_frames, FEATURE_DIM)).astype(np.float32)

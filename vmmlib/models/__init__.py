@@ -8,7 +8,13 @@ Families: `qq_baseline` (QQ Browser TF baseline), `mixnextvlad_qq` (seed 000 Mix
 `uniter` (seed 000 single-stream UNITER). Shared blocks live in `layers`, text backbones in `text`.
 """
 
-from vmmlib.models import mixnextvlad_qq, qq_baseline, uniter  # noqa: F401  (registers the families)
+from vmmlib.models import (  # noqa: F401  (registers the families)
+    mixnextvlad_qq,
+    qq_baseline,
+    uniter,
+    yt8m_bert,
+    yt8m_vlad,
+)
 from vmmlib.models._registry import UnknownModelError, create_model, is_model, list_models, register_model
 from vmmlib.models.text import build_text_backbone
 

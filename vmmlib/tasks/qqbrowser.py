@@ -34,7 +34,9 @@ def make_sample(out_dir: str | Path, **options) -> Path:
     return write_qqbrowser_sample(out_dir, **options)
 
 
-def explore(data_dir: str | Path, *, max_items_per_split: int | None = None, progress: bool = True) -> ExploreReport:
+def explore(
+    data_dir: str | Path, *, max_items_per_split: int | None = None, progress: bool = True
+) -> ExploreReport:
     """Summarise a QQ Browser data folder: counts, frames, text lengths, tags, categories, pair labels.
 
     Args:
@@ -80,7 +82,8 @@ def explore(data_dir: str | Path, *, max_items_per_split: int | None = None, pro
     )  # fmt: skip
     splits.insert(1, "files", [len(files[s]) for s in splits["split"]])
     splits = pd.concat(
-        [splits, pd.DataFrame([{"split": "pairs (label.tsv)", "files": 1, "items": len(pairs)}])], ignore_index=True
+        [splits, pd.DataFrame([{"split": "pairs (label.tsv)", "files": 1, "items": len(pairs)}])],
+        ignore_index=True,
     ).fillna(0)
     labelled = items[items["category_id"] >= 0]
     return ExploreReport(
@@ -143,19 +146,28 @@ def load(
         tokenizer=load_tokenizer(vocab_path or qq.default_vocab(data_dir)),
         tags=qq.TagVocab.read(data_dir / "tag_list.txt"),
         pairs=qq.read_pairs(data_dir / "pairwise" / "label.tsv"),
-        options={"max_frames": max_frames, "frame_mode": frame_mode, "text_field": text_field, "max_text_len": max_text_len},
+        options={
+            "max_frames": max_frames,
+            "frame_mode": frame_mode,
+            "text_field": text_field,
+            "max_text_len": max_text_len,
+        },
     )
 
 
 FOLD_SCHEMES = ("seed", "video")
 
 
-def fold_pairs(data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def fold_pairs(
+    data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices into `data.pairs`: seed 000's shuffled pair slices, or video-disjoint folds."""
     check_choice("fold scheme", scheme, FOLD_SCHEMES)
     if scheme == "seed":
         return seed_pair_folds(len(data.pairs), n_folds, fold, seed=seed)
-    return video_pair_folds(list(data.pairs["query"]), list(data.pairs["candidate"]), n_folds, fold, seed=seed)
+    return video_pair_folds(
+        list(data.pairs["query"]), list(data.pairs["candidate"]), n_folds, fold, seed=seed
+    )
 
 
 # --- objectives ----------------------------------------------------------------------------------
@@ -201,7 +213,12 @@ def pretrain_objective(data: QQData, weights: dict, *, tag_loss: str = "bce", ml
         mlm_labels = None
         if "mlm" in weights:
             inputs["text_ids"], mlm_labels = L.mlm_mask(
-                batch["text_ids"], batch["text_mask"], tok.vocab_size, special, prob=mlm_prob, mask_id=tok.mask_token_id
+                batch["text_ids"],
+                batch["text_mask"],
+                tok.vocab_size,
+                special,
+                prob=mlm_prob,
+                mask_id=tok.mask_token_id,
             )
         out = model(**inputs, **({"mlm": True} if mlm_labels is not None else {}))
         terms = {}
@@ -211,8 +228,12 @@ def pretrain_objective(data: QQData, weights: dict, *, tag_loss: str = "bce", ml
             terms["mlm"] = weights["mlm"] * L.mlm_loss(out["mlm_logits"], mlm_labels)
         if "nce" in weights:
             if "vision_embedding" not in out:
-                raise ValueError(f"{type(model).__name__} has no vision/text embeddings before fusion for the nce term")
-            terms["nce"] = weights["nce"] * L.info_nce(out["vision_embedding"], out["text_embedding"], nce_temperature)
+                raise ValueError(
+                    f"{type(model).__name__} has no vision/text embeddings before fusion for the nce term"
+                )
+            terms["nce"] = weights["nce"] * L.info_nce(
+                out["vision_embedding"], out["text_embedding"], nce_temperature
+            )
         if "distill" in weights and "branch_tag_logits" in out:
             terms["distill"] = weights["distill"] * L.mixture_distillation(
                 out["branch_tag_logits"], out["tag_logits"], distill_temperature

@@ -1,0 +1,436 @@
+"""YouTube-8M metrics exactly as google/youtube-8m computes them (SPEC §2.3), vectorised with numpy.
+
+Video level (2017/2018; `eval_util.py`, `average_precision_calculator.py`,
+`mean_average_precision_calculator.py`): GAP@k (`gap`), per-class mAP (`video_map`), Hit@1, PERR.
+Segment level (2019; `segment_eval_inference.py`): mAP@100K over a `Class,Segments` submission
+(`segment_map`), with its ground-truth and CSV helpers.
+
+Every AP here is the official non-interpolated `ap_at_n`: recall is measured against all positives
+(including those never predicted), and tied scores are ranked in the order the official code ranks
+them (`random.seed(0)` + `random.sample` + a stable sort over the calculator's heap list; see
+`_official_ties`). Arithmetic is float64, as the official code ran under numpy 1.x; under numpy 2
+(NEP 50) the official code, fed float32 labels, would accumulate in float32 instead.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._official_ties import _stable_argsort_small_ints, heap_order, sample_positions
+
+KAGGLE_HEADER = "Class,Segments"
+MAX_SEGMENTS_PER_CLASS = 100_000
+_ROWS_PER_CHUNK = 256  # top-k works on (256, C) blocks: cache sized, no full-size temporaries
+
+
+# --------------------------------------------------------------------------- AP core
+
+
+def _as_scores(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+def _ap_sum(ranks: np.ndarray, num_positives: float) -> float:
+    """Σ over positives at 0-based `ranks` (ascending) of (poscount / (rank + 1)) / num_positives.
+
+    Evaluated term by term and summed sequentially (cumsum), like the official loop, so the float64
+    result is bit-identical to it."""
+    if ranks.size == 0:
+        return 0.0
+    delta_recall = 1.0 / float(num_positives)
+    terms = (np.arange(1, ranks.size + 1, dtype=np.float64) / (ranks + 1)) * delta_recall
+    return float(np.cumsum(terms)[-1])
+
+
+def _official_ap(
+    scores: np.ndarray, actuals: np.ndarray, *, n: int | None, num_positives: float, heap: bool
+) -> float:
+    """One official AP.
+
+    Args:
+        scores, actuals: (N,) in the order the official code receives them: the arguments of
+            `ap_at_n` (heap=False), or the push order into an `AveragePrecisionCalculator()` whose
+            `peek_ap_at_n` hands its heap list to `ap_at_n` (heap=True).
+        n: `ap_at_n`'s n (None = the whole list).
+        num_positives: the recall denominator.
+    """
+    size = scores.shape[0]
+    if size == 0 or num_positives == 0:  # empty heap -> 0 (peek_ap_at_n); numpos == 0 -> 0
+        return 0.0
+    if n is not None:
+        num_positives = min(num_positives, n)
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
+        raise ValueError("scores contain NaN: the official ranking of NaN is undefined")
+    positive = actuals > 0
+    order = np.argsort(-scores)  # descending; any tie order for now, fixed below where it matters
+    sorted_scores = scores[order]
+    group = np.zeros(size, np.int64)  # tie group of each sorted position, 0 = highest score
+    np.cumsum(sorted_scores[1:] != sorted_scores[:-1], out=group[1:])
+    positive_sorted = positive[order]
+    n_groups = int(group[-1]) + 1
+    group_size = np.bincount(group, minlength=n_groups)
+    group_positives = np.bincount(group, weights=positive_sorted, minlength=n_groups)
+    mixed = (group_positives > 0) & (group_positives < group_size)
+    if not mixed.any():  # no tie between a positive and a negative: the tie order cannot matter
+        ranks = np.flatnonzero(positive_sorted)
+    else:
+        group_of_item = np.empty(size, np.int64)
+        group_of_item[order] = group
+        if heap:  # slots of the heap list; int keys that order like the official (score, actual) tuples
+            if actuals.dtype == bool:
+                values, actual_rank = np.array([False, True]), actuals.view(np.uint8)
+            else:
+                values, actual_rank = np.unique(actuals, return_inverse=True)
+            keys = (n_groups - 1 - group_of_item) * len(values) + actual_rank.reshape(-1)
+            heap_keys = heap_order(keys)
+            slot_group = n_groups - 1 - heap_keys // len(values)
+            slot_positive = values[heap_keys % len(values)] > 0
+        else:
+            slot_group, slot_positive = group_of_item, positive
+        tied = np.flatnonzero(mixed[slot_group])  # slots whose tie order matters
+        drawn_at = sample_positions(size, tied)  # their positions after random.sample
+        tie_order = np.lexsort((drawn_at, slot_group[tied]))  # the stable sort: earlier draw first
+        tied_group = slot_group[tied][tie_order]
+        within = np.arange(tied.size) - np.searchsorted(tied_group, tied_group)
+        group_start = np.cumsum(group_size) - group_size
+        tied_ranks = (group_start[tied_group] + within)[slot_positive[tied][tie_order]]
+        ranks = np.sort(np.concatenate([np.flatnonzero(positive_sorted & ~mixed[group]), tied_ranks]))
+    if n is not None:
+        ranks = ranks[ranks < n]
+    return _ap_sum(ranks, num_positives)
+
+
+def average_precision(
+    predictions: Sequence[float] | np.ndarray,
+    actuals: Sequence[float] | np.ndarray,
+    *,
+    n: int | None = None,
+    total_num_positives: float | None = None,
+) -> float:
+    """`AveragePrecisionCalculator.ap_at_n(predictions, actuals, n, total_num_positives)`, exactly.
+
+    Args:
+        predictions: (N,) scores.
+        actuals: (N,) ground truth; > 0 is positive.
+        n: rank cut (the official staticmethod defaults to 20, its `ap` to None); numpos becomes
+            min(numpos, n).
+        total_num_positives: recall denominator; None = count of actuals > 0.
+
+    Returns:
+        AP in [0, 1]; 0 when numpos is 0. Ties are broken as the official shuffle + stable sort does.
+    """
+    predictions, actuals = np.asarray(predictions), np.asarray(actuals)
+    if predictions.ndim != 1 or predictions.shape != actuals.shape:
+        raise ValueError("the shape of predictions and actuals does not match.")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
+        raise ValueError(f"n must be 'None' or a positive integer. It was '{n}'.")
+    numpos = np.count_nonzero(actuals > 0) if total_num_positives is None else total_num_positives
+    return _official_ap(_as_scores(predictions), actuals, n=n, num_positives=numpos, heap=False)
+
+
+# --------------------------------------------------------------------------- video level
+
+
+def _check_matrices(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.ndim != 2 or predictions.shape != labels.shape:
+        raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} must be the same (N, C)")
+    return _as_scores(predictions), labels
+
+
+def _top_k_block(block: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices (row-major, ascending) into `block` (R, C) of each row's `argpartition(row, -k)[-k:]`."""
+    rows, num_classes = block.shape
+    if k == num_classes:
+        return np.arange(rows * num_classes)
+    n_blocks = 3 * k
+    per_block = num_classes // n_blocks
+    if per_block < 2:  # too few columns for the shortcut
+        top = np.sort(np.argpartition(block, -k, axis=1)[:, -k:], axis=1)
+        return (top + np.arange(rows)[:, None] * num_classes).reshape(-1)
+    # Maxima of n_blocks disjoint column sets {q, q + n_blocks, ...}; the k-th largest of them is
+    # reached by k distinct scores, so it is <= the row's k-th largest score: a safe candidate threshold.
+    body = per_block * n_blocks
+    block_max = block[:, :body].reshape(rows, per_block, n_blocks).max(axis=1)  # (R, n_blocks)
+    extra = num_classes - body
+    if extra:
+        np.maximum(block_max[:, :extra], block[:, body:], out=block_max[:, :extra])
+    threshold = np.partition(block_max, -k, axis=1)[:, -k]
+    flat = np.flatnonzero(block >= threshold[:, None])  # ~k + a few candidates per row
+    row = flat // num_classes
+    values = block[row, flat - row * num_classes]
+    count = np.bincount(row, minlength=rows)
+    width = max(int(count.max()), k + 1)
+    ladder = np.full((rows, width), -np.inf, values.dtype)  # each row's candidates, ascending
+    ladder[row, np.arange(flat.size) - (np.cumsum(count) - count)[row]] = values
+    ladder.sort(axis=1)
+    kth, next_below = ladder[:, width - k], ladder[:, width - k - 1]
+    # Where the k-th and (k+1)-th scores tie, which tied column is kept is argpartition's (introselect)
+    # choice: ask it, on the same row, as the official top_k_triplets does. Also for NaN rows.
+    redo = (count < k) | ((count > k) & (kth == next_below))
+    if block.dtype.kind == "f":
+        redo |= np.isnan(block_max).any(axis=1)
+    keep = flat[(values >= kth[row]) & ~redo[row]]
+    redo_rows = np.flatnonzero(redo)
+    if redo_rows.size == 0:
+        return keep
+    again = [r * num_classes + np.argpartition(block[r], -k)[-k:] for r in redo_rows]
+    return np.sort(np.concatenate([keep, *again]))
+
+
+def top_k_indices(predictions: np.ndarray, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The (video, class) pairs the official `top_k_by_class` keeps: per row `argpartition(row, -k)[-k:]`.
+
+    Rows are scanned in (256, C) blocks; a row whose k-th and (k+1)-th scores are equal (or holds
+    NaN) is handed to `np.argpartition` itself, so the tied class kept is the one the official code
+    keeps with the installed numpy.
+
+    Args:
+        predictions: (N, C) scores; k is capped at C.
+
+    Returns:
+        rows, cols: (N*k,) int64, sorted by row then column.
+    """
+    predictions = _as_scores(np.asarray(predictions))
+    if predictions.ndim != 2:
+        raise ValueError(f"predictions must be (N, C), got {predictions.shape}")
+    rows, cols, _ = _top_k(predictions, k)
+    return rows, cols
+
+
+def _top_k(predictions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`top_k_indices` plus the kept scores (gathered while each block is in cache)."""
+    if k <= 0:
+        raise ValueError("k must be a positive integer.")
+    num_videos, num_classes = predictions.shape
+    k = min(k, num_classes)
+    rows, cols, scores = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [predictions[:0, 0]]
+    for start in range(0, num_videos, _ROWS_PER_CHUNK):
+        block = predictions[start : start + _ROWS_PER_CHUNK]
+        flat = _top_k_block(block, k)
+        row = flat // num_classes
+        rows.append(row + start)
+        cols.append(flat - row * num_classes)
+        scores.append(block.reshape(-1)[flat])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(scores)
+
+
+def _num_positives(labels: np.ndarray, axis: int | None = None):
+    """Σ labels, as the official `numpy.sum(labels[:, i])` (label values, not a count of > 0)."""
+    if labels.dtype == bool:
+        return np.count_nonzero(labels, axis=axis)
+    return labels.sum(axis=axis, dtype=np.float64)
+
+
+def gap(
+    predictions: np.ndarray, labels: np.ndarray, top_k: int = 20, *, batch_size: int | None = None
+) -> float:
+    """Global average precision, `eval_util.calculate_gap` exactly (GAP@20 of YT8M 2017/2018).
+
+    Each video keeps its top_k scores (`top_k_indices`); all kept (score, label) pairs go, class by
+    class and video by video within a class (`flatten(top_k_by_class(...))`), into one
+    `AveragePrecisionCalculator`; recall counts every positive label in `labels`, kept or not.
+
+    Args:
+        predictions: (N, C) float scores.
+        labels: (N, C) multi-hot (bool / int / float; the official sums the values).
+        top_k: predictions kept per video.
+        batch_size: None reproduces `calculate_gap` (one call). An int reproduces
+            `EvaluationMetrics.accumulate` fed consecutive batches of that many videos: the push
+            order becomes batch, class, video, which only changes how tied scores are ranked.
+
+    Returns:
+        GAP in [0, 1].
+    """
+    predictions, labels = _check_matrices(predictions, labels)
+    rows, cols, scores = _top_k(predictions, top_k)
+    actuals = labels[rows, cols]  # gathered row-major: cache friendly
+    if batch_size is None:
+        push = _stable_argsort_small_ints(cols)  # class-major; videos stay in order within a class
+    else:
+        push = np.lexsort((rows, cols, rows // batch_size))
+    total = _num_positives(labels)
+    return _official_ap(scores[push], actuals[push], n=None, num_positives=total, heap=True)
+
+
+def class_average_precisions(predictions: np.ndarray, labels: np.ndarray, top_k: int = 20) -> np.ndarray:
+    """Per-class AP as `EvaluationMetrics` accumulates it into `MeanAveragePrecisionCalculator`.
+
+    Class c's AP ranks the kept (top_k per video) scores of class c, pushed in video order, with
+    recall over all of class c's positive labels; a class with positives but no kept score gets 0.
+
+    Returns:
+        (C,) float64; NaN for classes whose labels sum to 0 (`filter_empty_classes=True` drops them).
+    """
+    predictions, labels = _check_matrices(predictions, labels)
+    rows, cols, scores = _top_k(predictions, top_k)
+    push = _stable_argsort_small_ints(cols)
+    scores, actuals, cols = scores[push], labels[rows, cols][push], cols[push]
+    positives = _num_positives(labels, axis=0)
+    bounds = np.searchsorted(cols, np.arange(labels.shape[1] + 1))
+    aps = np.full(labels.shape[1], np.nan)
+    for c in np.flatnonzero(positives > 0):
+        lo, hi = bounds[c], bounds[c + 1]
+        aps[c] = _official_ap(scores[lo:hi], actuals[lo:hi], n=None, num_positives=positives[c], heap=True)
+    return aps
+
+
+def video_map(predictions: np.ndarray, labels: np.ndarray, top_k: int = 20) -> float:
+    """Mean of `class_average_precisions` over classes with positives (NaN if there are none)."""
+    aps = class_average_precisions(predictions, labels, top_k)
+    aps = aps[~np.isnan(aps)]
+    return float(np.mean(aps)) if aps.size else float("nan")
+
+
+def hit_at_one(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """`calculate_hit_at_one`: mean label value at each video's argmax (first index on ties).
+
+    The official returns `numpy.average(hits)` in the labels' dtype; this is float64."""
+    predictions, labels = _check_matrices(predictions, labels)
+    top = np.argmax(predictions, axis=1)
+    return float(np.mean(labels[np.arange(labels.shape[0]), top], dtype=np.float64))
+
+
+def perr(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """`calculate_precision_at_equal_recall_rate`, per video then averaged over all videos.
+
+    Video i with L = int(Σ labels[i]) > 0: Σ of labels over its `argpartition(row, -L)[-L:]` classes
+    whose score is > 0, divided by L. A video with no label (L = 0) contributes 0 but still counts in
+    the mean (the official takes `[-0:]`, i.e. every class, all of label 0).
+    """
+    predictions, labels = _check_matrices(predictions, labels)
+    num_labels = _num_positives(labels, axis=1).astype(np.int64)  # int() truncates, as the official
+    precision = np.zeros(labels.shape[0])
+    for count in np.unique(num_labels[num_labels > 0]):
+        videos = np.flatnonzero(num_labels == count)
+        for start in range(0, videos.size, _ROWS_PER_CHUNK):
+            chunk = videos[start : start + _ROWS_PER_CHUNK]
+            scores = predictions[chunk]  # (R, C) copy
+            top = np.argpartition(scores, -count, axis=1)[:, -count:]
+            hit = np.where(np.take_along_axis(scores, top, 1) > 0, labels[chunk[:, None], top], 0)
+            precision[chunk] = hit.sum(axis=1, dtype=np.float64) / count
+    return float(precision.sum() / labels.shape[0])
+
+
+# --------------------------------------------------------------------------- segment level (2019)
+
+
+def read_segment_truth(
+    video_ids: Sequence[str | bytes],
+    segment_start_times: Sequence[Sequence[int]],
+    segment_labels: Sequence[Sequence[int]],
+    segment_scores: Sequence[Sequence[float]],
+) -> dict[tuple[str, int], float]:
+    """The rated (segment, class) -> score map of `segment_eval_inference.read_labels`.
+
+    Args:
+        video_ids: (V,) video ids (bytes are decoded as UTF-8, as hughshaoqz does).
+        segment_start_times, segment_labels, segment_scores: per video, the aligned context lists
+            of a v3 validate/test SequenceExample.
+
+    Returns:
+        {("vid:start", class): score}; a repeated key keeps its last score, as the official dict does.
+    """
+    truth: dict[tuple[str, int], float] = {}
+    for vid, starts, classes, scores in zip(
+        video_ids, segment_start_times, segment_labels, segment_scores, strict=True
+    ):
+        vid = vid.decode("utf-8") if isinstance(vid, bytes) else str(vid)
+        for label, start, score in zip(classes, starts, scores, strict=True):
+            truth[(f"{vid}:{int(start)}", int(label))] = float(score)
+    return truth
+
+
+def segment_class_average_precisions(
+    submission: Mapping[int, Sequence[str]],
+    truth: Mapping[tuple[str, int], float],
+    top_n: int | None = MAX_SEGMENTS_PER_CLASS,
+) -> dict[int, float]:
+    """Per submitted class, the AP `segment_eval_inference.py` computes; see `segment_map`."""
+    positives: collections.Counter[int] = collections.Counter()
+    rated: dict[int, dict[str, float]] = collections.defaultdict(dict)
+    for (segment, label), score in truth.items():
+        rated[label][segment] = score
+        if score > 0:
+            positives[label] += 1
+    aps: dict[int, float] = {}
+    for label, segments in sorted(((int(c), ids) for c, ids in submission.items()), key=lambda item: item[0]):
+        if positives[label] == 0:  # hughshaoqz: .get(label, 0), then filter_empty_classes drops it
+            continue
+        if top_n:
+            segments = segments[:top_n]
+        scores_of = rated.get(label, {})
+        rated_scores = np.array([scores_of[s] for s in segments if s in scores_of], dtype=np.float64)
+        # synthetic scores (len - j) / len are distinct: the ranking is the submission order
+        aps[label] = _ap_sum(np.flatnonzero(rated_scores > 0), positives[label])
+    return aps
+
+
+def segment_map(
+    submission: Mapping[int, Sequence[str]],
+    truth: Mapping[tuple[str, int], float],
+    top_n: int | None = MAX_SEGMENTS_PER_CLASS,
+) -> float:
+    """YT8M 2019 segment mAP@top_n, as `segment_eval_inference.py` computes it.
+
+    For each submitted class: cut its ranked segment ids to top_n (None/0 = no cut), then drop every
+    segment not rated for that class (unrated segments neither help nor hurt), rank the rest in
+    submission order; positive = rated score > 0; recall over all rated positives of the class.
+    The mean runs over submitted classes only (absent classes are not counted). A submitted class
+    with no rated positive is dropped (hughshaoqz's `.get(label, 0)` + `filter_empty_classes`;
+    google's copy raises KeyError there). Duplicate ids in a row are kept, as the official does.
+
+    Args:
+        submission: {class: segment ids "vid:start", best first}.
+        truth: {("vid:start", class): score}, e.g. from `read_segment_truth`.
+
+    Returns:
+        mAP; NaN if no submitted class has a positive.
+    """
+    aps = list(segment_class_average_precisions(submission, truth, top_n).values())
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def read_kaggle_csv(path: str | Path, *, official_line_split: bool = False) -> dict[int, list[str]]:
+    """Read a `Class,Segments` submission: {class: [segment ids, best first]}.
+
+    A header line (first field not an integer) is skipped; a class repeated later wins, as in the
+    official dict. `official_line_split=True` splits each line like `segment_eval_inference.py`
+    (`split(",")`, then `split(" ")` on the raw line): the last id of each row keeps its newline and
+    so never matches a rated segment. Off (default), ids are split on whitespace.
+    """
+    submission: dict[int, list[str]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split(",") if official_line_split else line.rstrip("\r\n").split(",")
+            if len(fields) != 2:
+                raise ValueError(f"{path}:{line_no}: expected 'class,segments', got {line[:80]!r}")
+            label, segments = fields
+            if not label.strip().isdigit():
+                if line_no == 1:
+                    continue
+                raise ValueError(f"{path}:{line_no}: class id {label!r} is not an integer")
+            submission[int(label)] = segments.split(" ") if official_line_split else segments.split()
+    return submission
+
+
+def write_kaggle_csv(
+    path: str | Path, submission: Mapping[int, Sequence[str]], *, max_per_class: int = MAX_SEGMENTS_PER_CLASS
+) -> None:
+    """Write {class: segment ids, best first} as `Class,Segments` CSV, one row per class (ascending).
+
+    Raises ValueError if a class has more than `max_per_class` ids or an id holds a comma or a space."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(KAGGLE_HEADER + "\n")
+        for label in sorted(submission):
+            segments = list(submission[label])
+            if len(segments) > max_per_class:
+                raise ValueError(f"class {label}: {len(segments)} segments, more than {max_per_class}")
+            bad = next((s for s in segments if "," in s or not s or s != "".join(s.split())), None)
+            if bad is not None:
+                raise ValueError(f"class {label}: segment id {bad!r} is empty or holds a comma or whitespace")
+            f.write(f"{int(label)},{' '.join(segments)}\n")
