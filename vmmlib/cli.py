@@ -39,6 +39,20 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] or summary["blocked"] else 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    scores = get_task(args.task).evaluate_submission(args.pred, args.truth)
+    print(json.dumps(scores))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    required = task.required_ids_for(truth=args.truth, data_dir=args.data_dir, split=args.split)
+    problems = task.validate_submission(args.submission, required)
+    print(json.dumps({"valid": not problems, "problems": problems, "required_ids": len(required)}))
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="local Dask workers (default: the pipeline's `workers`)")
     p.add_argument("--force", action="store_true", help="re-run steps that already hold a finished result")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("evaluate", help="score a submission with the competition's official metric (prints JSON)")
+    p.add_argument("task", choices=list_tasks())
+    p.add_argument("--pred", required=True, help="the submission (qqbrowser: result.zip)")
+    p.add_argument("--truth", required=True, help="the labels (qqbrowser: a label.tsv of pairs)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("validate", help="check a submission's format and that every required id is present")
+    p.add_argument("task", choices=list_tasks())
+    p.add_argument("submission")
+    p.add_argument("--truth", help="labels whose ids must all be present (qqbrowser: label.tsv)")
+    p.add_argument("--data-dir", help="data folder whose split's ids must all be present")
+    p.add_argument("--split", default="test_a", help="the split of --data-dir (default: test_a)")
+    p.set_defaults(func=_validate)
     return parser
 
 

@@ -56,6 +56,7 @@ class Step:
     after: list[str] = field(default_factory=list)  # names of the steps this one needs
     resources: dict[str, float] = field(default_factory=dict)
     cwd: str = "."
+    threads: int = 1  # OMP_NUM_THREADS for the notebook's kernel
 
 
 @dataclass
@@ -170,6 +171,8 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
                 )
             )
     workers = workers or int(spec.get("workers", 1))
+    for step in steps:
+        step.threads = max(1, (os.cpu_count() or 1) // workers)
     return Pipeline(path.stem, run_dir, workers, steps, data)
 
 
@@ -229,6 +232,8 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     status_path.unlink(missing_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # One BLAS/torch thread per step per core share: steps run side by side on the workers.
+    os.environ.setdefault("OMP_NUM_THREADS", str(step.threads))
     start = time.time()
     try:
         import papermill

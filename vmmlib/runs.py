@@ -166,3 +166,19 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def call_with_options(fn, *args, options: Mapping[str, Any] | None = None, what: str = "option"):
+    """`fn(*args, **options)`, rejecting an option `fn` does not take with the list of valid ones."""
+    import inspect
+
+    options = dict(options or {})
+    valid = [
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ][len(args) :]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(valid)}")
+    return fn(*args, **options)

@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from vmmlib.models import UnknownModelError, create_model, list_models, register_model
+from vmmlib.models._registry import model_module
 from vmmlib.models.layers import NeXtVLAD
 
 NUM_TAGS = 7
 VOCAB = 21128
 TINY = list_models("*_tiny")
 FULL = [name for name in list_models() if not name.endswith("_tiny")]
+YT8M_FAMILIES = ("vmmlib.models.yt8m_vlad", "vmmlib.models.yt8m_bert")  # frames-only YT8M batch contract
 
 
 def make_batch(num_tags=NUM_TAGS, B=3, T=32, L=32, vocab=VOCAB, seed=0):
@@ -37,6 +39,50 @@ def make_batch(num_tags=NUM_TAGS, B=3, T=32, L=32, vocab=VOCAB, seed=0):
     }
 
 
+def make_yt8m_batch(num_classes=NUM_TAGS, B=3, T=5, seed=0):
+    """YT8M batch contract: 5-frame segments, 0 complete, 1 and 2 padded finals with 2 and 4 frames."""
+    g = torch.Generator().manual_seed(seed)
+    frame_mask = torch.zeros(B, T)
+    frame_mask[0] = 1
+    frame_mask[1, :2] = 1
+    frame_mask[2, :4] = 1
+    frames = torch.randn(B, T, 1152, generator=g) * frame_mask.unsqueeze(-1)
+    labels = (torch.rand(B, num_classes, generator=g) < 0.3).float()
+    return {
+        "frames": frames,
+        "frame_mask": frame_mask,
+        "labels": labels,
+        "label_weights": torch.ones(B, num_classes),
+        "id": [f"v{i}:{5 * i}" for i in range(B)],
+    }
+
+
+def example(name):
+    """Per-model example-batch hook, chosen by the model's family (its task's batch contract).
+
+    Returns the constructor overrides, a batch, a shorter T that still holds every real frame of
+    examples 1 and 2, and the outputs that padding must not change (the first also must change
+    when a real frame of example 2 changes).
+    """
+    if model_module(name) in YT8M_FAMILIES:
+        return {"num_classes": NUM_TAGS}, make_yt8m_batch(), 4, ("logits",)
+    return {"num_tags": NUM_TAGS}, make_batch(), 16, ("embedding", "tag_logits")
+
+
+def check_yt8m_outputs(out, B=3, C=NUM_TAGS):
+    assert out["logits"].shape == (B, C)
+    if "probs" in out:  # MoE: a probability; logits = logit(clamped probs)
+        assert out["probs"].shape == (B, C)
+        assert ((out["probs"] >= 0) & (out["probs"] <= 1)).all()
+        torch.testing.assert_close(torch.sigmoid(out["logits"]), out["probs"], atol=1e-5, rtol=1e-4)
+    if "gate" in out:  # MixNeXtVLAD
+        M = out["gate"].shape[1]
+        assert M == 3
+        assert out["branch_logits"].shape == (M, B, C)
+        torch.testing.assert_close(out["gate"].sum(1), torch.ones(B))
+        torch.testing.assert_close(out["logits"], (out["gate"].T.unsqueeze(-1) * out["branch_logits"]).sum(0))
+
+
 def test_tiny_and_full_variants_are_registered_in_pairs():
     assert len(TINY) >= 5
     assert sorted(name + "_tiny" for name in FULL) == TINY
@@ -45,11 +91,29 @@ def test_tiny_and_full_variants_are_registered_in_pairs():
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_model_forward_contract_finite_outputs_and_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
-    model = create_model(name, num_tags=NUM_TAGS)
-    batch = make_batch()
+    overrides, batch, _, _ = example(name)
+    model = create_model(name, **overrides)
     out = model(**batch, mlm=True)  # unknown keys (labels, id, mlm for non-UNITER) are ignored
 
-    B = 3
+    if model_module(name) in YT8M_FAMILIES:
+        check_yt8m_outputs(out)
+    else:
+        _check_qq_outputs(out)
+    for key, value in out.items():
+        assert torch.isfinite(value).all(), key
+
+    # Random fixed weights rather than a plain sum: a sum of softmax or BatchNorm outputs is constant
+    # in its inputs and would hide missing gradients behind exact zeros.
+    g = torch.Generator().manual_seed(1)
+    loss = sum((value * torch.randn(value.shape, generator=g)).sum() for value in out.values())
+    loss.backward()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert not [n for n, p in params if p.grad is None], "parameters without a gradient"
+    assert not [n for n, p in params if not torch.isfinite(p.grad).all()], "non-finite gradients"
+    assert not [n for n, p in params if p.grad.abs().sum() == 0], "parameters with an all-zero gradient"
+
+
+def _check_qq_outputs(out, B=3):
     assert out["embedding"].shape == (B, 256)
     assert out["tag_logits"].shape == (B, NUM_TAGS)
     if "gate" in out:  # MixNeXtVLAD
@@ -65,45 +129,38 @@ def test_tiny_model_forward_contract_finite_outputs_and_every_parameter_gets_a_g
         assert out["vision_embedding"][..., 0, :].abs().max() > 0
     if "mlm_logits" in out:
         assert out["mlm_logits"].shape == (B, 32, VOCAB)
-    for key, value in out.items():
-        assert torch.isfinite(value).all(), key
-
-    # Random fixed weights rather than a plain sum: a sum of softmax or BatchNorm outputs is constant
-    # in its inputs and would hide missing gradients behind exact zeros.
-    g = torch.Generator().manual_seed(1)
-    loss = sum((value * torch.randn(value.shape, generator=g)).sum() for value in out.values())
-    loss.backward()
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    assert not [n for n, p in params if p.grad is None], "parameters without a gradient"
-    assert not [n for n, p in params if not torch.isfinite(p.grad).all()], "non-finite gradients"
-    assert not [n for n, p in params if p.grad.abs().sum() == 0], "parameters with an all-zero gradient"
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_padded_frames_and_tokens_do_not_change_the_output_in_eval_mode(name):
     torch.manual_seed(0)
-    model = create_model(name, num_tags=NUM_TAGS).eval()
-    batch = make_batch()
+    overrides, batch, short_T, keys = example(name)
+    model = create_model(name, **overrides).eval()
     g = torch.Generator().manual_seed(2)
     padded = {**batch}
     frame_pad = (batch["frame_mask"] == 0).unsqueeze(-1)
     padded["frames"] = torch.where(
         frame_pad, 100 * torch.randn(batch["frames"].shape, generator=g), batch["frames"]
     )
-    text_pad = batch["text_mask"] == 0
-    padded["text_ids"] = torch.where(
-        text_pad, torch.randint(104, VOCAB, text_pad.shape, generator=g), batch["text_ids"]
-    )
+    if "text_ids" in batch:
+        text_pad = batch["text_mask"] == 0
+        padded["text_ids"] = torch.where(
+            text_pad, torch.randint(104, VOCAB, text_pad.shape, generator=g), batch["text_ids"]
+        )
     changed = {**batch, "frames": batch["frames"].clone()}
     changed["frames"][2, 3] += 1.0  # a real frame
-    # fewer pad frames: the same videos 1 and 2 with T=16 instead of 32 (pads must not count at all)
-    shorter = {**batch, "frames": batch["frames"][:, :16], "frame_mask": batch["frame_mask"][:, :16]}
+    # fewer pad frames: the same videos 1 and 2 with a shorter T (pads must not count at all)
+    shorter = {
+        **batch,
+        "frames": batch["frames"][:, :short_T],
+        "frame_mask": batch["frame_mask"][:, :short_T],
+    }
     with torch.no_grad():
         ref, pad, real, short = model(**batch), model(**padded), model(**changed), model(**shorter)
-    for key in ("embedding", "tag_logits"):
+    for key in keys:
         torch.testing.assert_close(pad[key], ref[key], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(short[key][1:], ref[key][1:], atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(real["embedding"][2], ref["embedding"][2], atol=1e-6)
+    assert not torch.allclose(real[keys[0]][2], ref[keys[0]][2], atol=1e-6)
 
 
 def test_unknown_model_name_raises_an_error_listing_the_choices():
@@ -121,7 +178,7 @@ def test_unknown_override_is_rejected():
 
 
 def test_list_models_filters_with_fnmatch_patterns():
-    assert list_models("*vlad*") == [
+    assert list_models("*vlad*_qq*") == [
         "mixnextvlad_qq",
         "mixnextvlad_qq_tiny",
         "mixnextvlad_roformer_qq",
@@ -163,7 +220,61 @@ def _concat_dense_se(in_dim):
     return _linear(in_dim, 256) + 2 * 256 * 32
 
 
+def _bn(n):  # BatchNorm / LayerNorm affine parameters
+    return 2 * n
+
+
+def _moe(d, C=3862, E=5, prob_gating=False):  # gates (no bias), experts, optional W_pp + BN
+    return d * C * (E + 1) + _linear(d, C * E) + (C * C + _bn(C) if prob_gating else 0)
+
+
+def _netvlad(N, K):  # cluster FC without bias (BN instead), cluster BN, centres
+    return N * K + _bn(K) + N * K
+
+
+def _nextvlad_yt8m(N, K, G, H=2048, lam=2):  # expand, attention, cluster FC + BN, centres, VLAD BN, FC_H
+    D = lam * N // G
+    return (
+        _linear(N, lam * N)
+        + _linear(lam * N, G)
+        + lam * N * G * K
+        + _bn(G * K)
+        + D * K
+        + _bn(D * K)
+        + D * K * H
+    )
+
+
+def _nextvlad_branch(K, r, H=2048):  # video + audio streams, hidden BN, SE with BN, logistic head
+    streams = _nextvlad_yt8m(1024, K, 8, H) + _nextvlad_yt8m(128, K // 2, 4, H)
+    return streams + _bn(H) + 2 * H * (H // r) + _bn(H // r) + _linear(H, 3862)
+
+
+def _bert_layer(D, inter=3072):  # Q, K, V, attention output, 2 LayerNorms, FFN
+    return 4 * _linear(D, D) + 2 * _bn(D) + _linear(D, inter) + _linear(inter, D)
+
+
+def _expected_yt8m(name):
+    vlad = _netvlad(1024, 8) + _netvlad(128, 4)
+    netvlad = vlad + (1024 * 8 + 128 * 4) * 1024 + _bn(1024) + _linear(1024, 2048)
+    counts = {
+        "netvlad_yt8m": netvlad + _moe(2048),
+        "gated_netvlad_yt8m": netvlad + 2048 * 2048 + _bn(2048) + _moe(2048, prob_gating=True),
+        "nextvlad_yt8m": _nextvlad_branch(128, 8),
+        "mixnextvlad_yt8m": 3 * _nextvlad_branch(112, 16) + _bn(1152) + _linear(1152, 3),
+        "framebert_yt8m": 2 * _bert_layer(1152) + _moe(5 * 1152),
+        "framebert_l3_yt8m": 3 * _bert_layer(1152) + _moe(5 * 1152),
+        "framebert_mean_yt8m": 2 * _bert_layer(1152) + _moe(1152),
+        "framebert_first_yt8m": 2 * _bert_layer(1152) + _moe(1152),
+        "bertcross_yt8m": _bert_layer(1024) + _bert_layer(128) + _bert_layer(1152) + _moe(1152),
+    }
+    counts["bertcross_attn_yt8m"] = counts["bertcross_yt8m"] + 1152  # the attention-pooling query
+    return counts[name]
+
+
 def _expected_full(name, C=10000):
+    if model_module(name) in YT8M_FAMILIES:
+        return _expected_yt8m(name)
     head = _linear(256, C)
     if name == "qq_baseline":
         return BERT_BASE_CHINESE + NEXTVLAD_QQ + _concat_dense_se(768 + 1024) + head

@@ -67,7 +67,9 @@ _GCS_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # ------------------------------------------------------------------------------------------ features
 
 
-def dequantize(q: np.ndarray, max_value: float = MAX_QUANTIZED, min_value: float = MIN_QUANTIZED) -> np.ndarray:
+def dequantize(
+    q: np.ndarray, max_value: float = MAX_QUANTIZED, min_value: float = MIN_QUANTIZED
+) -> np.ndarray:
     """uint8 → float32 as google's `utils.Dequantize`: `q * (max-min)/255 + (max-min)/512 + min`."""
     value_range = max_value - min_value
     scale, bias = np.float32(value_range / 255.0), np.float32(value_range / 512.0 + min_value)
@@ -81,7 +83,9 @@ def quantize(x: np.ndarray, max_value: float = MAX_QUANTIZED, min_value: float =
     of x inside [min, max] (dequantisation adds half a step, 4/512, to the rounded value).
     """
     x = np.clip(np.asarray(x, np.float32), min_value, max_value)
-    return np.round((x - np.float32(min_value)) * np.float32(255.0 / (max_value - min_value))).astype(np.uint8)
+    return np.round((x - np.float32(min_value)) * np.float32(255.0 / (max_value - min_value))).astype(
+        np.uint8
+    )
 
 
 def l2_normalize(frames: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -94,7 +98,9 @@ def multi_hot(class_ids: Sequence[int], num_classes: int = NUM_CLASSES) -> np.nd
     """(num_classes,) float32 with 1 at each class id. Raises ValueError on an id out of range."""
     ids = np.asarray(class_ids, np.int64).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        raise ValueError(f"class id out of range [0, {num_classes}): {ids[(ids < 0) | (ids >= num_classes)][0]}")
+        raise ValueError(
+            f"class id out of range [0, {num_classes}): {ids[(ids < 0) | (ids >= num_classes)][0]}"
+        )
     out = np.zeros(num_classes, np.float32)
     out[ids] = 1.0
     return out
@@ -136,7 +142,9 @@ def _context(record: dict) -> dict:
     return meta
 
 
-def video_frames(quantized: np.ndarray, *, max_frames: int = MAX_FRAMES, normalize: bool = False) -> np.ndarray:
+def video_frames(
+    quantized: np.ndarray, *, max_frames: int = MAX_FRAMES, normalize: bool = False
+) -> np.ndarray:
     """(L, 1152) uint8 → the first min(L, max_frames) frames dequantised, (L', 1152) float32,
     optionally L2-normalised per frame (hughshaoqz)."""
     frames = dequantize(quantized[:max_frames])
@@ -150,7 +158,9 @@ def parse_frame_record(
     (int64), `segment_scores` (float32) (empty when absent), `frames` (L, 1152) float32 with
     L = `num_frames` = min(len, max_frames), rgb ‖ audio dequantised, optionally L2-normalised per frame."""
     meta = _context(context)
-    frames = video_frames(_quantized_frames(feature_lists, meta["id"]), max_frames=max_frames, normalize=normalize)
+    frames = video_frames(
+        _quantized_frames(feature_lists, meta["id"]), max_frames=max_frames, normalize=normalize
+    )
     return {**meta, "frames": frames, "num_frames": len(frames)}
 
 
@@ -281,7 +291,8 @@ def inference_segments(
     padded[: len(frames)] = frames
     rolled = np.roll(padded, shift, axis=0)
     starts = np.arange(0, len(frames), segment_size, dtype=np.int64)
-    rolled = np.concatenate([rolled, np.zeros((segment_size, frames.shape[1]), np.float32)])  # a last short bag
+    # zero rows after the buffer, for a last bag running past max_frames (when 5 does not divide it)
+    rolled = np.concatenate([rolled, np.zeros((segment_size, frames.shape[1]), np.float32)])
     bags = np.stack([rolled[s : s + segment_size] for s in starts]) if len(starts) else rolled[:0, None]
     masks = [_bag_rows(int(s), len(frames), shift, segment_size, max_frames)[1] for s in starts]
     return {
@@ -386,7 +397,9 @@ def check_layout(data_dir: str | Path) -> dict[str, list[Path]]:
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {root} does not exist (make a sample with `vmm sample yt8m {root}`)")
+        raise FileNotFoundError(
+            f"data_dir {root} does not exist (make a sample with `vmm sample yt8m {root}`)"
+        )
     files = {split: split_files(root, split) for split in SPLITS}
     missing = [] if (root / "segment_label_ids.csv").is_file() else ["segment_label_ids.csv"]
     if not files["frame/validate"]:
@@ -416,7 +429,9 @@ def holdout_shards(paths: Sequence[str | Path], n_holdout: int = 300) -> tuple[l
     the rest fine-tune. Returns (holdout, finetune), disjoint, deterministic."""
     ordered = seed_shard_order(paths)
     if not 0 < n_holdout < len(ordered):
-        raise ValueError(f"n_holdout must be in 1..{len(ordered) - 1} for {len(ordered)} shards, got {n_holdout}")
+        raise ValueError(
+            f"n_holdout must be in 1..{len(ordered) - 1} for {len(ordered)} shards, got {n_holdout}"
+        )
     return ordered[:n_holdout], ordered[n_holdout:]
 
 
@@ -469,7 +484,9 @@ class FrameStore:
                 for context, _ in read_examples(path, keys=CONTEXT_KEYS, schema=FRAME_SCHEMA, sequence=True):
                     self.meta.append(_context(context))
             if len(self.meta) != len(self.cache):
-                raise ValueError(f"cache at {cache_dir} holds {len(self.cache)} videos, the shards {len(self.meta)}")
+                raise ValueError(
+                    f"cache at {cache_dir} holds {len(self.cache)} videos, the shards {len(self.meta)}"
+                )
         self.ids = [m["id"] for m in self.meta]
 
     def __len__(self) -> int:

@@ -130,7 +130,7 @@ class NeXtVLAD(nn.Module):
         feature_dim: N, the frame feature width (1536 for QQ Browser).
         clusters: K.
         groups: G.
-        expansion: λ.
+        expansion: λ; a fraction (e.g. 0.125) shrinks the expanded width for tiny CPU models.
         output_dim: width of the output FC (1024 in the QQ baseline).
         dropout: dropout before the output FC.
         cluster_bn: BatchNorm on the cluster logits (statistics over valid frames only).
@@ -142,22 +142,21 @@ class NeXtVLAD(nn.Module):
         feature_dim: int,
         clusters: int,
         groups: int = 8,
-        expansion: int = 2,
+        expansion: float = 2,
         output_dim: int = 1024,
         dropout: float = 0.2,
         cluster_bn: bool = True,
         vlad_bn: bool = False,
     ):
         super().__init__()
-        if (expansion * feature_dim) % groups:
-            raise ValueError(
-                f"expansion*feature_dim ({expansion * feature_dim}) must divide by groups ({groups})"
-            )
+        expanded = round(expansion * feature_dim)  # λN
+        if expanded % groups or expanded != expansion * feature_dim:
+            raise ValueError(f"expansion*feature_dim ({expansion * feature_dim}) must be an integer divisible by groups ({groups})")
         self.clusters, self.groups = clusters, groups
-        self.group_dim = expansion * feature_dim // groups  # λN/G
-        self.expand = nn.Linear(feature_dim, expansion * feature_dim)
-        self.group_attention = nn.Linear(expansion * feature_dim, groups)
-        self.cluster_logits = nn.Linear(expansion * feature_dim, groups * clusters, bias=False)
+        self.group_dim = expanded // groups  # λN/G
+        self.expand = nn.Linear(feature_dim, expanded)
+        self.group_attention = nn.Linear(expanded, groups)
+        self.cluster_logits = nn.Linear(expanded, groups * clusters, bias=False)
         self.cluster_bn = nn.BatchNorm1d(groups * clusters) if cluster_bn else None
         # glorot-normal over (λN/G, K) as the TF baseline's add_weight(glorot_normal)
         std = math.sqrt(2.0 / (self.group_dim + clusters))

@@ -37,7 +37,7 @@ class MixNeXtVLADConfig:
     max_frames: int = 32  # T; only the "feature_axis" gate depends on it
     clusters: int = 64  # NeXtVLAD K
     groups: int = 8  # NeXtVLAD G
-    expansion: int = 2  # NeXtVLAD λ
+    expansion: float = 2  # NeXtVLAD λ (tiny: a fraction)
     vlad_dim: int = 1024  # NeXtVLAD output width; must equal text_map_dim for the InfoNCE term
     vlad_dropout: float = 0.2  # dropout before the NeXtVLAD output FC
     cluster_bn: bool = True  # BN on the cluster logits (seed 000 "modify bn"); False = TF baseline
@@ -171,7 +171,7 @@ TINY = dict(
     num_tags=100,  # the data reader passes its own tag count
     clusters=8,
     groups=4,
-    expansion=1,
+    expansion=0.125,
     vlad_dim=128,
     text_map_dim=128,
     text_layers=2,

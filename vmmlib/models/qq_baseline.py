@@ -25,7 +25,7 @@ class QQBaselineConfig:
     feature_dim: int = 1536  # frame feature width N
     clusters: int = 64  # NeXtVLAD K
     groups: int = 8  # NeXtVLAD G
-    expansion: int = 2  # NeXtVLAD λ
+    expansion: float = 2  # NeXtVLAD λ (tiny: a fraction)
     vlad_dim: int = 1024  # NeXtVLAD output FC width (the vision vector)
     vlad_dropout: float = 0.2  # dropout before the NeXtVLAD output FC
     cluster_bn: bool = True  # BN on the cluster logits (seed 000); False = the TF baseline
@@ -117,7 +117,7 @@ TINY = dict(
     num_tags=100,  # the data reader passes its own tag count
     clusters=8,
     groups=4,
-    expansion=1,
+    expansion=0.125,
     vlad_dim=128,
     text_layers=2,
     text_hidden=64,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import torch
 from tqdm.auto import tqdm
 
@@ -24,6 +25,7 @@ from vmmlib.data.tokenize import load_tokenizer
 from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
+from vmmlib.metrics.qqbrowser import pair_cosine
 from vmmlib.runs import check_choice
 
 NAME = "qqbrowser"
@@ -159,12 +161,12 @@ FOLD_SCHEMES = ("seed", "video")
 
 
 def fold_pairs(
-    data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42
+    data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42, fold_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices into `data.pairs`: seed 000's shuffled pair slices, or video-disjoint folds."""
     check_choice("fold scheme", scheme, FOLD_SCHEMES)
     if scheme == "seed":
-        return seed_pair_folds(len(data.pairs), n_folds, fold, seed=seed)
+        return seed_pair_folds(len(data.pairs), n_folds, fold, seed=seed, fold_size=fold_size)
     return video_pair_folds(
         list(data.pairs["query"]), list(data.pairs["candidate"]), n_folds, fold, seed=seed
     )
@@ -227,9 +229,10 @@ def pretrain_objective(data: QQData, weights: dict, *, tag_loss: str = "bce", ml
         if mlm_labels is not None:
             terms["mlm"] = weights["mlm"] * L.mlm_loss(out["mlm_logits"], mlm_labels)
         if "nce" in weights:
-            if "vision_embedding" not in out:
+            if "vision_embedding" not in out or out["vision_embedding"].shape[-1] != out["text_embedding"].shape[-1]:
                 raise ValueError(
-                    f"{type(model).__name__} has no vision/text embeddings before fusion for the nce term"
+                    f"{type(model).__name__} has no vision and text embeddings of one width before fusion, "
+                    "which the nce term needs (MixNeXtVLAD maps the text to the vision width; set nce to 0)"
                 )
             terms["nce"] = weights["nce"] * L.info_nce(
                 out["vision_embedding"], out["text_embedding"], nce_temperature
@@ -305,7 +308,7 @@ def spearman(ids: list[str], embeddings: np.ndarray, pairs: pd.DataFrame) -> flo
     return qq_spearman(dict(zip(ids, embeddings)), pairs)
 
 
-def spearman_eval(model, data: QQData, pair_idx: np.ndarray | None = None, *, batch_size: int = 64):
+def spearman_eval(data: QQData, pair_idx: np.ndarray | None = None, *, batch_size: int = 64):
     """An `eval_fn` for `fit`: Spearman on the given pairs (all labelled pairs by default)."""
     pair_idx = np.arange(len(data.pairs)) if pair_idx is None else np.asarray(pair_idx)
     subset = pair_videos(data, pair_idx)
@@ -315,3 +318,245 @@ def spearman_eval(model, data: QQData, pair_idx: np.ndarray | None = None, *, ba
         return {"spearman": spearman(ids, emb, data.pairs.iloc[pair_idx])}
 
     return eval_fn
+
+
+# --- run-folder artefacts: fold predictions, inference, submission --------------------------------
+
+EMBEDDING_DIM_LIMIT = 256
+
+
+def build_model(params: dict, data: QQData):
+    """The model a run folder's params describe (`model`, `text_model_dir`), sized to the data."""
+    from vmmlib.models import create_model
+
+    overrides = data.model_overrides()
+    if params.get("text_model_dir"):
+        overrides["text_model_dir"] = str(params["text_model_dir"])
+    return create_model(params["model"], **overrides)
+
+
+def save_fold_predictions(out_dir: str | Path, model, data: QQData, val_idx: np.ndarray, fold: int) -> pd.DataFrame:
+    """Write the fold's out-of-fold pair embeddings (`oof_pairs.npz`) and predictions (`val_pairs.csv`).
+
+    Returns:
+        DataFrame(pair, query, candidate, relevance, cosine) of the validation pairs.
+    """
+    ids, emb = embed(model, pair_videos(data, val_idx))
+    row = {v: i for i, v in enumerate(ids)}
+    pairs = data.pairs.iloc[val_idx]
+    emb_a = emb[[row[v] for v in pairs["query"]]]
+    emb_b = emb[[row[v] for v in pairs["candidate"]]]
+    out = Path(out_dir)
+    np.savez(out / "oof_pairs.npz", pair=np.asarray(val_idx), fold=np.full(len(val_idx), fold), emb_a=emb_a, emb_b=emb_b)
+    table = pairs.assign(pair=np.asarray(val_idx), cosine=pair_cosine(emb_a, emb_b))
+    table.to_csv(out / "val_pairs.csv", index=False)
+    return table
+
+
+def load_oof(folder: str | Path) -> dict[str, np.ndarray]:
+    """Out-of-fold pair embeddings of one fold folder, or of an inference folder (all folds)."""
+    with np.load(Path(folder) / "oof_pairs.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def infer(fold_dirs: list[Path], data: QQData, split: str, *, average: str = "raw", progress: bool = True):
+    """Embed a split with every fold's model and average over folds.
+
+    Args:
+        average: `raw` — the mean of the un-normalised fold embeddings (seed 000's `ensemble_final`);
+            `normalized` — L2-normalise each fold's embeddings first, so no fold dominates by scale.
+
+    Returns:
+        (ids, float32 (N, 256) fold-averaged embeddings).
+    """
+    from vmmlib.checkpoint import load_weights
+    from vmmlib.runs import read_yaml
+
+    check_choice("fold average", average, ("raw", "normalized"))
+    dataset, total, ids = data.split(split), None, None
+    for folder in tqdm(fold_dirs, desc=f"folds → {split}", disable=not progress):
+        model = build_model(read_yaml(folder / "params.yaml"), data)
+        load_weights(model, fold_checkpoint(folder))
+        ids, emb = embed(model, dataset)
+        if average == "normalized":
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        total = emb if total is None else total + emb
+    return ids, (total / len(fold_dirs)).astype(np.float32)
+
+
+def fold_checkpoint(folder: str | Path) -> Path:
+    """The weights a finetune folder submits: the best checkpoint when one was selected, else the final one."""
+    folder = Path(folder)
+    best = folder / "checkpoints" / "best" / "model.safetensors"
+    return best if best.exists() else folder / "model.safetensors"
+
+
+def write_submission(path: str | Path, ids: list[str], embeddings: np.ndarray) -> Path:
+    """`result.zip` in the official format: one JSON object id → list of float16-rounded floats."""
+    import json
+    import zipfile
+
+    if embeddings.ndim != 2 or embeddings.shape[1] > EMBEDDING_DIM_LIMIT:
+        raise ValueError(f"embeddings must be (N, ≤{EMBEDDING_DIM_LIMIT}), got {embeddings.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = embeddings.astype(np.float16)
+    bad = np.flatnonzero(~np.isfinite(half).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{len(bad)} embedding(s) are not finite in float16 (|x| > 65504 or NaN), e.g. id {ids[bad[0]]}")
+    result = {vid: e.tolist() for vid, e in zip(ids, half)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("result.json", json.dumps(result))
+    return path
+
+
+def read_submission(path: str | Path) -> dict[str, np.ndarray]:
+    """Embeddings of a `result.zip` (or a bare `result.json`)."""
+    import json
+    import zipfile
+
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".json")]
+            if len(names) != 1:
+                raise ValueError(f"{path}: expected one .json file in the zip, found {names or 'none'}")
+            raw = json.loads(zf.read(names[0]))
+    else:
+        raw = json.loads(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the JSON must be an object id → embedding")
+    return {str(k): np.asarray(v, dtype=np.float32) for k, v in raw.items()}
+
+
+def validate_submission(path: str | Path, required_ids) -> list[str]:
+    """Problems with a submission (empty list: valid): format, dimension ≤ 256, finiteness, missing ids."""
+    try:
+        emb = read_submission(path)
+    except (ValueError, OSError) as e:
+        return [str(e)]
+    problems = []
+    dims = {v.shape for v in emb.values()}
+    if len(dims) > 1:
+        problems.append(f"embeddings have different shapes: {sorted(dims)[:3]}")
+    for shape in dims:
+        if len(shape) != 1 or not 0 < shape[0] <= EMBEDDING_DIM_LIMIT:
+            problems.append(f"an embedding has shape {shape}; each must be a list of 1..{EMBEDDING_DIM_LIMIT} floats")
+    bad = [k for k, v in emb.items() if not np.isfinite(v).all()]
+    if bad:
+        problems.append(f"{len(bad)} embedding(s) hold NaN or inf, e.g. id {bad[0]}")
+    missing = [v for v in dict.fromkeys(required_ids) if v not in emb]
+    if missing:
+        problems.append(f"{len(missing)} required id(s) missing, e.g. {missing[0]}")
+    return problems
+
+
+def evaluate_submission(pred: str | Path, truth: str | Path) -> dict[str, float]:
+    """The official score of a submission against a `label.tsv`: {"spearman": ρ, "pairs": n}."""
+    pairs = qq.read_pairs(truth)
+    return {"spearman": qq_spearman(read_submission(pred), pairs), "pairs": len(pairs)}
+
+
+def oof_spearman(oofs: list[dict], weights, pairs: pd.DataFrame) -> float:
+    """Spearman over all out-of-fold pairs of the weighted sum of several models' embeddings.
+
+    Each model's `oof` (see `load_oof`) is aligned on the pair index; the ensemble embedding of a
+    video is Σ_m w_m e_m, as the seed's `ensemble_final` sums fold-averaged embeddings.
+    """
+    order = [np.argsort(o["pair"], kind="stable") for o in oofs]
+    pair_ids = oofs[0]["pair"][order[0]]
+    for o, idx in zip(oofs[1:], order[1:]):
+        if not np.array_equal(o["pair"][idx], pair_ids):
+            raise ValueError("the models' out-of-fold pairs differ: use the same folds for every model")
+    emb_a = sum(w * o["emb_a"][idx] for w, o, idx in zip(weights, oofs, order))
+    emb_b = sum(w * o["emb_b"][idx] for w, o, idx in zip(weights, oofs, order))
+    cos = pair_cosine(emb_a, emb_b)
+    return float(scipy.stats.spearmanr(cos, pairs["relevance"].to_numpy()[pair_ids]).correlation)
+
+
+# --- what the notebooks call ---------------------------------------------------------------------
+
+BACKBONE_PREFIXES = ("text.backbone.", "encoder.")  # the pretrained text stacks (lower lr)
+METRIC = "spearman"
+
+
+def pretrain_dataset(data: QQData) -> qq.VideoDataset:
+    """Pretraining videos: the pointwise split (with tags)."""
+    return data.split("pointwise")
+
+
+def pretrain_eval(data: QQData):
+    """Seed 000 evaluates pretraining by Spearman on every labelled pair."""
+    return spearman_eval(data)
+
+
+def finetune_datasets(data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42, fold_size=None):
+    """(train PairDataset, validation pair indices) of one fold."""
+    train_idx, val_idx = fold_pairs(data, n_folds, fold, scheme=scheme, seed=seed, fold_size=fold_size)
+    return qq.PairDataset(data.split("pairwise"), data.pairs, train_idx), val_idx
+
+
+def finetune_eval(data: QQData, val_idx: np.ndarray):
+    """Validation Spearman of the fold's held-out pairs."""
+    return spearman_eval(data, val_idx)
+
+
+def plot_fold(table: pd.DataFrame, title: str = ""):
+    """Predicted cosine vs labelled relevance of a fold's validation pairs."""
+    from vmmlib.plots import plot_scatter
+
+    return plot_scatter(table["cosine"], table["relevance"], xlabel="predicted cosine", ylabel="relevance", title=title)
+
+
+def merge_oof(fold_dirs: list[Path]) -> dict[str, np.ndarray]:
+    """The out-of-fold pairs of every fold folder of one model, concatenated."""
+    parts = [load_oof(f) for f in fold_dirs]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def save_oof(folder: str | Path, oof: dict[str, np.ndarray]) -> Path:
+    path = Path(folder) / "oof_pairs.npz"
+    np.savez(path, **oof)
+    return path
+
+
+def oof_score(oofs: list[dict], weights, data: QQData) -> float:
+    """Out-of-fold Spearman of the weighted ensemble of several models (one model: weights [1])."""
+    return oof_spearman(oofs, weights, data.pairs)
+
+
+def save_predictions(path: str | Path, ids: list[str], predictions: np.ndarray) -> Path:
+    np.savez(path, ids=np.asarray(ids, dtype=str), predictions=predictions)
+    return Path(path)
+
+
+def load_predictions(path: str | Path) -> tuple[list[str], np.ndarray]:
+    with np.load(path) as f:
+        return f["ids"].tolist(), f["predictions"]
+
+
+def required_ids(data: QQData, split: str) -> list[str]:
+    """Every video id of a split: the submission must hold an embedding for each."""
+    return list(data.split(split).ids)
+
+
+def write_ensemble_submission(out_dir: str | Path, predictions: list[tuple[list[str], np.ndarray]], weights) -> Path:
+    """Σ_m w_m · (fold-averaged embeddings of model m), aligned by id, written as `result.zip`."""
+    from vmmlib.ensemble import align_by_id, weighted_sum
+
+    ids, arrays = align_by_id([p[0] for p in predictions], [p[1] for p in predictions])
+    return write_submission(Path(out_dir) / "result.zip", ids, weighted_sum(arrays, weights))
+
+
+def required_ids_for(*, truth: str | Path | None = None, data_dir: str | Path | None = None, split: str = "test_a") -> list[str]:
+    """The ids a submission must cover: every video of a label file's pairs, or of a data split."""
+    if truth:
+        pairs = qq.read_pairs(truth)
+        return list(dict.fromkeys([*pairs["query"], *pairs["candidate"]]))
+    if data_dir:
+        files = qq.split_files(data_dir, split)
+        if not files:
+            raise FileNotFoundError(f"{data_dir} has no {split} records")
+        return [r["id"][0].decode() for f in files for r in read_examples(f, keys=["id"])]
+    raise ValueError("say which ids are required: --truth label.tsv or --data-dir DIR [--split test_a]")
