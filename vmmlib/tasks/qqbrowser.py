@@ -560,3 +560,10 @@ def required_ids_for(*, truth: str | Path | None = None, data_dir: str | Path | 
             raise FileNotFoundError(f"{data_dir} has no {split} records")
         return [r["id"][0].decode() for f in files for r in read_examples(f, keys=["id"])]
     raise ValueError("say which ids are required: --truth label.tsv or --data-dir DIR [--split test_a]")
+
+
+def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
+    """Parameters the ensemble searches besides the model weights: none for embedding sums."""
+    if options:
+        raise ValueError(f"unknown ensemble option(s) {', '.join(options)}; qqbrowser takes none")
+    return {}
