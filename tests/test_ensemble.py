@@ -18,7 +18,9 @@ def test_search_finds_the_better_mixture_and_keeps_its_history():
 
 
 def test_extra_parameters_are_searched_jointly():
-    result = search_weights(lambda w, decay: -abs(decay - 3.0), 2, extra_bounds={"decay": (0, 10)}, init_points=3, n_iter=12)
+    result = search_weights(
+        lambda w, decay: -abs(decay - 3.0), 2, extra_bounds={"decay": (0, 10)}, init_points=3, n_iter=12
+    )
     assert abs(result.extra["decay"] - 3.0) < 1.0
 
 

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run steps that already hold a finished result")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("evaluate", help="score a submission with the competition's official metric (prints JSON)")
+    p = sub.add_parser(
+        "evaluate", help="score a submission with the competition's official metric (prints JSON)"
+    )
     p.add_argument("task", choices=list_tasks())
     p.add_argument("--pred", required=True, help="the submission (qqbrowser: result.zip)")
     p.add_argument("--truth", required=True, help="the labels (qqbrowser: a label.tsv of pairs)")

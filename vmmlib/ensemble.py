@@ -59,9 +59,16 @@ def search_weights(
         score = objective(weights, **{k: kw[k] for k in extra_bounds})
         return float(score) if np.isfinite(score) else -1.0
 
-    opt = BayesianOptimization(f=f, pbounds=pbounds, random_state=seed, verbose=0, allow_duplicate_points=True)
+    opt = BayesianOptimization(
+        f=f, pbounds=pbounds, random_state=seed, verbose=0, allow_duplicate_points=True
+    )
     # An equal-weight probe first: the search starts from the plain average, never below it.
-    opt.probe({**{n: (bounds[0] + bounds[1]) / 2 for n in names}, **{k: sum(b) / 2 for k, b in extra_bounds.items()}})
+    opt.probe(
+        {
+            **{n: (bounds[0] + bounds[1]) / 2 for n in names},
+            **{k: sum(b) / 2 for k, b in extra_bounds.items()},
+        }
+    )
     opt.maximize(init_points=init_points, n_iter=n_iter)
     rows = [{"iteration": i, "score": r["target"], **r["params"]} for i, r in enumerate(opt.res)]
     history = pd.DataFrame(rows)
@@ -86,7 +93,9 @@ def weighted_sum(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.n
     return sum(float(w) * a.astype(np.float32) for w, a in zip(weights, arrays)).astype(np.float32)
 
 
-def align_by_id(ids: Sequence[Sequence[str]], arrays: Sequence[np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+def align_by_id(
+    ids: Sequence[Sequence[str]], arrays: Sequence[np.ndarray]
+) -> tuple[list[str], list[np.ndarray]]:
     """Reorder several models' (ids, rows) to the first model's id order; every model must cover it."""
     reference = list(ids[0])
     out = []

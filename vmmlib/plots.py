@@ -9,12 +9,16 @@ import pandas as pd
 
 def plot_history(history: pd.DataFrame, *, title: str = ""):
     """Loss terms (left) and evaluation metrics (right) against the training step."""
-    terms = [c for c in history.columns if c.startswith("train/") and c not in ("train/skipped", "train/grad_norm")]
+    terms = [
+        c for c in history.columns if c.startswith("train/") and c not in ("train/skipped", "train/grad_norm")
+    ]
     metrics = [c for c in history.columns if c.startswith("eval/")]
     fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 3.4), squeeze=False)
     for col in terms:
         rows = history[["step", col]].dropna()
-        axes[0, 0].plot(rows["step"], rows[col], label=col.removeprefix("train/"), lw=2 if col == "train/loss" else 1)
+        axes[0, 0].plot(
+            rows["step"], rows[col], label=col.removeprefix("train/"), lw=2 if col == "train/loss" else 1
+        )
     axes[0, 0].set(xlabel="step", ylabel="loss", title=f"{title} training loss".strip())
     axes[0, 0].legend(fontsize=8)
     for col in metrics:
@@ -27,14 +31,27 @@ def plot_history(history: pd.DataFrame, *, title: str = ""):
     return fig
 
 
-def plot_scatter(predicted: np.ndarray, target: np.ndarray, *, xlabel: str = "predicted", ylabel: str = "label", title: str = ""):
+def plot_scatter(
+    predicted: np.ndarray,
+    target: np.ndarray,
+    *,
+    xlabel: str = "predicted",
+    ylabel: str = "label",
+    title: str = "",
+):
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.scatter(predicted, target, s=8, alpha=0.5)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return fig
 
 
-def plot_scores(scores: dict[str, float], *, metric: str = "score", highlight: str | None = None, baseline: float | None = None):
+def plot_scores(
+    scores: dict[str, float],
+    *,
+    metric: str = "score",
+    highlight: str | None = None,
+    baseline: float | None = None,
+):
     """Bar chart of per-model scores (the `highlight` bar, e.g. the ensemble, in another colour)."""
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(scores)), 3.4))
     names = list(scores)

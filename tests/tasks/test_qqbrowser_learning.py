@@ -15,7 +15,15 @@ MARGIN = 0.25  # validation Spearman must rise by at least this much over the un
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = write_qqbrowser_sample(tmp_path_factory.mktemp("learn") / "qq", videos=40, pairs=900, pair_videos=220, test_videos=5, shards=2, seed=11)
+    root = write_qqbrowser_sample(
+        tmp_path_factory.mktemp("learn") / "qq",
+        videos=40,
+        pairs=900,
+        pair_videos=220,
+        test_videos=5,
+        shards=2,
+        seed=11,
+    )
     return T.load(root)
 
 

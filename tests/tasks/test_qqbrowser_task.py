@@ -26,7 +26,10 @@ def test_submission_is_the_official_json_in_a_zip_with_float16_values(tmp_path):
     emb = np.array([[1 / 3, 2.0], [0.1, -7.5]], np.float32)
     path = T.write_submission(tmp_path / "result.zip", ["1", "2"], emb)
     with zipfile.ZipFile(path) as zf:
-        assert zf.namelist() == ["result.json"] and zf.getinfo("result.json").compress_type == zipfile.ZIP_DEFLATED
+        assert (
+            zf.namelist() == ["result.json"]
+            and zf.getinfo("result.json").compress_type == zipfile.ZIP_DEFLATED
+        )
         raw = json.loads(zf.read("result.json"))
     assert raw["1"] == [float(np.float16(1 / 3)), 2.0]
     assert raw["2"] == [float(np.float16(0.1)), -7.5]
@@ -91,7 +94,12 @@ def test_oof_score_of_a_weighted_sum_aligns_pairs_by_index(qq_sample):
     data = T.load(qq_sample)
     rng = np.random.default_rng(1)
     n = len(data.pairs)
-    oof = {"pair": np.arange(n)[::-1].copy(), "fold": np.zeros(n), "emb_a": rng.normal(size=(n, 4)), "emb_b": rng.normal(size=(n, 4))}
+    oof = {
+        "pair": np.arange(n)[::-1].copy(),
+        "fold": np.zeros(n),
+        "emb_a": rng.normal(size=(n, 4)),
+        "emb_b": rng.normal(size=(n, 4)),
+    }
     shuffled = {k: v[::-1].copy() for k, v in oof.items()}
     single = T.oof_score([oof], [1.0], data)
     assert T.oof_score([oof, shuffled], [0.5, 0.5], data) == pytest.approx(single)

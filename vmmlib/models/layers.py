@@ -151,7 +151,9 @@ class NeXtVLAD(nn.Module):
         super().__init__()
         expanded = round(expansion * feature_dim)  # λN
         if expanded % groups or expanded != expansion * feature_dim:
-            raise ValueError(f"expansion*feature_dim ({expansion * feature_dim}) must be an integer divisible by groups ({groups})")
+            raise ValueError(
+                f"expansion*feature_dim ({expansion * feature_dim}) must be an integer divisible by groups ({groups})"
+            )
         self.clusters, self.groups = clusters, groups
         self.group_dim = expanded // groups  # λN/G
         self.expand = nn.Linear(feature_dim, expanded)

@@ -161,7 +161,13 @@ FOLD_SCHEMES = ("seed", "video")
 
 
 def fold_pairs(
-    data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42, fold_size: int | None = None
+    data: QQData,
+    n_folds: int,
+    fold: int,
+    *,
+    scheme: str = "seed",
+    seed: int = 42,
+    fold_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices into `data.pairs`: seed 000's shuffled pair slices, or video-disjoint folds."""
     check_choice("fold scheme", scheme, FOLD_SCHEMES)
@@ -229,7 +235,10 @@ def pretrain_objective(data: QQData, weights: dict, *, tag_loss: str = "bce", ml
         if mlm_labels is not None:
             terms["mlm"] = weights["mlm"] * L.mlm_loss(out["mlm_logits"], mlm_labels)
         if "nce" in weights:
-            if "vision_embedding" not in out or out["vision_embedding"].shape[-1] != out["text_embedding"].shape[-1]:
+            if (
+                "vision_embedding" not in out
+                or out["vision_embedding"].shape[-1] != out["text_embedding"].shape[-1]
+            ):
                 raise ValueError(
                     f"{type(model).__name__} has no vision and text embeddings of one width before fusion, "
                     "which the nce term needs (MixNeXtVLAD maps the text to the vision width; set nce to 0)"
@@ -335,7 +344,9 @@ def build_model(params: dict, data: QQData):
     return create_model(params["model"], **overrides)
 
 
-def save_fold_predictions(out_dir: str | Path, model, data: QQData, val_idx: np.ndarray, fold: int) -> pd.DataFrame:
+def save_fold_predictions(
+    out_dir: str | Path, model, data: QQData, val_idx: np.ndarray, fold: int
+) -> pd.DataFrame:
     """Write the fold's out-of-fold pair embeddings (`oof_pairs.npz`) and predictions (`val_pairs.csv`).
 
     Returns:
@@ -347,7 +358,13 @@ def save_fold_predictions(out_dir: str | Path, model, data: QQData, val_idx: np.
     emb_a = emb[[row[v] for v in pairs["query"]]]
     emb_b = emb[[row[v] for v in pairs["candidate"]]]
     out = Path(out_dir)
-    np.savez(out / "oof_pairs.npz", pair=np.asarray(val_idx), fold=np.full(len(val_idx), fold), emb_a=emb_a, emb_b=emb_b)
+    np.savez(
+        out / "oof_pairs.npz",
+        pair=np.asarray(val_idx),
+        fold=np.full(len(val_idx), fold),
+        emb_a=emb_a,
+        emb_b=emb_b,
+    )
     table = pairs.assign(pair=np.asarray(val_idx), cosine=pair_cosine(emb_a, emb_b))
     table.to_csv(out / "val_pairs.csv", index=False)
     return table
@@ -402,7 +419,9 @@ def write_submission(path: str | Path, ids: list[str], embeddings: np.ndarray) -
         half = embeddings.astype(np.float16)
     bad = np.flatnonzero(~np.isfinite(half).all(axis=1))
     if len(bad):
-        raise ValueError(f"{len(bad)} embedding(s) are not finite in float16 (|x| > 65504 or NaN), e.g. id {ids[bad[0]]}")
+        raise ValueError(
+            f"{len(bad)} embedding(s) are not finite in float16 (|x| > 65504 or NaN), e.g. id {ids[bad[0]]}"
+        )
     result = {vid: e.tolist() for vid, e in zip(ids, half)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -442,7 +461,9 @@ def validate_submission(path: str | Path, required_ids) -> list[str]:
         problems.append(f"embeddings have different shapes: {sorted(dims)[:3]}")
     for shape in dims:
         if len(shape) != 1 or not 0 < shape[0] <= EMBEDDING_DIM_LIMIT:
-            problems.append(f"an embedding has shape {shape}; each must be a list of 1..{EMBEDDING_DIM_LIMIT} floats")
+            problems.append(
+                f"an embedding has shape {shape}; each must be a list of 1..{EMBEDDING_DIM_LIMIT} floats"
+            )
     bad = [k for k, v in emb.items() if not np.isfinite(v).all()]
     if bad:
         problems.append(f"{len(bad)} embedding(s) hold NaN or inf, e.g. id {bad[0]}")
@@ -491,7 +512,9 @@ def pretrain_eval(data: QQData):
     return spearman_eval(data)
 
 
-def finetune_datasets(data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42, fold_size=None):
+def finetune_datasets(
+    data: QQData, n_folds: int, fold: int, *, scheme: str = "seed", seed: int = 42, fold_size=None
+):
     """(train PairDataset, validation pair indices) of one fold."""
     train_idx, val_idx = fold_pairs(data, n_folds, fold, scheme=scheme, seed=seed, fold_size=fold_size)
     return qq.PairDataset(data.split("pairwise"), data.pairs, train_idx), val_idx
@@ -506,7 +529,9 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
     """Predicted cosine vs labelled relevance of a fold's validation pairs."""
     from vmmlib.plots import plot_scatter
 
-    return plot_scatter(table["cosine"], table["relevance"], xlabel="predicted cosine", ylabel="relevance", title=title)
+    return plot_scatter(
+        table["cosine"], table["relevance"], xlabel="predicted cosine", ylabel="relevance", title=title
+    )
 
 
 def merge_oof(fold_dirs: list[Path]) -> dict[str, np.ndarray]:
@@ -541,7 +566,9 @@ def required_ids(data: QQData, split: str) -> list[str]:
     return list(data.split(split).ids)
 
 
-def write_ensemble_submission(out_dir: str | Path, predictions: list[tuple[list[str], np.ndarray]], weights) -> Path:
+def write_ensemble_submission(
+    out_dir: str | Path, predictions: list[tuple[list[str], np.ndarray]], weights
+) -> Path:
     """Σ_m w_m · (fold-averaged embeddings of model m), aligned by id, written as `result.zip`."""
     from vmmlib.ensemble import align_by_id, weighted_sum
 
@@ -549,7 +576,9 @@ def write_ensemble_submission(out_dir: str | Path, predictions: list[tuple[list[
     return write_submission(Path(out_dir) / "result.zip", ids, weighted_sum(arrays, weights))
 
 
-def required_ids_for(*, truth: str | Path | None = None, data_dir: str | Path | None = None, split: str = "test_a") -> list[str]:
+def required_ids_for(
+    *, truth: str | Path | None = None, data_dir: str | Path | None = None, split: str = "test_a"
+) -> list[str]:
     """The ids a submission must cover: every video of a label file's pairs, or of a data split."""
     if truth:
         pairs = qq.read_pairs(truth)
