@@ -186,3 +186,22 @@ class NeXtVLAD(nn.Module):
         if self.vlad_bn is not None:
             vlad = self.vlad_bn(vlad)
         return self.fc(self.dropout(vlad))  # (B, output_dim)
+
+
+def tag_head(in_dim: int, num_tags: int, prior_count: float | None = 3.0) -> nn.Linear:
+    """Linear(in_dim, num_tags) whose bias starts at the tag prior logit(prior_count / num_tags).
+
+    With a zero bias (Keras' default, the seeds) every tag starts at p = 0.5 while ~1 % are positive;
+    under BCE summed over tags the gradient on the embedding is then mostly one shared direction,
+    Adam moves the bias by only ~lr per step, and the model writes "most tags are absent" into a
+    component common to all embeddings — cosines collapse towards 1 (cf. the prior init of Lin et
+    al., "Focal Loss", ICCV 2017). `prior_count` is the expected number of tags per video; None
+    keeps the seeds' zero bias. Loading a checkpoint overwrites the bias, so only fresh heads differ.
+    """
+    head = nn.Linear(in_dim, num_tags)
+    if prior_count is None:
+        nn.init.zeros_(head.bias)
+    else:
+        prior = min(prior_count / num_tags, 0.5)
+        nn.init.constant_(head.bias, math.log(prior / (1 - prior)))
+    return head

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vmmlib.models._registry import register_model
-from vmmlib.models.layers import ConcatDenseSE, NeXtVLAD, masked_mean
+from vmmlib.models.layers import ConcatDenseSE, NeXtVLAD, masked_mean, tag_head
 from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, build_text_backbone, text_sizes
 
 GATE_INPUTS = ("frames_text", "frames", "feature_axis")
@@ -32,6 +32,9 @@ GATE_INPUTS = ("frames_text", "frames", "feature_axis")
 @dataclass
 class MixNeXtVLADConfig:
     num_tags: int = 10000  # width of the tag heads: the tag vocabulary (tag_list.txt has 10,000)
+    tag_prior_count: float | None = (
+        3.0  # tag-head bias starts at logit(count/num_tags); None: the seed's zero bias (see layers.tag_head)
+    )
     num_branches: int = 3  # M, the mixture size (`mix_number`)
     feature_dim: int = 1536  # frame feature width N
     max_frames: int = 32  # T; only the "feature_axis" gate depends on it
@@ -78,7 +81,7 @@ class MixNeXtVLADBranch(nn.Module):
         self.fusion = ConcatDenseSE(
             cfg.vlad_dim + cfg.text_map_dim, cfg.embedding_dim, cfg.se_ratio, cfg.fusion_dropout
         )
-        self.tag_head = nn.Linear(cfg.embedding_dim, cfg.num_tags)
+        self.tag_head = tag_head(cfg.embedding_dim, cfg.num_tags, cfg.tag_prior_count)
 
     def forward(self, frames, frame_mask, has_frames, text):
         vision = self.nextvlad(frames, frame_mask) * has_frames  # (B, vlad_dim)

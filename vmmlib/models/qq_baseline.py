@@ -15,13 +15,16 @@ import torch
 from torch import nn
 
 from vmmlib.models._registry import register_model
-from vmmlib.models.layers import ConcatDenseSE, NeXtVLAD
+from vmmlib.models.layers import ConcatDenseSE, NeXtVLAD, tag_head
 from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, build_text_backbone, text_sizes
 
 
 @dataclass
 class QQBaselineConfig:
     num_tags: int = 10000  # width of the tag head: the tag vocabulary (tag_list.txt has 10,000)
+    tag_prior_count: float | None = (
+        3.0  # tag-head bias starts at logit(count/num_tags); None: the seed's zero bias (see layers.tag_head)
+    )
     feature_dim: int = 1536  # frame feature width N
     clusters: int = 64  # NeXtVLAD K
     groups: int = 8  # NeXtVLAD G
@@ -84,7 +87,7 @@ class QQBaseline(nn.Module):
         self.fusion = ConcatDenseSE(
             cfg.vlad_dim + text_dim, cfg.embedding_dim, cfg.se_ratio, cfg.fusion_dropout
         )
-        self.tag_head = nn.Linear(cfg.embedding_dim, cfg.num_tags)
+        self.tag_head = tag_head(cfg.embedding_dim, cfg.num_tags, cfg.tag_prior_count)
 
     def forward(
         self,
