@@ -307,7 +307,7 @@ def run_pipeline(
         cluster, client = None, Client(scheduler)
     else:
         cluster = LocalCluster(
-            n_workers=pipe.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=pipe.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
             resources=_local_resources() or None,
         )  # fmt: skip
         client = Client(cluster)

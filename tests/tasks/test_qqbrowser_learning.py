@@ -27,7 +27,7 @@ def data(tmp_path_factory):
     return T.load(root)
 
 
-@pytest.mark.parametrize("model", ["mixnextvlad_qq_tiny", "qq_baseline_tiny"])
+@pytest.mark.parametrize("model", ["mixnextvlad_qq_tiny", "qq_baseline_tiny", "uniter_qq_tiny"])
 def test_short_finetune_beats_the_untrained_model_on_held_out_pairs(data, model, tmp_path):
     torch.manual_seed(0)
     net = T.build_model({"model": model}, data)
