@@ -106,6 +106,26 @@ def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path):
     assert [r["status"] for r in again] == ["cached"] * 4
     assert (run / "a" / "runs.txt").read_text() == "x"
 
+    spec = yaml.safe_load(path.read_text())
+    spec["steps"][2]["set"] = {"value": 7}  # c changes: it re-runs from a clean folder, a and b stay
+    path.write_text(yaml.safe_dump(spec))
+    third = run_pipeline(path, progress=False)
+    assert [r["status"] for r in third] == ["cached", "cached", "cached", "ok"]
+    assert (run / "c" / "runs.txt").read_text() == "x"  # not "xx": nothing left over from the old run
+    assert json.loads((run / "c" / "metrics.json").read_text())["value"] == 14
+
+
+def test_a_killed_step_with_the_same_parameters_keeps_its_folder_to_resume(tmp_path):
+    from vmmlib.pipeline import fingerprint, run_step
+
+    step = load_pipeline(_pipeline(tmp_path)).steps[0]
+    out = Path(step.out_dir)
+    out.mkdir(parents=True)
+    (out / "status.json").write_text(json.dumps({"status": "running", "fingerprint": fingerprint(step, [])}))
+    (out / "checkpoint.txt").write_text("from the killed run")
+    assert run_step(step)["status"] == "ok"
+    assert (out / "checkpoint.txt").exists()
+
 
 def test_a_failing_step_stops_its_dependants_and_names_its_notebook(tmp_path):
     results = {r["name"]: r for r in run_pipeline(_pipeline(tmp_path, fail_b=True), progress=False)}

@@ -33,6 +33,7 @@ import hashlib
 import html
 import json
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Mapping
@@ -221,16 +222,16 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
         }
     result["fingerprint"] = fp = fingerprint(step, [u["fingerprint"] for u in upstream])
     status_path = out / "status.json"
-    if not force and status_path.exists():
-        previous = json.loads(status_path.read_text())
-        if (
-            previous.get("status") == OK
-            and previous.get("fingerprint") == fp
-            and Path(result["notebook"]).exists()
-        ):
-            return {**previous, "status": CACHED}
+    previous = json.loads(status_path.read_text()) if status_path.exists() else {}
+    same = previous.get("fingerprint") == fp
+    if not force and same and previous.get("status") == OK and Path(result["notebook"]).exists():
+        return {**previous, "status": CACHED}
+    if out.exists() and (force or not same):
+        # Other parameters (or --force): start clean, so training does not resume from the old
+        # run's checkpoints. The same parameters after a kill keep the folder and resume.
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    status_path.unlink(missing_ok=True)
+    status_path.write_text(json.dumps({"name": step.name, "status": "running", "fingerprint": fp}))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # One BLAS/torch thread per step per core share: steps run side by side on the workers.
     os.environ.setdefault("OMP_NUM_THREADS", str(step.threads))

@@ -11,6 +11,7 @@ from vmmlib.runs import check_choice
 
 _TASK_MODULES = {
     "qqbrowser": "vmmlib.tasks.qqbrowser",
+    "yt8m": "vmmlib.tasks.yt8m",
 }
 
 
