@@ -586,3 +586,13 @@ def test_two_process_ddp_on_cpu_trains_and_resumes_exactly(tmp_path):
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ddp ok" in out.stdout, out.stderr[-4000:]
+
+
+def test_exponential_schedule_is_tf_staircase_decay_after_warmup():
+    from vmmlib.train import lr_multiplier
+
+    values = [
+        lr_multiplier(s, warmup_steps=2, total_steps=10, schedule="exponential", decay_rate=0.9)
+        for s in (0, 1, 2, 11, 12, 22, 35)
+    ]
+    assert values == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.9, 0.81, 0.729])
