@@ -42,6 +42,7 @@ SCHEMA = {
     "frame_feature": "bytes",
 }
 META_KEYS = ("title", "asr_text", "tag_id", "category_id")
+RAW_DTYPES = {"frame_feature": ("<f2", FEATURE_DIM)}  # frames decoded straight into an (L, 1536) array
 _SPLIT_GLOBS = {
     "pointwise": "pointwise/pretrain_*.tfrecords",
     "pairwise": "pairwise/pairwise.tfrecords",
@@ -112,13 +113,18 @@ class TagVocab:
 
 
 def parse_video(record: dict) -> dict:
-    """A decoded Example → id, title, asr_text, tag_id, category_id (−1 if absent), frames (L, 1536) fp16."""
-    chunks = record.get("frame_feature", [])
-    bad = [len(c) for c in chunks if len(c) != 2 * FEATURE_DIM]
+    """A decoded Example → id, title, asr_text, tag_id, category_id (−1 if absent), frames (L, 1536) fp16.
+
+    `frame_feature` may already be an (L, 1536) array (decoded with `RAW_DTYPES`, one copy, sizes
+    checked by the reader) or the list of per-frame bytes elements.
+    """
     vid = record["id"][0].decode() if record.get("id") else ""
-    if bad:
-        raise ValueError(f"video {vid}: frame_feature elements of {bad[0]} bytes, expected {2 * FEATURE_DIM}")
-    frames = np.frombuffer(b"".join(chunks), dtype="<f2").reshape(-1, FEATURE_DIM)
+    frames = record.get("frame_feature", [])
+    if not isinstance(frames, np.ndarray):
+        bad = [len(c) for c in frames if len(c) != 2 * FEATURE_DIM]
+        if bad:
+            raise ValueError(f"video {vid}: frame_feature elements of {bad[0]} bytes, expected {2 * FEATURE_DIM}")
+        frames = np.frombuffer(b"".join(frames), dtype="<f2").reshape(-1, FEATURE_DIM)
     category = record.get("category_id")
     return {
         "id": vid,
@@ -133,7 +139,7 @@ def parse_video(record: dict) -> dict:
 def read_videos(paths: Sequence[str | Path]) -> Iterator[dict]:
     """Stream parsed videos (see `parse_video`) from record files, in order."""
     for path in paths:
-        for record in read_examples(path, keys=list(SCHEMA), schema=SCHEMA):
+        for record in read_examples(path, keys=list(SCHEMA), schema=SCHEMA, raw_dtypes=RAW_DTYPES):
             yield parse_video(record)
 
 

@@ -17,13 +17,11 @@ Same arguments → byte-identical files.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from vmmlib.data._atomic import write_dataset_dir
 from vmmlib.io import TFRecordWriter, encode_example
 
 FEATURE_DIM = 1536
@@ -147,20 +145,11 @@ def write_qqbrowser_sample(
     Returns:
         The dataset folder.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
-        shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        _write(tmp, videos, pairs, pair_videos, test_videos, shards, n_topics, n_tags, seed)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_dataset_dir(
+        out_dir,
+        lambda tmp: _write(tmp, videos, pairs, pair_videos, test_videos, shards, n_topics, n_tags, seed),
+        overwrite=overwrite,
+    )
 
 
 def _write(root, videos, pairs, pair_videos, test_videos, shards, n_topics, n_tags, seed) -> None:

@@ -24,13 +24,11 @@ centroid: ~0.8-0.95 vs ~0.55 for random scores). The class space stays 3,862 and
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from vmmlib.data._atomic import write_dataset_dir
 from vmmlib.data.yt8m import (
     AUDIO_DIM,
     NUM_CLASSES,
@@ -179,28 +177,12 @@ def write_yt8m_sample(
     """
     if min_seconds < 20 or max_seconds < min_seconds or max_seconds > 300:
         raise ValueError(f"need 20 <= min_seconds <= max_seconds <= 300, got {min_seconds}, {max_seconds}")
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
-        shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        sizes = (videos, validate_videos, test_videos, train_shards, validate_shards, test_shards)
-        _write(tmp, sizes, n_topics, classes_per_topic, (min_seconds, max_seconds), seed)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    sizes = (videos, validate_videos, test_videos, train_shards, validate_shards, test_shards)
+    return write_dataset_dir(
+        out_dir,
+        lambda tmp: _write(tmp, sizes, n_topics, classes_per_topic, (min_seconds, max_seconds), seed),
+        overwrite=overwrite,
+    )
 
 
 def _write(root: Path, sizes, n_topics: int, classes_per_topic: int, seconds, seed: int) -> None:

@@ -49,7 +49,7 @@ def explore(
     rows, tag_counter, examples = [], Counter(), []
     for split, paths in files.items():
         n = 0
-        records = (r for p in paths for r in read_examples(p, schema=qq.SCHEMA))
+        records = (r for p in paths for r in read_examples(p, schema=qq.SCHEMA, raw_dtypes=qq.RAW_DTYPES))
         for record in tqdm(records, desc=f"reading {split}", disable=not progress, leave=False):
             video = qq.parse_video(record)
             kept = [int(t) for t in video["tag_id"] if t in tags]
