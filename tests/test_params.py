@@ -6,7 +6,9 @@ import papermill
 import pytest
 import yaml
 
+from vmmlib.models import list_models, model_options
 from vmmlib.pipeline import load_pipeline
+from vmmlib.runs import check_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_OF = {  # params file name prefix → notebook
@@ -31,6 +33,15 @@ def test_params_file_has_exactly_the_notebook_parameters(path):
     declared = set(papermill.inspect_notebook(str(_notebook_for(path))))
     given = set(yaml.safe_load(path.read_text()))
     assert given == declared, f"missing: {sorted(declared - given)}, unknown: {sorted(given - declared)}"
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_params_file_names_a_registered_model_and_only_its_options(path):
+    values = yaml.safe_load(path.read_text())
+    if "model" not in values:
+        return
+    check_choice("model", values["model"], list_models())
+    assert set(values["model_options"]) <= set(model_options(values["model"]))
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "params" / "pipelines").glob("*.yaml")), ids=lambda p: p.name)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from vmmlib import checkpoint
 from vmmlib.train import (
@@ -205,9 +205,26 @@ def plain_loader():
     return DataLoader(regression_data(), batch_size=BATCH, shuffle=True)  # RandomSampler, no generator
 
 
+class EpochStream(IterableDataset):
+    """A stream that orders itself per (seed, epoch), like `vmmlib.io.TFRecordIterableDataset`."""
+
+    def __init__(self, seed: int = 0):
+        self.data, self.seed, self.epoch = regression_data(), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(
+            N_SAMPLES, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        )
+        return (self.data[i] for i in order.tolist())
+
+
 LOADERS = {
     "make_loader": lambda: make_loader(regression_data(), BATCH, shuffle=True, seed=3),
     "plain": plain_loader,
+    "stream": lambda: make_loader(EpochStream(seed=3), BATCH, shuffle=True, seed=3),
 }
 # schedule_steps: the decay horizon must not follow the `steps` of a deliberately short first call.
 RESUME_ARGS = {

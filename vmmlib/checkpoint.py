@@ -35,7 +35,7 @@ import safetensors.torch
 import torch
 from accelerate.data_loader import get_sampler
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
 logger = logging.getLogger(__name__)
 
@@ -364,8 +364,14 @@ def make_loader(
     With `shuffle`, the order comes from `EpochShuffleSampler(len(dataset), seed=seed)`; `fit` calls
     its `set_epoch` at each epoch, so a resumed run sees the same batches. Workers seed numpy and
     `random` from torch's per-worker seed.
+
+    An `IterableDataset` (e.g. a shard stream) orders itself and gets no sampler: `shuffle` is then
+    its own business (a seeded shuffle buffer), and `fit` calls its `set_epoch`.
     """
-    sampler = EpochShuffleSampler(len(dataset), seed=seed) if shuffle else SequentialSampler(dataset)
+    if isinstance(dataset, IterableDataset):
+        sampler = None
+    else:
+        sampler = EpochShuffleSampler(len(dataset), seed=seed) if shuffle else SequentialSampler(dataset)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(

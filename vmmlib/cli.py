@@ -1,7 +1,11 @@
 """The `vmm` command: sample data, run pipelines, evaluate and validate submissions.
 
-vmm sample qqbrowser DIR [--videos N --pairs M --seed S]
+vmm sample {qqbrowser,yt8m} DIR [--videos N] [--pairs M (qqbrowser)] [--seed S]
 vmm run params/pipelines/qqbrowser_sample.yaml [--scheduler tcp://host:8786] [--workers N] [--force]
+vmm run params/pipelines/yt8m_sample.yaml
+vmm evaluate qqbrowser --pred result.zip --truth label.tsv
+vmm evaluate yt8m --pred submission.csv --truth DATA_DIR   (segment CSV, or video-level predictions)
+vmm validate {qqbrowser,yt8m} SUBMISSION [--truth T | --data-dir D --split S]
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write deterministic sample data in a task's real layout")
     p.add_argument("task", choices=list_tasks())
     p.add_argument("dir")
-    p.add_argument("--videos", type=int, help="number of (pretraining) videos")
+    p.add_argument("--videos", type=int, help="number of (pretraining) videos (yt8m: frame/train videos)")
     p.add_argument("--pairs", type=int, help="number of labelled pairs (qqbrowser)")
     p.add_argument("--seed", type=int, help="same seed → byte-identical files")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -79,14 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score a submission with the competition's official metric (prints JSON)"
     )
     p.add_argument("task", choices=list_tasks())
-    p.add_argument("--pred", required=True, help="the submission (qqbrowser: result.zip)")
-    p.add_argument("--truth", required=True, help="the labels (qqbrowser: a label.tsv of pairs)")
+    p.add_argument(
+        "--pred",
+        required=True,
+        help="the submission (qqbrowser: result.zip; yt8m: a Class,Segments CSV or a VideoId,LabelConfidencePairs CSV)",
+    )
+    p.add_argument(
+        "--truth",
+        required=True,
+        help="the labels (qqbrowser: a label.tsv of pairs; yt8m: frame-level validate shards: a data folder, a shard folder or a glob)",
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("validate", help="check a submission's format and that every required id is present")
     p.add_argument("task", choices=list_tasks())
     p.add_argument("submission")
-    p.add_argument("--truth", help="labels whose ids must all be present (qqbrowser: label.tsv)")
+    p.add_argument(
+        "--truth",
+        help="labels whose ids must all be present (qqbrowser: label.tsv; yt8m: segment_label_ids.csv or a data folder)",
+    )
     p.add_argument("--data-dir", help="data folder whose split's ids must all be present")
     p.add_argument("--split", default="test_a", help="the split of --data-dir (default: test_a)")
     p.set_defaults(func=_validate)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vmmlib.models import UnknownModelError, create_model, list_models, register_model
+from vmmlib.models import UnknownModelError, create_model, list_models, model_options, register_model
 from vmmlib.models._registry import model_module
 from vmmlib.models.layers import NeXtVLAD
 
@@ -172,9 +172,18 @@ def test_unknown_model_name_raises_an_error_listing_the_choices():
     assert isinstance(err.value, UnknownModelError)
 
 
-def test_unknown_override_is_rejected():
-    with pytest.raises(TypeError):
+def test_unknown_override_is_rejected_listing_the_models_options():
+    with pytest.raises(
+        ValueError, match=r"not_a_field for model 'qq_baseline_tiny'; valid options: .*num_tags"
+    ):
         create_model("qq_baseline_tiny", not_a_field=1)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_lists_its_config_fields_as_options(name):
+    options = model_options(name)
+    assert options and len(set(options)) == len(options)
+    assert set(options) >= ({"num_tags"} if "qq" in name else {"num_classes"})
 
 
 def test_list_models_filters_with_fnmatch_patterns():

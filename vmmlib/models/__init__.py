@@ -5,7 +5,9 @@
     out = model(**batch)            # {"embedding": (B, 256), "tag_logits": (B, num_tags), ...}
 
 Families: `qq_baseline` (QQ Browser TF baseline), `mixnextvlad_qq` (seed 000 MixNeXtVLAD),
-`uniter` (seed 000 single-stream UNITER). Shared blocks live in `layers`, text backbones in `text`.
+`uniter` (seed 000 single-stream UNITER), `yt8m_vlad` (seed 003 NetVLAD / NeXtVLAD / MixNeXtVLAD),
+`yt8m_bert` (seed 003 FrameBERT, BertCross). `model_options(name)` lists the overrides a model takes.
+Shared blocks live in `layers`, text backbones in `text`.
 """
 
 from vmmlib.models import (  # noqa: F401  (registers the families)
@@ -15,7 +17,14 @@ from vmmlib.models import (  # noqa: F401  (registers the families)
     yt8m_bert,
     yt8m_vlad,
 )
-from vmmlib.models._registry import UnknownModelError, create_model, is_model, list_models, register_model
+from vmmlib.models._registry import (
+    UnknownModelError,
+    create_model,
+    is_model,
+    list_models,
+    model_options,
+    register_model,
+)
 from vmmlib.models.text import build_text_backbone
 
 __all__ = [
@@ -24,5 +33,6 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
+    "model_options",
     "register_model",
 ]

@@ -7,7 +7,9 @@ overrides are fields of the family's config dataclass (`num_tags=...`, `text_mod
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import typing
 from collections.abc import Callable
 
 from torch import nn
@@ -59,10 +61,26 @@ def create_model(name: str, **overrides) -> nn.Module:
     Raises:
         UnknownModelError: (a KeyError and a ValueError) when `name` is not registered; the message
             lists every valid name.
-        TypeError: when an override is not a field of the family's config.
+        ValueError: when an override is not a field of the family's config; the message lists them.
     """
     _check(name)
+    unknown = sorted(set(overrides) - set(model_options(name)))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
+            f"valid options: {', '.join(model_options(name))}"
+        )
     return _MODEL_FACTORIES[name](**overrides)
+
+
+def model_options(name: str) -> list[str]:
+    """The overrides `create_model(name, ...)` accepts: the fields of the family's config dataclass
+    (found from the factory's return annotation, the model class, and its `__init__(cfg: Config)`)."""
+    _check(name)
+    model_class = typing.get_type_hints(_MODEL_FACTORIES[name])["return"]
+    hints = typing.get_type_hints(model_class.__init__)
+    config = next(t for k, t in hints.items() if k != "return" and dataclasses.is_dataclass(t))
+    return [f.name for f in dataclasses.fields(config)]
 
 
 def _check(name: str) -> None:

@@ -335,13 +335,19 @@ EMBEDDING_DIM_LIMIT = 256
 
 
 def build_model(params: dict, data: QQData):
-    """The model a run folder's params describe (`model`, `text_model_dir`), sized to the data."""
+    """The model a run folder's params describe (`model`, `model_options`, `text_model_dir`), sized
+    to the data (tag count and vocabulary come from the data, not from `model_options`)."""
     from vmmlib.models import create_model
 
-    overrides = data.model_overrides()
+    options = dict(params.get("model_options") or {})
+    fixed = sorted(set(options) & set(data.model_overrides()))
+    if fixed:
+        raise ValueError(
+            f"model option(s) {', '.join(fixed)} come from the data; leave them out of model_options"
+        )
     if params.get("text_model_dir"):
-        overrides["text_model_dir"] = str(params["text_model_dir"])
-    return create_model(params["model"], **overrides)
+        options["text_model_dir"] = str(params["text_model_dir"])
+    return create_model(params["model"], **options, **data.model_overrides())
 
 
 def save_fold_predictions(
@@ -500,6 +506,7 @@ def oof_spearman(oofs: list[dict], weights, pairs: pd.DataFrame) -> float:
 
 BACKBONE_PREFIXES = ("text.backbone.", "encoder.")  # the pretrained text stacks (lower lr)
 METRIC = "spearman"
+HELD_OUT = "validation pairs"  # what a fold's val_idx counts
 
 
 def pretrain_dataset(data: QQData) -> qq.VideoDataset:
@@ -549,6 +556,11 @@ def save_oof(folder: str | Path, oof: dict[str, np.ndarray]) -> Path:
 def oof_score(oofs: list[dict], weights, data: QQData) -> float:
     """Out-of-fold Spearman of the weighted ensemble of several models (one model: weights [1])."""
     return oof_spearman(oofs, weights, data.pairs)
+
+
+def oof_breakdown(oof: dict, data: QQData) -> dict[str, float]:
+    """Out-of-fold scores besides `oof_score` (yt8m: per TTA shift); QQ Browser has none."""
+    return {}
 
 
 def save_predictions(path: str | Path, ids: list[str], predictions: np.ndarray) -> Path:

@@ -45,6 +45,7 @@ from vmmlib.tasks.yt8m_submission import (  # noqa: F401 (notebook-facing functi
     load_oof,
     load_predictions,
     merge_oof,
+    oof_breakdown,
     oof_class_table,
     oof_score,
     rank_vote,
@@ -58,6 +59,7 @@ from vmmlib.tasks.yt8m_submission import (  # noqa: F401 (notebook-facing functi
 
 NAME = "yt8m"
 METRIC = "segment_map"
+HELD_OUT = "held-out validate shards"  # what a fold's val_idx counts
 # The frame encoders / aggregators (BERT stacks, (Ne)XtVLAD streams and branches): every yt8m model
 # has some, so `backbone_lr` always applies (the seed trains everything at one learning rate).
 BACKBONE_PREFIXES = ("encoder.", "encoders.", "video.", "audio.", "branch.", "branches.")
@@ -270,7 +272,6 @@ def load(
     tta_shifts: list[int] | tuple[int, ...] = (0,),
     cache: bool = True,
     stream: bool = False,
-    model_options: dict | None = None,
 ) -> YT8MData:
     """Open a YouTube-8M folder.
 
@@ -287,10 +288,7 @@ def load(
         tta_shifts: the TTA rolls (SPEC §4.7) of out-of-fold predictions, and of `infer` by default.
         cache: memory-map frames from a cache under `<data_dir>/.vmm_cache` (False: read into memory).
         stream: pretrain on a `VideoStream` (shards streamed with a shuffle buffer, bounded memory:
-            the v2 frame-level train split is ~1.5 TB); needs a loader without a sampler.
-        model_options: model overrides carried in `data_options` (e.g. {"pooling": "last"} for the
-            seed's BERTFirst): the notebooks have no model-override parameter; `build_model` reads
-            them from the run's params.
+            the v2 frame-level train split is ~1.5 TB); `make_loader` gives it no sampler.
     """
     data_dir = Path(data_dir)
     files = Y.check_layout(data_dir)
@@ -313,16 +311,13 @@ def load(
 
 
 def build_model(params: dict, data: YT8MData):
-    """The model a run's params name, with a 3,862-way head (fine-tuning reads the 1,000 rated columns).
-
-    Model overrides come from `params["model_options"]` or `params["data_options"]["model_options"]`."""
+    """The model a run's params name (`model`, `model_options`), with a 3,862-way head (fine-tuning
+    reads the 1,000 rated columns)."""
     from vmmlib.models import create_model
 
-    overrides = {
-        **((params.get("data_options") or {}).get("model_options") or {}),
-        **(params.get("model_options") or {}),
-    }
-    return create_model(params["model"], **{"num_classes": Y.NUM_CLASSES, **overrides})
+    return create_model(
+        params["model"], **{"num_classes": Y.NUM_CLASSES, **(params.get("model_options") or {})}
+    )
 
 
 FOLD_SCHEMES = ("shard", "holdout")

@@ -385,7 +385,7 @@ def merge_oof(fold_dirs: list[Path], *, by: str = "rank") -> dict[str, np.ndarra
 
 def save_oof(folder: str | Path, oof: dict[str, np.ndarray]) -> Path:
     path = Path(folder) / OOF_FILE
-    np.savez(path, **{k: v for k, v in oof.items() if not k.startswith("_")})
+    np.savez(path, **_public(oof))
     return path
 
 
@@ -419,6 +419,32 @@ def oof_score(oofs: list[dict], weights, data, *, rank_decay: float = TTA_RANK_D
         cache[key] = (entries, [entries.ranks_in(ids, r) for r in rankings], tiebreak)
     entries, ranks, tiebreak = cache[key]
     return vote_map(entries, ranks, weights, rank_decay, tiebreak)
+
+
+def oof_breakdown(oof: dict, data) -> dict[str, float]:
+    """Out-of-fold segment mAP of each TTA shift alone ({"shift-1": …, "shift+0": …}); `oof_score`
+    gives the shifts' rank vote."""
+    if len(oof["shifts"]) < 2:
+        return {}
+    return {
+        f"shift{s:+d}": oof_score(
+            [
+                {
+                    **_public(oof),
+                    "shifts": oof["shifts"][h : h + 1],
+                    "index": oof["index"][h : h + 1],
+                    "score": oof["score"][h : h + 1],
+                }
+            ],
+            [1.0],
+            data,
+        )  # fmt: skip
+        for h, s in enumerate(oof["shifts"].tolist())
+    }
+
+
+def _public(oof: dict) -> dict:
+    return {k: v for k, v in oof.items() if not k.startswith("_")}
 
 
 def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
