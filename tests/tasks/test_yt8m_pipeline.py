@@ -52,8 +52,9 @@ def test_the_yt8m_sample_pipeline_runs_every_notebook_end_to_end(tmp_path):
             finetune = index[f"finetune-{model}-fold{fold}"]
             assert finetune["segment_map"] > finetune["segment_map_before"]
     ensemble = index["ensemble"]
-    assert ensemble["segment_map_oof_ensemble"] >= max(
-        ensemble["segment_map_oof_inference-bert"], ensemble["segment_map_oof_inference-mean"]
-    ) - 0.02
+    assert (
+        ensemble["segment_map_oof_ensemble"]
+        >= max(ensemble["segment_map_oof_inference-bert"], ensemble["segment_map_oof_inference-mean"]) - 0.02
+    )
     csv = next((tmp_path / "run/ensemble").glob("*.csv"))
     assert main(["validate", "yt8m", str(csv), "--data-dir", str(tmp_path / "data")]) == 0

@@ -38,6 +38,7 @@ from vmmlib.tasks.yt8m_submission import (  # noqa: F401 (notebook-facing functi
     TTA_RANK_DECAY,
     RatedEntries,
     SegmentRanking,
+    ShiftRankings,
     TopSegments,
     _oof_arrays,
     ensemble_search_space,
@@ -573,17 +574,17 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
 
 
 def infer(fold_dirs: list[Path], data: YT8MData, split: str, *, average: str = "raw", shifts=None,
-          progress: bool = True) -> tuple[list[str], SegmentRanking]:  # fmt: skip
+          progress: bool = True) -> tuple[list[str], ShiftRankings]:  # fmt: skip
     """Rank every segment of a split per class with every fold's model, at every TTA shift.
 
     Args:
         average: "raw" — per shift, rank by the mean of the folds' probabilities; "rank" — rank per
             fold, then merge the folds by the TTA rank vote.
         shifts: TTA rolls (SPEC §4.7, e.g. [-2, -1, 0, 1] for "TTA[-2, 1]"); None: `data.tta_shifts`.
-            The per-shift lists are merged by rank vote, w0 = 3.72384689385059, equal weights.
 
     Returns:
-        (segment ids "vid:5k", `SegmentRanking` of the whitelisted classes).
+        (segment ids "vid:5k", `ShiftRankings`: per shift, the ranking of the whitelisted classes;
+        `.merged()` is their rank vote, w0 = 3.72384689385059, equal weights, as the seed's TTA).
     """
     from vmmlib.checkpoint import load_weights
     from vmmlib.runs import read_yaml
@@ -606,8 +607,7 @@ def infer(fold_dirs: list[Path], data: YT8MData, split: str, *, average: str = "
             folds = [rank_segments([m], dataset, data.classes.class_ids) for m in models]
             ids, ranking = folds[0][0], rank_vote([r for _, r in folds], rank_decay=TTA_RANK_DECAY)
         per_shift.append(ranking)
-    merged = rank_vote(per_shift, rank_decay=TTA_RANK_DECAY) if len(per_shift) > 1 else per_shift[0]
-    return ids, merged
+    return ids, ShiftRankings(shifts, per_shift)
 
 
 def required_ids(data: YT8MData, split: str) -> list[int]:

@@ -192,6 +192,49 @@ def rank_vote(
     return SegmentRanking(np.asarray(class_ids, np.int64).copy(), index, score)
 
 
+@dataclass
+class ShiftRankings:
+    """One model's rankings of a split at each TTA shift (what `infer` returns and `30_inference`
+    saves); `merged()` is seed 003's `combine_tta`: equal-weight rank vote, w0 = 3.72384689385059.
+
+    As an array it is the (H, C, K) stack of the shifts' scores (zero-padded to one width)."""
+
+    shifts: tuple[int, ...]
+    rankings: list[SegmentRanking]
+
+    def __post_init__(self):
+        if len(self.shifts) != len(self.rankings) or not self.rankings:
+            raise ValueError(f"{len(self.shifts)} shifts but {len(self.rankings)} rankings")
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        return self.rankings[0].class_ids
+
+    def _padded(self, name: str, fill) -> np.ndarray:
+        width = max(r.shape[1] for r in self.rankings)
+        return np.stack(
+            [
+                np.pad(getattr(r, name), [(0, 0), (0, width - r.shape[1])], constant_values=fill)
+                for r in self.rankings
+            ]
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.shifts), *self.rankings[0].shape[:1], max(r.shape[1] for r in self.rankings))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        score = self._padded("score", 0)
+        return score if dtype is None else score.astype(dtype)
+
+    def merged(self) -> SegmentRanking:
+        return (
+            rank_vote(self.rankings, rank_decay=TTA_RANK_DECAY)
+            if len(self.rankings) > 1
+            else self.rankings[0]
+        )
+
+
 def align_rankings(
     predictions: Sequence[tuple[Sequence[str], SegmentRanking]],
 ) -> tuple[list[str], list[SegmentRanking]]:
@@ -567,24 +610,30 @@ def read_video_predictions(path: str | Path, num_classes: int) -> tuple[list[str
 # --------------------------------------------------------------------------- notebook-facing submission functions
 
 
-def save_predictions(path: str | Path, ids: list[str], predictions: SegmentRanking) -> Path:
+def save_predictions(path: str | Path, ids: list[str], predictions: ShiftRankings) -> Path:
+    """Write one model's per-shift rankings of a split (`predictions_<split>.npz`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, ids=np.asarray(ids, dtype=str), class_ids=predictions.class_ids, index=predictions.index,
-             score=predictions.score)  # fmt: skip
+    np.savez(path, ids=np.asarray(ids, dtype=str), class_ids=predictions.class_ids,
+             shifts=np.asarray(predictions.shifts, np.int64), index=predictions._padded("index", -1),
+             score=predictions._padded("score", 0))  # fmt: skip
     return path
 
 
-def load_predictions(path: str | Path) -> tuple[list[str], SegmentRanking]:
+def load_predictions(path: str | Path) -> tuple[list[str], ShiftRankings]:
     with np.load(path) as f:
-        return f["ids"].tolist(), SegmentRanking(f["class_ids"], f["index"], f["score"])
+        rankings = [SegmentRanking(f["class_ids"], i, s) for i, s in zip(f["index"], f["score"])]
+        return f["ids"].tolist(), ShiftRankings(tuple(f["shifts"].tolist()), rankings)
 
 
-def write_ensemble_submission(out_dir: str | Path, predictions: list[tuple[list[str], SegmentRanking]], weights,
+def write_ensemble_submission(out_dir: str | Path, predictions: list[tuple[list[str], ShiftRankings]], weights,
                               *, rank_decay: float = TTA_RANK_DECAY) -> Path:  # fmt: skip
-    """Merge the models' rankings by weighted rank vote and write `submission.csv` (`Class,Segments`,
+    """Merge each model's TTA shifts (`ShiftRankings.merged`), then the models by weighted rank vote
+    with w0 = `rank_decay`, as `oof_score` does, and write `submission.csv` (`Class,Segments`,
     ≤ 100,000 ranked segment ids per whitelisted class)."""
-    ids, rankings = align_rankings(predictions)
+    ids, rankings = align_rankings(
+        [(i, p.merged() if isinstance(p, ShiftRankings) else p) for i, p in predictions]
+    )
     merged = rank_vote(rankings, weights, rank_decay=rank_decay)
     path = Path(out_dir) / "submission.csv"
     M.write_kaggle_csv(path, merged.to_submission(ids))
