@@ -210,7 +210,9 @@ class ShiftRankings:
     def class_ids(self) -> np.ndarray:
         return self.rankings[0].class_ids
 
-    def _padded(self, name: str, fill) -> np.ndarray:
+    def padded(self, name: str) -> np.ndarray:
+        """(H, C, K) stack of the shifts' `index` (padded with -1) or `score` (padded with 0)."""
+        fill = -1 if name == "index" else 0
         width = max(r.shape[1] for r in self.rankings)
         return np.stack(
             [
@@ -224,7 +226,7 @@ class ShiftRankings:
         return (len(self.shifts), *self.rankings[0].shape[:1], max(r.shape[1] for r in self.rankings))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        score = self._padded("score", 0)
+        score = self.padded("score")
         return score if dtype is None else score.astype(dtype)
 
     def merged(self) -> SegmentRanking:
@@ -343,33 +345,29 @@ def vote_map(
 
 
 def _oof_arrays(ids, rankings: list[SegmentRanking], shifts, fold_of: np.ndarray) -> dict[str, np.ndarray]:
-    width = max(r.shape[1] for r in rankings)
-    pad = [(0, 0), (0, 0)]
+    stack = ShiftRankings(tuple(int(x) for x in shifts), rankings)
     return {
         "segment_ids": np.asarray(ids, dtype=str),
-        "class_ids": rankings[0].class_ids,
-        "shifts": np.asarray(shifts, np.int64),
-        "index": np.stack(
-            [np.pad(r.index, [pad[0], (0, width - r.shape[1])], constant_values=-1) for r in rankings]
-        ),
-        "score": np.stack([np.pad(r.score, [pad[0], (0, width - r.shape[1])]) for r in rankings]),
+        "class_ids": stack.class_ids,
+        "shifts": np.asarray(stack.shifts, np.int64),
+        "index": stack.padded("index"),
+        "score": stack.padded("score"),
         "fold": np.asarray(fold_of, np.int64),
     }
 
 
-def _rankings(oof: dict) -> list[SegmentRanking]:
-    return [
-        SegmentRanking(oof["class_ids"], oof["index"][h], oof["score"][h]) for h in range(len(oof["shifts"]))
-    ]
+def _shift_rankings(oof: dict) -> ShiftRankings:
+    rankings = [SegmentRanking(oof["class_ids"], i, s) for i, s in zip(oof["index"], oof["score"])]
+    return ShiftRankings(tuple(oof["shifts"].tolist()), rankings)
 
 
 def oof_class_table(oof: dict, data) -> pd.DataFrame:
     """Per-class segment AP (official `segment_class_average_precisions`) per shift and after TTA."""
     videos = {s.rsplit(":", 1)[0] for s in oof["segment_ids"]}
     truth = {k: v for k, v in data.truth().items() if k[0].rsplit(":", 1)[0] in videos}
-    rankings = _rankings(oof)
-    columns = {f"ap_shift{s:+d}": r for s, r in zip(oof["shifts"], rankings)}
-    columns["ap_tta"] = rank_vote(rankings, rank_decay=TTA_RANK_DECAY) if len(rankings) > 1 else rankings[0]
+    shifts = _shift_rankings(oof)
+    columns = {f"ap_shift{s:+d}": r for s, r in zip(shifts.shifts, shifts.rankings)}
+    columns["ap_tta"] = shifts.merged()
     aps = {
         k: M.segment_class_average_precisions(r.to_submission(oof["segment_ids"]), truth)
         for k, r in columns.items()
@@ -436,8 +434,7 @@ def _tta_ranking(oof: dict) -> SegmentRanking:
     """A model's out-of-fold ranking: its shifts merged by rank vote (w0 3.7238, equal weights); cached."""
     cache = oof.setdefault("_cache", {})
     if "tta" not in cache:
-        rankings = _rankings(oof)
-        cache["tta"] = rank_vote(rankings, rank_decay=TTA_RANK_DECAY) if len(rankings) > 1 else rankings[0]
+        cache["tta"] = _shift_rankings(oof).merged()
     return cache["tta"]
 
 
@@ -469,21 +466,11 @@ def oof_breakdown(oof: dict, data) -> dict[str, float]:
     gives the shifts' rank vote."""
     if len(oof["shifts"]) < 2:
         return {}
-    return {
-        f"shift{s:+d}": oof_score(
-            [
-                {
-                    **_public(oof),
-                    "shifts": oof["shifts"][h : h + 1],
-                    "index": oof["index"][h : h + 1],
-                    "score": oof["score"][h : h + 1],
-                }
-            ],
-            [1.0],
-            data,
-        )  # fmt: skip
-        for h, s in enumerate(oof["shifts"].tolist())
-    }
+    scores = {}
+    for h, shift in enumerate(oof["shifts"].tolist()):
+        one = {**_public(oof), **{k: oof[k][h : h + 1] for k in ("shifts", "index", "score")}}
+        scores[f"shift{shift:+d}"] = oof_score([one], [1.0], data)
+    return scores
 
 
 def _public(oof: dict) -> dict:
@@ -615,8 +602,8 @@ def save_predictions(path: str | Path, ids: list[str], predictions: ShiftRanking
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, ids=np.asarray(ids, dtype=str), class_ids=predictions.class_ids,
-             shifts=np.asarray(predictions.shifts, np.int64), index=predictions._padded("index", -1),
-             score=predictions._padded("score", 0))  # fmt: skip
+             shifts=np.asarray(predictions.shifts, np.int64), index=predictions.padded("index"),
+             score=predictions.padded("score"))  # fmt: skip
     return path
 
 
