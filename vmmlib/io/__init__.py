@@ -7,16 +7,8 @@ reading records does not import torch.
 import importlib
 
 from vmmlib.io.cache import FrameCache
-from vmmlib.io.example import (
-    BytesList,
-    FloatList,
-    Int64List,
-    decode_example,
-    decode_sequence_example,
-    encode_example,
-    encode_sequence_example,
-    read_examples,
-)
+from vmmlib.io.encode import BytesList, FloatList, Int64List, encode_example, encode_sequence_example
+from vmmlib.io.example import decode_example, decode_sequence_example, read_examples
 from vmmlib.io.tfrecord import (
     RecordError,
     TFRecordWriter,
