@@ -7,6 +7,7 @@
 - `info_nce`: symmetric in-batch InfoNCE on L2-normalised vectors (seed 000, τ = 0.07, SPEC 4.2).
 - `pair_mse`, `keras_kl`, `pair_objective_terms`: seed 000's pair fine-tuning loss (SPEC 4.3).
 - `mixture_distillation`: MixNeXtVLAD on-the-fly distillation, Lin et al. 2018 §3.4 (SPEC 3.2).
+- `objective_weights`: check an objective's {term: weight} against its terms, drop the zero ones.
 
 Losses compute in float32 whatever the autocast dtype of their inputs.
 """
@@ -21,6 +22,15 @@ import torch.nn.functional as F
 
 TAG_LOSSES = ("bce", "asl", "asl_seed")
 REDUCTIONS = ("batchmean", "sum", "none")
+
+
+def objective_weights(weights: dict, valid: Iterable[str]) -> dict[str, float]:
+    """{term: weight} with the zero weights dropped; an unknown term raises ValueError listing `valid`."""
+    valid = tuple(valid)
+    unknown = [k for k in weights if k not in valid]
+    if unknown:
+        raise ValueError(f"unknown objective term(s) {', '.join(unknown)}; valid terms: {', '.join(valid)}")
+    return {k: float(v) for k, v in weights.items() if float(v) != 0.0}
 
 
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -24,6 +24,14 @@ import yaml
 PAPERMILL_PARAMS_HEADER = "# Parameters"
 
 
+def submitted_weights(run_dir: str | Path) -> Path:
+    """The weights a fine-tuning run folder submits: `checkpoints/best/model.safetensors` when `fit`
+    selected a best checkpoint, else the final `model.safetensors` (layout: `vmmlib.checkpoint`)."""
+    run_dir = Path(run_dir)
+    best = run_dir / "checkpoints" / "best" / "model.safetensors"
+    return best if best.exists() else run_dir / "model.safetensors"
+
+
 def check_choice(kind: str, value: Any, choices: Iterable[str]) -> None:
     """Raise ValueError naming the valid choices when `value` is not one of them."""
     choices = sorted(choices)

@@ -26,14 +26,15 @@ from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
-from vmmlib.runs import check_choice
+from vmmlib.runs import call_with_options, check_choice
+from vmmlib.runs import submitted_weights as fold_checkpoint  # the weights a fold folder submits
 
 NAME = "qqbrowser"
 
 
 def make_sample(out_dir: str | Path, **options) -> Path:
     """Write sample data in the real layout (see `write_qqbrowser_sample` for the options)."""
-    return write_qqbrowser_sample(out_dir, **options)
+    return call_with_options(write_qqbrowser_sample, out_dir, options=options, what="sample option")
 
 
 def explore(
@@ -184,13 +185,6 @@ PRETRAIN_TERMS = ("tag", "mlm", "nce", "distill")
 FINETUNE_TERMS = ("mse", "kl", "tag")
 
 
-def _check_weights(weights: dict, valid: tuple[str, ...]) -> dict:
-    unknown = [k for k in weights if k not in valid]
-    if unknown:
-        raise ValueError(f"unknown objective term(s) {', '.join(unknown)}; valid terms: {', '.join(valid)}")
-    return {k: float(v) for k, v in weights.items() if float(v) != 0.0}
-
-
 def _tag_terms(out: dict, labels: torch.Tensor, tag_loss: str, weight: float) -> dict:
     """Tag loss on the (mixture) logits, plus each MixNeXtVLAD branch's own (seed 000 sums them)."""
     fn = {"bce": L.tag_bce, "asl": L.asl_loss, "asl_seed": L.asl_loss_seed}[tag_loss]
@@ -211,7 +205,7 @@ def pretrain_objective(data: QQData, weights: dict, *, tag_loss: str = "bce", ml
     Returns:
         objective(model, batch) -> {term: weighted loss}, for `fit`.
     """
-    weights = _check_weights(weights, PRETRAIN_TERMS)
+    weights = L.objective_weights(weights, PRETRAIN_TERMS)
     check_choice("tag_loss", tag_loss, L.TAG_LOSSES)
     tok = data.tokenizer
     special = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.unk_token_id]
@@ -267,7 +261,7 @@ def finetune_objective(weights: dict, *, tag_loss: str = "bce"):
     Args:
         weights: {term: weight} over `FINETUNE_TERMS`; the seed's are mse 1, kl 0.5, tag 1.
     """
-    weights = _check_weights(weights, FINETUNE_TERMS)
+    weights = L.objective_weights(weights, FINETUNE_TERMS)
     check_choice("tag_loss", tag_loss, L.TAG_LOSSES)
 
     def objective(model, batch):
@@ -339,15 +333,15 @@ def build_model(params: dict, data: QQData):
     to the data (tag count and vocabulary come from the data, not from `model_options`)."""
     from vmmlib.models import create_model
 
-    options = dict(params.get("model_options") or {})
-    fixed = sorted(set(options) & set(data.model_overrides()))
+    options, sized = dict(params.get("model_options") or {}), data.model_overrides()
+    fixed = sorted(set(options) & set(sized))
     if fixed:
         raise ValueError(
             f"model option(s) {', '.join(fixed)} come from the data; leave them out of model_options"
         )
     if params.get("text_model_dir"):
         options["text_model_dir"] = str(params["text_model_dir"])
-    return create_model(params["model"], **options, **data.model_overrides())
+    return create_model(params["model"], **options, **sized)
 
 
 def save_fold_predictions(
@@ -405,13 +399,6 @@ def infer(fold_dirs: list[Path], data: QQData, split: str, *, average: str = "ra
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         total = emb if total is None else total + emb
     return ids, (total / len(fold_dirs)).astype(np.float32)
-
-
-def fold_checkpoint(folder: str | Path) -> Path:
-    """The weights a finetune folder submits: the best checkpoint when one was selected, else the final one."""
-    folder = Path(folder)
-    best = folder / "checkpoints" / "best" / "model.safetensors"
-    return best if best.exists() else folder / "model.safetensors"
 
 
 def write_submission(path: str | Path, ids: list[str], embeddings: np.ndarray) -> Path:

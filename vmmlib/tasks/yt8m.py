@@ -14,7 +14,6 @@ Augmentation", arXiv:1912.01127.
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
-from vmmlib.runs import check_choice
+from vmmlib.runs import call_with_options, check_choice
+from vmmlib.runs import submitted_weights as fold_checkpoint  # the weights a fold folder submits
 from vmmlib.tasks.yt8m_submission import (  # noqa: F401 (notebook-facing functions live there)
     OOF_FILE,
     TTA_RANK_DECAY,
@@ -69,11 +69,7 @@ SPLIT_ALIASES = {"train": "frame/train", "validate": "frame/validate", "test": "
 
 def make_sample(out_dir: str | Path, **options) -> Path:
     """Write sample data in the real layout (see `write_yt8m_sample` for the options)."""
-    valid = set(inspect.signature(write_yt8m_sample).parameters) - {"out_dir"}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"unknown sample option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return write_yt8m_sample(out_dir, **options)
+    return call_with_options(write_yt8m_sample, out_dir, options=options, what="sample option")
 
 
 def explore(
@@ -341,13 +337,6 @@ def fold_shards(data: YT8MData, n_folds: int, fold: int, scheme: str = "shard") 
 TERMS = ("bce", "branch_bce", "distill", "l2")
 
 
-def _check_weights(weights: dict, valid: tuple[str, ...]) -> dict:
-    unknown = [k for k in weights if k not in valid]
-    if unknown:
-        raise ValueError(f"unknown objective term(s) {', '.join(unknown)}; valid terms: {', '.join(valid)}")
-    return {k: float(v) for k, v in weights.items() if float(v) != 0.0}
-
-
 def _bce(logits: torch.Tensor, labels: torch.Tensor, label_weights: torch.Tensor | None, tag_loss: str):
     """Σ over classes, mean over the batch (the seed's CrossEntropyLoss), weighted per entry."""
     if label_weights is None:
@@ -394,14 +383,14 @@ def pretrain_objective(
             `l2` (1: the TF L2 regulariser, `moe_l2` 1e-6 / logistic 1e-5, as the seed adds it).
     """
     check_choice("tag_loss", tag_loss, L.TAG_LOSSES)
-    return _objective(_check_weights(weights, TERMS), tag_loss, distill_temperature, segments=False)
+    return _objective(L.objective_weights(weights, TERMS), tag_loss, distill_temperature, segments=False)
 
 
 def finetune_objective(weights: dict, *, tag_loss: str = "bce", distill_temperature: float = 3.0):
     """Segment fine-tuning: BCE on the segment's rated score, weighted by `label_weights` (1 at rated
     entries; all ones with `load(unrated_as_negative=True)`, the seeds' behaviour). Terms as pretraining."""
     check_choice("tag_loss (segments)", tag_loss, ("bce",))
-    return _objective(_check_weights(weights, TERMS), tag_loss, distill_temperature, segments=True)
+    return _objective(L.objective_weights(weights, TERMS), tag_loss, distill_temperature, segments=True)
 
 
 # --- prediction and metric -----------------------------------------------------------------------
@@ -522,13 +511,6 @@ def finetune_datasets(data: YT8MData, n_folds: int, fold: int, *, scheme: str = 
 def finetune_eval(data: YT8MData, val_idx: np.ndarray):
     """Segment mAP (official semantics) of the held-out shards' rated segments."""
     return segment_eval(data, data.view("frame/validate", val_idx))
-
-
-def fold_checkpoint(folder: str | Path) -> Path:
-    """The weights a finetune folder submits: the best checkpoint when one was selected, else the final one."""
-    folder = Path(folder)
-    best = folder / "checkpoints" / "best" / "model.safetensors"
-    return best if best.exists() else folder / "model.safetensors"
 
 
 def save_fold_predictions(

@@ -618,9 +618,7 @@ def write_ensemble_submission(out_dir: str | Path, predictions: list[tuple[list[
     """Merge each model's TTA shifts (`ShiftRankings.merged`), then the models by weighted rank vote
     with w0 = `rank_decay`, as `oof_score` does, and write `submission.csv` (`Class,Segments`,
     ≤ 100,000 ranked segment ids per whitelisted class)."""
-    ids, rankings = align_rankings(
-        [(i, p.merged() if isinstance(p, ShiftRankings) else p) for i, p in predictions]
-    )
+    ids, rankings = align_rankings([(i, p.merged()) for i, p in predictions])
     merged = rank_vote(rankings, weights, rank_decay=rank_decay)
     path = Path(out_dir) / "submission.csv"
     M.write_kaggle_csv(path, merged.to_submission(ids))
