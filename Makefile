@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0   # the CPU build; any other spec may pull a multi-GB CUDA build
 	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps cn-clip==1.6.0   # only its Chinese WordPiece vocabulary, for tests; its deps pull a CUDA torch
 	touch $@
 
 install: $(VENV)/.installed
