@@ -13,9 +13,12 @@ from vmmlib.losses import (
     mixture_distillation,
     mlm_loss,
     mlm_mask,
+    objective_weights,
     pair_mse,
     pair_objective_terms,
     tag_bce,
+    tag_loss_fn,
+    weighted,
 )
 
 # ±50 as asked; ±200 and ±1e4 saturate float32 sigmoids to exactly 0 and 1
@@ -121,13 +124,11 @@ def test_pair_objective_terms_on_a_hand_computed_example():
     target = torch.tensor([0.5, 0.5])
     C = 4
     logits, labels = torch.zeros(4, C), torch.ones(4, C)
-    terms = pair_objective_terms(emb_a, emb_b, target, logits, labels, kl_weight=0.5)
+    terms = pair_objective_terms(emb_a, emb_b, target, logits, labels)
     assert set(terms) == {"mse", "kl", "tag"}
     assert terms["mse"].item() == pytest.approx(0.25 + 0.25)
-    # KL: 0.5 ln(0.5/1) + 0.5 ln(0.5/1e-7) (the zero cosine is clipped to 1e-7), times 0.5
-    assert terms["kl"].item() == pytest.approx(
-        0.5 * (0.5 * math.log(0.5) + 0.5 * math.log(0.5 / 1e-7)), rel=1e-5
-    )
+    # KL: 0.5 ln(0.5/1) + 0.5 ln(0.5/1e-7) (the zero cosine is clipped to 1e-7), unweighted
+    assert terms["kl"].item() == pytest.approx(0.5 * math.log(0.5) + 0.5 * math.log(0.5 / 1e-7), rel=1e-5)
     assert terms["tag"].item() == pytest.approx(C * math.log(2), rel=1e-6)
     asl = pair_objective_terms(emb_a, emb_b, target, logits, labels, tag_loss="asl")["tag"]
     torch.testing.assert_close(asl, asl_loss(logits, labels))
@@ -221,3 +222,23 @@ def test_mixture_distillation_is_zero_for_branches_equal_to_the_mixture_and_matc
     assert mixture_distillation(branch * 2, torch.zeros(1, 2), temperature=2.0).item() == pytest.approx(
         value.item(), rel=1e-5
     )
+
+
+def test_weighted_scales_the_raw_terms_and_drops_the_unweighted_ones():
+    def raw(model, batch):
+        return {"a": torch.tensor(2.0), "b": torch.tensor(3.0), "c": torch.tensor(5.0)}
+
+    terms = weighted(raw, objective_weights({"a": 0.5, "b": 0, "c": 2}, ("a", "b", "c")))(None, {})
+    assert list(terms) == ["a", "c"] and terms["a"].item() == 1.0 and terms["c"].item() == 10.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "1", True, None])
+def test_objective_weights_refuse_negative_non_finite_and_non_numbers(bad):
+    with pytest.raises(ValueError, match="finite numbers >= 0"):
+        objective_weights({"mse": bad}, ("mse",))
+
+
+def test_tag_loss_fn_names_the_valid_losses():
+    assert tag_loss_fn("asl") is asl_loss
+    with pytest.raises(ValueError, match="bce, asl, asl_seed"):
+        tag_loss_fn("focal")

@@ -173,3 +173,108 @@ def test_pipeline_runs_on_an_existing_dask_cluster(tmp_path):
         for p in reversed(procs):
             p.terminate()
             p.wait(timeout=30)
+
+
+# --- the pipeline file is checked whole before anything runs (issue 9.7) ---------------------------
+
+
+def _rewrite(path: Path, edit) -> Path:
+    spec = yaml.safe_load(path.read_text())
+    edit(spec)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_a_dependency_cycle_is_reported_as_a_cycle_naming_its_steps(tmp_path):
+    def cycle(spec):
+        spec["steps"][0]["after"] = ["c"]  # a → c → b → a
+
+    path = _rewrite(_pipeline(tmp_path), cycle)
+    with pytest.raises(ValueError, match=r"pipe\.yaml: steps a, b, c form a dependency cycle: a → c → b → a"):
+        load_pipeline(path)
+
+
+def test_steps_may_be_declared_before_the_steps_they_run_after(tmp_path):
+    path = _rewrite(_pipeline(tmp_path), lambda spec: spec["steps"].reverse())  # c, b, a
+    pipe = load_pipeline(path)
+    assert [s.name for s in pipe.steps] == ["a", "b-fold0", "b-fold1", "c"]
+    assert pipe.steps[3].after == ["b-fold0", "b-fold1"]
+
+
+def test_a_step_without_a_name_is_refused_naming_the_file_and_its_position(tmp_path):
+    path = _rewrite(_pipeline(tmp_path), lambda spec: spec["steps"][1].pop("name"))
+    with pytest.raises(ValueError, match=r"pipe\.yaml: step #2 \(notebook .*step\.ipynb\) has no name"):
+        load_pipeline(path)
+
+
+def test_folds_given_as_a_string_is_refused_naming_the_step(tmp_path):
+    path = _rewrite(_pipeline(tmp_path), lambda spec: spec["steps"][1].update(folds="3"))
+    with pytest.raises(
+        ValueError, match=r"pipe\.yaml: step 'b': folds must be a whole number ≥ 1.*'3' \(a string\)"
+    ):
+        load_pipeline(path)
+
+
+@pytest.mark.parametrize("folds", [-1, 0])
+def test_folds_below_one_are_refused_instead_of_dropping_the_step(tmp_path, folds):
+    # Before: -1 expanded to no step at all and `c` lost its dependency; 0 ran `b` once, unfolded.
+    path = _rewrite(_pipeline(tmp_path), lambda spec: spec["steps"][1].update(folds=folds))
+    with pytest.raises(
+        ValueError, match=rf"pipe\.yaml: step 'b': folds must be a whole number ≥ 1 .*, got {folds};"
+    ):
+        load_pipeline(path)
+
+
+def test_steps_given_as_a_mapping_is_refused_with_the_list_form(tmp_path):
+    def as_mapping(spec):
+        spec["steps"] = {s.pop("name"): s for s in spec["steps"]}
+
+    path = _rewrite(_pipeline(tmp_path), as_mapping)
+    with pytest.raises(
+        ValueError, match=r"pipe\.yaml: steps must be a list, one `- name: …` entry.*keys a, b, c"
+    ):
+        load_pipeline(path)
+
+
+def test_a_set_value_of_the_wrong_type_is_caught_when_the_file_is_loaded(tmp_path):
+    path = _rewrite(_pipeline(tmp_path), lambda spec: spec["steps"][0]["set"].update(value="five"))
+    with pytest.raises(ValueError, match=r"pipe\.yaml: step 'a': set: parameter value='five' should be int"):
+        load_pipeline(path)
+
+
+def test_a_set_name_the_notebook_lacks_names_the_file_the_step_and_the_valid_parameters(tmp_path):
+    path = _rewrite(_pipeline(tmp_path), lambda spec: spec["steps"][2].update(set={"valeu": 3}))
+    with pytest.raises(
+        ValueError,
+        match=r"pipe\.yaml: step 'c': set: unknown parameter\(s\) valeu; valid parameters: fail, fold, n_folds, out_dir, value",
+    ):
+        load_pipeline(path)
+
+
+def test_a_params_file_value_of_the_wrong_type_is_caught_when_the_file_is_loaded(tmp_path):
+    (tmp_path / "a.yaml").write_text("value: 2.5\n")
+    path = _rewrite(
+        _pipeline(tmp_path), lambda spec: spec["steps"][0].update(params=str(tmp_path / "a.yaml"))
+    )
+    with pytest.raises(
+        ValueError, match=r"pipe\.yaml: step 'a': params .*a\.yaml: parameter value=2.5 should be int"
+    ):
+        load_pipeline(path)
+
+
+def test_a_parameter_line_papermill_cannot_parse_is_named_at_load_time(tmp_path):
+    # papermill's line parser drops `limit` (the '=' of '>=' in its comment): it would neither list
+    # nor inject it, and a params file setting it would read as "unknown parameter".
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = new_code_cell('out_dir: str = "x"\nlimit: int = 3  # must be >= 0')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump({"steps": [{"name": "s", "notebook": str(tmp_path / "nb.ipynb")}]})
+    )
+    with pytest.raises(
+        ValueError, match=r"p\.yaml: step 's': notebook .*nb\.ipynb: papermill cannot parse .* limit"
+    ):
+        load_pipeline(tmp_path / "p.yaml")

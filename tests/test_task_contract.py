@@ -1,31 +1,121 @@
-"""Every task module provides everything the notebooks call on it (`T.<name>`), read from the
-notebooks themselves, so a new notebook call cannot silently miss a task."""
+"""Every task keeps the written contract (`vmmlib.tasks.contract.Task`): the names the notebooks and
+the `vmm` command call are exactly the contract's, and each task's functions have the contract's
+signatures (task-specific options may only be added as keyword arguments with defaults)."""
 
+import inspect
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from vmmlib.tasks import get_task, list_tasks
+from vmmlib.tasks import contract, get_task, list_tasks
 
-NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CALL = re.compile(r"(?<![\w.)])T\.([A-Za-z_]\w*)")
 
 
-def _task_attributes() -> set[str]:
+def _called_in_notebooks() -> set[str]:
     names = set()
     for path in NOTEBOOKS:
         for cell in json.loads(path.read_text())["cells"]:
             if cell["cell_type"] == "code":
-                names |= set(re.findall(r"(?<![\w.)])T\.([A-Za-z_]\w*)", "".join(cell["source"])))
+                names |= set(CALL.findall("".join(cell["source"])))
     return names
 
 
-def test_the_notebooks_call_task_functions():
-    assert {"load", "build_model", "infer", "oof_score", "oof_breakdown", "METRIC"} <= _task_attributes()
+def _called_by_the_cli() -> set[str]:
+    return set(re.findall(r"get_task\([^)]*\)\.([A-Za-z_]\w*)", (ROOT / "vmmlib" / "cli.py").read_text()))
+
+
+def test_the_notebooks_and_the_cli_call_exactly_the_contract():
+    called = _called_in_notebooks() | _called_by_the_cli()
+    assert sorted(called - set(contract.contract_names())) == [], "called but not in the contract"
+    assert sorted(set(contract.contract_names()) - called) == [], "in the contract but called by nobody"
+
+
+def _contract_methods() -> dict[str, inspect.Signature]:
+    out = {}
+    for name in contract.contract_names():
+        member = getattr(contract.Task, name, None)
+        if callable(member):
+            sig = inspect.signature(member)
+            out[name] = sig.replace(parameters=list(sig.parameters.values())[1:])  # drop self
+    return out
+
+
+def _signature_problems(name: str, want: inspect.Signature, have: inspect.Signature) -> list[str]:
+    P = inspect.Parameter
+    problems = []
+    want_params = [p for p in want.parameters.values() if p.kind is not P.VAR_KEYWORD]
+    have_params = dict(have.parameters)
+    positional = [p.name for p in have.parameters.values() if p.kind is P.POSITIONAL_OR_KEYWORD]
+    wanted_positional = [p.name for p in want_params if p.kind is P.POSITIONAL_OR_KEYWORD]
+    if positional[: len(wanted_positional)] != wanted_positional:
+        problems.append(f"{name}: positional parameters {positional}, the contract has {wanted_positional}")
+    for p in want_params:
+        got = have_params.get(p.name)
+        if got is None:
+            problems.append(f"{name}: lacks parameter {p.name}")
+        elif got.kind is not p.kind or got.default != p.default:
+            problems.append(f"{name}: parameter {got} differs from the contract's {p}")
+    wanted = {p.name for p in want_params}
+    for p in have.parameters.values():
+        extra_ok = p.kind is P.VAR_KEYWORD or (p.kind is P.KEYWORD_ONLY and p.default is not P.empty)
+        if p.name not in wanted and not extra_ok:
+            problems.append(f"{name}: extra parameter {p} must be keyword-only with a default (an option)")
+    if any(p.kind is P.VAR_KEYWORD for p in want.parameters.values()) and not any(
+        p.kind is P.VAR_KEYWORD for p in have.parameters.values()
+    ):
+        problems.append(f"{name}: must take **options")
+    return problems
 
 
 @pytest.mark.parametrize("task", list_tasks())
-def test_the_task_has_every_attribute_the_notebooks_use(task):
-    module = get_task(task)
-    assert sorted(n for n in _task_attributes() if not hasattr(module, n)) == []
+def test_the_task_keeps_the_contracts_signatures(task):
+    T = get_task(task)
+    problems = []
+    for name, want in _contract_methods().items():
+        problems += _signature_problems(name, want, inspect.signature(getattr(T, name)))
+    assert problems == []
+
+
+@pytest.mark.parametrize("task", list_tasks())
+def test_the_task_has_the_contracts_constants(task):
+    T = get_task(task)
+    assert isinstance(T.METRIC, str) and T.METRIC
+    assert all(
+        isinstance(getattr(T, n), tuple) for n in ("BACKBONE_PREFIXES", "PRETRAIN_TERMS", "FINETUNE_TERMS")
+    )
+    from vmmlib.submissions import list_formats
+
+    assert T.SUBMISSION in list_formats()
+
+
+def test_a_signature_that_drops_a_contract_parameter_is_caught():
+    want = _contract_methods()["finetune_datasets"]
+
+    def finetune_datasets(data, fold, *, scheme="seed"):  # n_folds missing
+        pass
+
+    def with_a_positional_option(data, n_folds, fold, scheme):
+        pass
+
+    assert _signature_problems("f", want, inspect.signature(finetune_datasets))
+    assert _signature_problems("f", want, inspect.signature(with_a_positional_option))
+
+
+def test_a_module_missing_a_required_name_is_refused_and_defaults_fill_hooks():
+    import types
+
+    module = types.ModuleType("fake_task")
+    with pytest.raises(TypeError, match="lacks"):
+        contract.bind(module)
+    for name in contract.contract_names():
+        if name not in contract.DEFAULTS:
+            setattr(module, name, object())
+    bound = contract.bind(module)
+    assert bound.oof_breakdown({}, None) == {}
+    with pytest.raises(ValueError, match="takes none"):
+        bound.ensemble_search_space({"rank_decay": 1.0})

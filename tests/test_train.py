@@ -25,6 +25,7 @@ from vmmlib import checkpoint
 from vmmlib.train import (
     EMA,
     EpochShuffleSampler,
+    check_fit_args,
     fit,
     load_weights,
     lr_multiplier,
@@ -99,7 +100,7 @@ def test_fit_cuts_the_training_mse_at_least_fivefold(tmp_path):
     result = run_fit(model, tmp_path, steps=150, lr=3e-2, warmup_steps=10, schedule="cosine")
     after = full_mse(model, ds)
     assert after < before / 5, (before, after)
-    assert result.last_step == 150 and result.resumed_from is None
+    assert result.last_step == 150 and result.resumed_from == 0
     assert (tmp_path / "model.safetensors").is_file()
     reloaded = load_weights(TinyNet(seed=1, dropout=0.0), tmp_path / "model.safetensors")
     assert full_mse(reloaded, ds) == pytest.approx(after)
@@ -292,7 +293,7 @@ def test_resuming_a_finished_run_changes_nothing_and_a_checkpoint_beyond_steps_i
     with pytest.raises(ValueError, match="step 10 > steps=6"):
         run_fit(TinyNet(), tmp_path, steps=6)
     fresh = run_fit(TinyNet(), tmp_path, steps=6, resume=False)
-    assert fresh.resumed_from is None and fresh.history["step"].max() == 6
+    assert fresh.resumed_from == 0 and fresh.history["step"].max() == 6
 
 
 # --------------------------------------------------------------------------- NaN / inf guard
@@ -613,3 +614,183 @@ def test_exponential_schedule_is_tf_staircase_decay_after_warmup():
         for s in (0, 1, 2, 11, 12, 22, 35)
     ]
     assert values == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.9, 0.81, 0.729])
+
+
+# --------------------------------------------------------------------------- bad data leaves no trace
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.inp = nn.Linear(8, 16)
+        self.norm = nn.BatchNorm1d(16)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):  # (B, 8) -> (B, 1)
+        return self.head(torch.relu(self.norm(self.inp(x))))
+
+
+class InfInputAt:
+    """Puts +inf into one feature of the batch at the `step`-th call; records what each call sees."""
+
+    def __init__(self, step: int):
+        self.step, self.calls, self.seen = step, 0, []
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        self.seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        x, y = batch
+        if self.calls == self.step:
+            x = x.clone()
+            x[0, 2] = float("inf")
+        return objective(model, (x, y))
+
+
+def test_a_batch_holding_inf_leaves_no_trace_in_the_weights_or_the_batchnorm_statistics(tmp_path):
+    obj = InfInputAt(3)
+    with pytest.warns(RuntimeWarning, match="step 3: non-finite loss.*optimiser step skipped"):
+        result = run_fit(
+            BatchNormNet(), tmp_path, obj=obj, steps=6, eval_every=2, metric="mse", greater_is_better=False,
+            eval_fn=lambda m: {"mse": full_mse(m, regression_data())},
+        )  # fmt: skip
+    # Step 4 sees exactly the model step 3 saw: running mean/var and num_batches_tracked included.
+    assert same_tensors(obj.seen[2], obj.seen[3])
+    assert int(obj.seen[3]["norm.num_batches_tracked"]) == 2
+    assert result.history["eval/mse"].dropna().map(math.isfinite).all()
+    assert result.best_step is not None and (tmp_path / "model.safetensors").is_file()
+    assert_all_checkpoints_finite(tmp_path)
+
+
+def test_a_non_finite_evaluation_is_logged_as_such_with_a_warning_and_never_selected_as_best(tmp_path):
+    values = iter([0.2, float("nan"), 0.5, float("inf")])
+    with pytest.warns(RuntimeWarning) as caught:
+        result = run_fit(
+            TinyNet(),
+            tmp_path,
+            steps=8,
+            eval_every=2,
+            log_every=1,
+            metric="score",
+            eval_fn=lambda m: {"score": next(values)},
+        )
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("step 4: evaluation gave non-finite {'score': nan}") for m in messages), messages
+    assert (result.best_step, result.best_metric) == (6, 0.5)
+    assert json.loads((tmp_path / "checkpoints/best/best.json").read_text())["step"] == 6
+    csv = pd.read_csv(tmp_path / "history.csv", dtype=str, keep_default_na=False).set_index("step")
+    assert csv.loc[["2", "4", "6", "8"], "eval/score"].tolist() == ["0.2", "nan", "0.5", "inf"]
+    assert csv.loc["3", "eval/score"] == ""  # not evaluated there: blank, unlike a NaN evaluation
+
+
+def test_the_final_save_falls_back_to_the_best_checkpoint_when_the_weights_end_non_finite(tmp_path):
+    def corrupting(model, batch):  # finite loss and gradients, but the last step leaves a NaN weight
+        terms = objective(model, batch)
+        if len(calls) == 5:
+            with torch.no_grad():
+                model.head.bias.fill_(float("nan"))
+        calls.append(1)
+        return terms
+
+    calls = []
+    with pytest.warns(RuntimeWarning) as caught:
+        result = run_fit(
+            TinyNet(), tmp_path, obj=corrupting, steps=6, eval_every=3, metric="mse", greater_is_better=False,
+            eval_fn=lambda m: {"mse": full_mse(m, regression_data())},
+        )  # fmt: skip
+    assert any("final weights hold NaN/inf" in str(w.message) for w in caught)
+    assert result.best_step == 3
+    assert same_tensors(
+        load_file(tmp_path / "model.safetensors"), load_file(tmp_path / "checkpoints/best/model.safetensors")
+    )
+    assert_all_checkpoints_finite(tmp_path)
+
+
+# --------------------------------------------------------------------------- arguments, fingerprints, periodic saves
+
+
+def test_check_fit_args_names_each_invalid_argument_with_its_valid_choices(tmp_path):
+    assert check_fit_args(steps=1, lr=1e-3) is None
+    with pytest.raises(ValueError) as err:
+        check_fit_args(steps=0, lr=-1.0, schedule="cosin", save_minutes=float("nan"), ema_decay=1.0)
+    message = str(err.value)
+    for part in (
+        "steps=0 (an integer >= 1)", "lr=-1.0 (a number > 0)",
+        "schedule='cosin' (one of linear, cosine, constant, exponential)",
+        "save_minutes=nan (a number >= 0; 0: off)", "ema_decay=1.0 (a number in [0, 1); 0: off)",
+    ):  # fmt: skip
+        assert part in message, message
+    with pytest.raises(ValueError, match="schedule='cosin'"):  # fit checks before it touches out_dir
+        run_fit(TinyNet(), tmp_path / "run", schedule="cosin")
+    assert not (tmp_path / "run").exists()
+
+
+def test_zero_means_off_for_every_optional_number_exactly_as_none_does(tmp_path):
+    off = ("schedule_steps", "ema_decay", "grad_clip", "backbone_lr", "max_nonfinite_steps", "save_minutes")
+    common = {"steps": 12, "warmup_steps": 2, "eval_every": 0, "save_every": 0}
+    zero = run_fit(TinyNet(), tmp_path / "zero", **common, **dict.fromkeys(off, 0))
+    none = run_fit(TinyNet(), tmp_path / "none", **common, **dict.fromkeys(off, None))
+    assert same_tensors(
+        load_file(tmp_path / "zero/model.safetensors"), load_file(tmp_path / "none/model.safetensors")
+    )
+    assert not (tmp_path / "zero/checkpoints/last/ema.safetensors").exists()
+    pd.testing.assert_frame_equal(zero.history, none.history)
+    assert zero.history["lr/others"].iloc[-1] == pytest.approx(1e-2 * 1 / 10)  # linear decay over steps=12
+
+
+def test_fit_refuses_to_resume_a_checkpoint_made_with_another_fingerprint_or_learning_rate(tmp_path):
+    run_fit(TinyNet(), tmp_path, steps=4, fingerprint="aaa")
+    with pytest.raises(ValueError, match="fingerprint: 'aaa' → 'bbb'.*resume=False"):
+        run_fit(TinyNet(), tmp_path, steps=8, fingerprint="bbb")
+    with pytest.raises(ValueError, match="lr: 0.01 → 0.02"):
+        run_fit(TinyNet(), tmp_path, steps=8, lr=2e-2, fingerprint="aaa")
+    assert run_fit(TinyNet(), tmp_path, steps=8, fingerprint="bbb", resume=False).resumed_from == 0
+    assert run_fit(TinyNet(), tmp_path, steps=10, fingerprint="bbb", save_every=3).resumed_from == 8
+
+
+def test_save_minutes_writes_a_checkpoint_by_wall_clock_that_a_rerun_resumes_from(tmp_path, monkeypatch):
+    clock = [0.0]
+
+    class FakeTime:  # 25 s per training step
+        @staticmethod
+        def monotonic():
+            return clock[0]
+
+    def slow(model, batch):
+        clock[0] += 25.0
+        return crash(model, batch)
+
+    monkeypatch.setattr("vmmlib.train.time", FakeTime)
+    crash = CrashAt(8)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(TinyNet(), tmp_path, obj=slow, steps=10, save_minutes=1.0)
+    assert json.loads((tmp_path / "checkpoints/last/state.json").read_text())["step"] == 6  # 75 s, 150 s
+    assert run_fit(TinyNet(), tmp_path, steps=10, save_minutes=1.0).resumed_from == 6
+
+
+def test_an_objective_that_runs_its_own_backward_trains_as_a_plain_one(tmp_path):
+    """`backward_inside` objectives (contrastive accumulation over cached features) get `backward`
+    from fit; two half-batch backward passes give the plain objective's weights."""
+
+    def halves(model, batch, backward):
+        x, y = batch
+        terms = {"mse": 0.0, "l1": 0.0}
+        for part in (slice(0, len(x) // 2), slice(len(x) // 2, None)):
+            half = objective(model, (x[part], y[part]))
+            share = len(x[part]) / len(x)  # both terms are means over the batch
+            backward(share * (half["mse"] + half["l1"]))
+            terms = {k: terms[k] + share * half[k].detach() for k in terms}
+        return terms
+
+    halves.backward_inside = True
+    torch.manual_seed(0)
+    run_fit(TinyNet(), tmp_path / "plain", steps=6)
+    torch.manual_seed(0)
+    run_fit(TinyNet(), tmp_path / "inside", obj=halves, steps=6)
+    plain = load_file(tmp_path / "plain" / "model.safetensors")
+    inside = load_file(tmp_path / "inside" / "model.safetensors")
+    assert plain.keys() == inside.keys() and all(
+        torch.allclose(plain[k], inside[k], atol=1e-6) for k in plain
+    )
+    history = pd.read_csv(tmp_path / "inside" / "history.csv")
+    assert {"train/mse", "train/l1"} <= set(history.columns)

@@ -13,19 +13,24 @@ optimizer.pt, scheduler.pt, ema.safetensors (with EMA), rng.pt (a list, one RNG 
 history.json (the history rows so far) and state.json (step, data position, best metric, ...),
 written last as the completeness marker. `checkpoints/best/` holds model.safetensors + best.json.
 
+`TrainState` is what state.json holds; `history_row` / `write_history_csv` keep history.csv.
+
 `make_loader` / `EpochShuffleSampler` / `start_epoch`: batches of epoch e depend only on (seed, e),
-so a resumed run re-creates the epoch's order and skips what was consumed.
+so a resumed run re-creates the epoch's order and skips what was consumed (`resumable_batches`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ import numpy as np
 import pandas as pd
 import safetensors.torch
 import torch
-from accelerate.data_loader import get_sampler
+from accelerate.data_loader import get_sampler, skip_first_batches
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
@@ -41,15 +46,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EpochShuffleSampler",
+    "TrainState",
     "assert_finite",
     "capture_rng_state",
     "clear_fit_outputs",
     "find_checkpoint",
     "history_frame",
+    "history_row",
     "load_training_checkpoint",
     "load_weights",
     "make_loader",
     "restore_rng_state",
+    "resumable_batches",
     "rng_preserved",
     "save_best_checkpoint",
     "save_training_checkpoint",
@@ -289,10 +297,18 @@ def history_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_history_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Rewrite `path` (history.csv) from `rows`, atomically."""
+    """Rewrite `path` (history.csv) from `rows`, atomically.
+
+    A value that was logged but is not finite is written as `nan` / `inf` / `-inf`; a blank cell means
+    nothing was logged there (e.g. no evaluation at that step).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    history_frame(rows).to_csv(tmp, index=False)
+    spelled = [
+        {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
+    history_frame(spelled).to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
 
@@ -304,10 +320,74 @@ def clear_fit_outputs(out_dir: str | Path) -> list[Path]:
     old += [out_dir / "checkpoints" / n for n in ("last", "last.prev", "best", "best.prev")]
     old = [p for p in old if p.exists()]
     if old:
-        logger.warning("resume=False: removing %s", [str(p) for p in old])
+        logger.warning("starting afresh: removing %s", [str(p) for p in old])
     for p in old:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return old
+
+
+# --------------------------------------------------------------------------- fit's progress
+
+
+@dataclass
+class TrainState:
+    """`fit`'s progress: what `checkpoints/last/state.json` stores.
+
+    Attributes:
+        step: optimiser steps taken (skipped non-finite steps included).
+        epoch: the data position's epoch.
+        batch_in_epoch: batches of `epoch` already consumed.
+        best_metric: the best finite evaluation so far, or None.
+        best_step: its step, or None.
+        nonfinite_in_a_row: consecutive skipped steps.
+        last_eval_step: step of the last evaluation, or None.
+        window: sums over the finite steps since the last history row ({"n", "skipped", "sums"}).
+        seed: `fit`'s seed for the run that wrote the checkpoint.
+        num_processes: how many processes wrote it.
+        fingerprint: the caller's fingerprint of what made the run (e.g. its parameters' hash).
+        fit_args: the arguments of `fit` that shape the result (`vmmlib.fit_args.result_args`).
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    nonfinite_in_a_row: int = 0
+    last_eval_step: int | None = None
+    window: dict[str, Any] = field(default_factory=lambda: {"n": 0, "skipped": 0, "sums": {}})
+    seed: int = 0
+    num_processes: int = 1
+    fingerprint: str | None = None
+    fit_args: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
+        """From `state.json`'s content; keys this version does not know are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def accumulate(self, values: Mapping[str, float]) -> None:
+        """Add one finite step's logged values to the window."""
+        self.window["n"] += 1
+        for k, v in values.items():
+            self.window["sums"][k] = self.window["sums"].get(k, 0.0) + v
+
+    def pop_window(self) -> dict[str, float]:
+        """`train/<name>` means over the window's finite steps and `train/skipped`; starts a new window."""
+        n, sums, skipped = self.window["n"], self.window["sums"], self.window["skipped"]
+        self.window = {"n": 0, "skipped": 0, "sums": {}}
+        return {
+            **{f"train/{k}": (s / n if n else math.nan) for k, s in sums.items()},
+            "train/skipped": skipped,
+        }
+
+
+def history_row(rows: list[dict[str, Any]], step: int, epoch: int) -> dict[str, Any]:
+    """The history row of `step`, appended if missing (steps only grow, so it can only be the last)."""
+    if not rows or rows[-1]["step"] != step:
+        rows.append({"step": step, "epoch": epoch})
+    return rows[-1]
 
 
 # --------------------------------------------------------------------------- a data order resume can replay
@@ -410,3 +490,60 @@ def start_epoch(loader: DataLoader, epoch: int, *, seed: int, prepared: DataLoad
     gen = getattr(loader, "generator", None)
     if gen is not None and gen is not reseeded:
         gen.manual_seed(_epoch_seed(seed, epoch, stream=1))
+
+
+_END = object()  # sentinel: the epoch's iterator is exhausted
+_NONE = object()  # sentinel: no batch fetched ahead
+
+
+def resumable_batches(
+    loader: DataLoader, prepared: DataLoader, state: TrainState, *, seed: int, rng_state: dict | None = None
+) -> Iterator[Any]:
+    """Batches epoch after epoch from the data position in `state`, which it keeps up to date.
+
+    Args:
+        loader: the DataLoader as given to `fit`.
+        prepared: the loader Accelerate made from it (or `loader` itself).
+        state: its `epoch` and `batch_in_epoch` say where to start; both advance as batches are yielded.
+        seed: the run's seed (`start_epoch`).
+        rng_state: a `capture_rng_state` dict to restore before the first batch is yielded (resume).
+
+    Each epoch's order is a function of (seed, epoch). A mid-epoch resume skips the batches already
+    consumed. The iterator is started, and its first batch fetched, *before* the RNG state is
+    restored: whatever a loader draws from the global RNG when an iterator starts (the worker base
+    seed, when it has no generator) was drawn by the uninterrupted run at the start of the epoch,
+    before the checkpoint's RNG state was taken; drawing it after the restore would shift dropout.
+    Close the generator when done: it ends the epoch's iterator.
+
+    Raises:
+        ValueError: if an epoch yields no batch.
+    """
+    source, it, pending = prepared, None, _NONE
+    try:
+        if state.batch_in_epoch > 0:
+            start_epoch(loader, state.epoch, seed=seed, prepared=prepared)
+            source = skip_first_batches(prepared, state.batch_in_epoch)
+            it = iter(source)
+            pending = next(it, _END)
+        if rng_state is not None:
+            restore_rng_state(rng_state)
+        while True:
+            if pending is not _NONE:
+                batch, pending = pending, _NONE
+            else:
+                if it is None:
+                    start_epoch(loader, state.epoch, seed=seed, prepared=prepared)
+                    source, it = prepared, iter(prepared)
+                batch = next(it, _END)
+            if batch is _END:
+                if state.batch_in_epoch == 0:
+                    raise ValueError("train_loader yielded no batches")
+                state.epoch, state.batch_in_epoch, it = state.epoch + 1, 0, None
+                continue
+            state.batch_in_epoch += 1
+            yield batch
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+        if hasattr(source, "end"):  # an abandoned Accelerate iterator stays registered otherwise
+            source.end()

@@ -1,20 +1,29 @@
 """The `vmm` command: sample data, run pipelines, evaluate and validate submissions.
 
-vmm sample {qqbrowser,yt8m} DIR [--videos N] [--pairs M (qqbrowser)] [--seed S]
+vmm sample TASK DIR [--videos N] [--pairs M (qqbrowser)] [--seed S]
 vmm run params/pipelines/qqbrowser_sample.yaml [--scheduler tcp://host:8786] [--workers N] [--force]
 vmm run params/pipelines/yt8m_sample.yaml
 vmm evaluate qqbrowser --pred result.zip --truth label.tsv
 vmm evaluate yt8m --pred submission.csv --truth DATA_DIR   (segment CSV, or video-level predictions)
-vmm validate {qqbrowser,yt8m} SUBMISSION [--truth T | --data-dir D --split S]
+vmm validate TASK SUBMISSION [--truth T | --data-dir D [--split S]]
+
+`evaluate` and `validate` use `vmmlib.submissions` only (no torch): they answer in about a second;
+without --truth or --data-dir, `validate` checks the format alone and says that ids were not checked.
+An invalid submission exits 1 with its problem list; output is always valid JSON (an undefined
+score, e.g. Spearman of constant cosines, is null).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
-from vmmlib.tasks import get_task, list_tasks
+import numpy as np
+
+from vmmlib.submissions import InvalidSubmissionError, get_format, list_formats
+from vmmlib.tasks import list_tasks
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -25,6 +34,8 @@ def _sample(args: argparse.Namespace) -> int:
     }
     if args.overwrite:
         options["overwrite"] = True
+    from vmmlib.tasks import get_task
+
     out = get_task(args.task).make_sample(args.dir, **options)
     print(f"wrote {args.task} sample data to {out}")
     return 0
@@ -43,17 +54,48 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] or summary["blocked"] else 0
 
 
+def _json(value) -> str:
+    """JSON with every non-finite float as null (json.dumps would write the invalid NaN)."""
+
+    def finite(v):
+        if isinstance(v, np.generic):  # numpy scalars as Python numbers
+            v = v.item()
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps(finite(value), allow_nan=False)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    scores = get_task(args.task).evaluate_submission(args.pred, args.truth)
-    print(json.dumps(scores))
+    try:
+        scores = get_format(args.task).evaluate(args.pred, args.truth)
+    except InvalidSubmissionError as e:
+        print(_json({"valid": False, "problems": e.problems}))
+        print(f"vmm evaluate: error: {e}", file=sys.stderr)
+        return 1
+    undefined = [k for k, v in scores.items() if isinstance(v, (float, np.floating)) and not math.isfinite(v)]
+    if undefined:
+        print(f"vmm evaluate: {', '.join(undefined)} undefined (NaN), printed as null", file=sys.stderr)
+    print(_json(scores))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    task = get_task(args.task)
-    required = task.required_ids_for(truth=args.truth, data_dir=args.data_dir, split=args.split)
-    problems = task.validate_submission(args.submission, required)
-    print(json.dumps({"valid": not problems, "problems": problems, "required_ids": len(required)}))
+    fmt = get_format(args.task)
+    required = fmt.required_ids(truth=args.truth, data_dir=args.data_dir, split=args.split)
+    problems = fmt.validate(args.submission, required)
+    report = {
+        "valid": not problems,
+        "problems": problems,
+        "required_ids": None if required is None else len(required),
+    }
+    if required is None:
+        report["note"] = "format checked; ids not checked (give --truth or --data-dir)"
+        print(f"vmm validate: {report['note']}", file=sys.stderr)
+    print(_json(report))
     return 1 if problems else 0
 
 
@@ -82,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="score a submission with the competition's official metric (prints JSON)"
     )
-    p.add_argument("task", choices=list_tasks())
+    p.add_argument("task", choices=list_formats())
     p.add_argument(
         "--pred",
         required=True,
@@ -96,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("validate", help="check a submission's format and that every required id is present")
-    p.add_argument("task", choices=list_tasks())
+    p.add_argument("task", choices=list_formats())
     p.add_argument("submission")
     p.add_argument(
         "--truth",
         help="labels whose ids must all be present (qqbrowser: label.tsv; yt8m: segment_label_ids.csv or a data folder)",
     )
     p.add_argument("--data-dir", help="data folder whose split's ids must all be present")
-    p.add_argument("--split", default="test_a", help="the split of --data-dir (default: test_a)")
+    p.add_argument("--split", help="the split of --data-dir (default: the task's test split, e.g. test_a)")
     p.set_defaults(func=_validate)
     return parser
 

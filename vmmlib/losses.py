@@ -7,7 +7,9 @@
 - `info_nce`: symmetric in-batch InfoNCE on L2-normalised vectors (seed 000, τ = 0.07, SPEC 4.2).
 - `pair_mse`, `keras_kl`, `pair_objective_terms`: seed 000's pair fine-tuning loss (SPEC 4.3).
 - `mixture_distillation`: MixNeXtVLAD on-the-fly distillation, Lin et al. 2018 §3.4 (SPEC 3.2).
-- `objective_weights`: check an objective's {term: weight} against its terms, drop the zero ones.
+- `objective_weights`: check an objective's {term: weight} against its terms, drop the zero ones;
+  `weighted`: wrap a raw-terms objective so it returns the weighted terms `fit` sums.
+- `tag_loss_fn`: the one lookup of a multi-label loss by name (`TAG_LOSSES`).
 
 Losses compute in float32 whatever the autocast dtype of their inputs.
 """
@@ -15,7 +17,8 @@ Losses compute in float32 whatever the autocast dtype of their inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +27,77 @@ TAG_LOSSES = ("bce", "asl", "asl_seed")
 REDUCTIONS = ("batchmean", "sum", "none")
 
 
-def objective_weights(weights: dict, valid: Iterable[str]) -> dict[str, float]:
-    """{term: weight} with the zero weights dropped; an unknown term raises ValueError listing `valid`."""
+def objective_weights(weights: Mapping[str, float], valid: Iterable[str]) -> dict[str, float]:
+    """{term: weight} with the zero weights dropped.
+
+    Raises:
+        ValueError: an unknown term (listing `valid`), or a weight that is not a finite number >= 0
+            (a negative weight would maximise a loss; NaN or inf would poison every step).
+    """
     valid = tuple(valid)
     unknown = [k for k in weights if k not in valid]
     if unknown:
         raise ValueError(f"unknown objective term(s) {', '.join(unknown)}; valid terms: {', '.join(valid)}")
+    bad = {}
+    for k, v in weights.items():
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        if not ok:
+            bad[k] = v
+    if bad:
+        raise ValueError(f"objective weights must be finite numbers >= 0; got {bad}")
     return {k: float(v) for k, v in weights.items() if float(v) != 0.0}
+
+
+Objective = Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
+
+
+def weighted(objective: Objective, weights: Mapping[str, float]) -> Objective:
+    """`objective` (model, batch) -> {term: raw loss}, turned into {term: weight · loss}.
+
+    Only terms with a weight are kept (in the order the objective returns them, so `fit` sums the
+    same floats in the same order every time); a term the objective did not compute is skipped. An
+    objective may log a part of a term apart and weigh it like that term: its attribute
+    `shares_weight` maps such a part to the term (e.g. {"branch_tag": "tag"}).
+    """
+    shared = getattr(objective, "shares_weight", {})
+    weight_of = {**{part: weights[term] for part, term in shared.items() if term in weights}, **weights}
+
+    def weighted_objective(model, batch) -> dict[str, torch.Tensor]:
+        terms = objective(model, batch)
+        return {k: weight_of[k] * v for k, v in terms.items() if k in weight_of}
+
+    weighted_objective.terms = tuple(weights)  # type: ignore[attr-defined]
+    return weighted_objective
+
+
+def make_objective(
+    factory: Callable[..., Objective],
+    valid_terms: Iterable[str],
+    data,
+    weights: Mapping[str, float],
+    options: Mapping | None = None,
+) -> Objective:
+    """`weighted(factory(data, active terms, **options), weights)`, with the weights and options checked.
+
+    Args:
+        factory: a task's `pretrain_objective` or `finetune_objective`.
+        valid_terms: the terms that factory computes (`PRETRAIN_TERMS` / `FINETUNE_TERMS`).
+        weights: {term: weight >= 0}; a zero weight switches the term off (it is not computed).
+        options: the factory's keyword options (`objective_options`); an unknown one lists the valid ones.
+    """
+    from vmmlib.runs import call_with_options
+
+    checked = objective_weights(weights, valid_terms)
+    return weighted(
+        call_with_options(factory, data, tuple(checked), options=options, what="objective option"), checked
+    )
+
+
+def tag_loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The multi-label loss called `name` (`TAG_LOSSES`): bce, asl (official) or asl_seed (seed 000)."""
+    if name not in TAG_LOSSES:
+        raise ValueError(f"unknown tag_loss {name!r}; valid choices: {', '.join(TAG_LOSSES)}")
+    return {"bce": tag_bce, "asl": asl_loss, "asl_seed": asl_loss_seed}[name]
 
 
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -248,16 +315,15 @@ def pair_objective_terms(
     sim_target: torch.Tensor,
     tag_logits: torch.Tensor,
     tag_labels: torch.Tensor,
-    kl_weight: float = 0.5,
     tag_loss: str = "bce",
-    tag_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """Seed 000's pair fine-tuning loss (`train_pair_mix.py`), as named terms whose sum is the loss.
+    """Seed 000's pair fine-tuning loss (`train_pair_mix.py`) as raw named terms; the seed weighs
+    them mse 1, kl 0.5, tag 1 (`weighted` applies the weights).
 
         s_i  = cos(emb_a_i, emb_b_i)                       (dot of L2-normalised embeddings)
         mse  = Σ_i (s_i − y_i)²                             `pair_mse`, sum over pairs
-        kl   = kl_weight · KerasKL(y, s)                    `keras_kl`, kl_weight = 0.5
-        tag  = tag_weight · mean_{j<2B} Σ_c ℓ(z_jc, t_jc)   ℓ = BCE | ASL | seed ASL on both videos
+        kl   = KerasKL(y, s)                                `keras_kl` (seed weight 0.5)
+        tag  = mean_{j<2B} Σ_c ℓ(z_jc, t_jc)                ℓ = BCE | ASL | seed ASL on both videos
 
     The seed adds the scalar mse and kl to the per-sample tag vector (2B,) and lets GradientTape
     differentiate the vector, i.e. the sum of its 2B entries: 2B·(mse + 0.5·kl) + Σ_j tag_j =
@@ -272,16 +338,14 @@ def pair_objective_terms(
         tag_loss: "bce" (`tag_bce`), "asl" (`asl_loss`), "asl_seed" (`asl_loss_seed`).
 
     Returns:
-        {"mse", "kl", "tag"}: scalars, already weighted.
+        {"mse", "kl", "tag"}: unweighted scalars.
     """
-    if tag_loss not in TAG_LOSSES:
-        raise ValueError(f"unknown tag_loss {tag_loss!r}; choose from {TAG_LOSSES}")
+    tag_fn = tag_loss_fn(tag_loss)
     sim = (F.normalize(emb_a.float(), dim=-1) * F.normalize(emb_b.float(), dim=-1)).sum(-1)  # (B,)
-    tag_fn = {"bce": tag_bce, "asl": asl_loss, "asl_seed": asl_loss_seed}[tag_loss]
     return {
         "mse": pair_mse(sim, sim_target),
-        "kl": kl_weight * keras_kl(sim_target, sim),
-        "tag": tag_weight * tag_fn(tag_logits, tag_labels),
+        "kl": keras_kl(sim_target, sim),
+        "tag": tag_fn(tag_logits, tag_labels),
     }
 
 

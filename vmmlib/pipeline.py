@@ -23,14 +23,19 @@ notebook's own `params.yaml`/`metrics.json`/…, and `status.json` with a finger
 parameters, the notebook and the upstream steps; a step whose folder already holds a finished
 result with the same fingerprint is skipped. The DAG runs on Dask: a local cluster by default, or
 an existing cluster given by its scheduler address (workers must share the file system and have
-vmmlib installed). `index.html`/`index.json` in the run folder list every step with its status,
-duration and metrics.
+vmmlib installed). `index.html`/`index.json` in the run folder open with a leaderboard (per model:
+the task metric per fold, fold mean ± sd, out of fold; the ensemble; a bar chart, see
+`vmmlib.leaderboard`), then list every step with its status, duration and metrics.
+
+`load_pipeline` checks the whole file before anything runs — step names, `steps` a list, `folds`
+a whole number ≥ 1, dependencies known and acyclic (steps may be declared in any order), every
+`set:` and params-file value a parameter of the notebook with the type its parameters cell
+annotates — and each error names the file, the step and the valid choices.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import os
 import shutil
@@ -41,10 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmmlib.runs import load_metrics, read_yaml, resolve_path
+from vmmlib.leaderboard import write_index
+from vmmlib.runs import load_metrics, notebook_params, read_yaml, resolve_path
 
 STEP_KEYS = {"name", "notebook", "params", "set", "after", "folds", "resources"}
 PIPELINE_KEYS = {"run_dir", "workers", "data", "steps"}
+DATA_KEYS = {"task", "dir", "sample"}
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
 
 
@@ -58,6 +65,7 @@ class Step:
     resources: dict[str, float] = field(default_factory=dict)
     cwd: str = "."
     threads: int = 1  # OMP_NUM_THREADS for the notebook's kernel
+    group: str = ""  # the declared step it comes from: `finetune` for `finetune-fold3`
 
 
 @dataclass
@@ -84,13 +92,41 @@ def _expand(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
-def _notebook_defaults(notebook: Path) -> dict[str, Any]:
+def _notebook_params(notebook: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """A notebook's parameter defaults and their annotations (`papermill.inspect_notebook`)."""
     import papermill
 
     info = papermill.inspect_notebook(str(notebook))
     if not info:
         raise ValueError(f"{notebook} has no cell tagged 'parameters'")
-    return {name: _literal(p["default"]) for name, p in info.items()}
+    unread = [name for name in _assigned_parameters(notebook) if name not in info]
+    if unread:  # papermill would neither list nor inject them: say so now, not at run time
+        raise ValueError(
+            f"papermill cannot parse the line(s) of parameter(s) {', '.join(unread)} in the parameters "
+            "cell (its line parser trips on an '=' in a comment, e.g. '>=', and on annotations such as "
+            "`str | None`); rewrite those lines"
+        )
+    defaults = {name: _literal(p["default"]) for name, p in info.items()}
+    # papermill says "None" for a parameter without annotation: any value goes.
+    annotations = {
+        name: p["inferred_type_name"] for name, p in info.items() if p["inferred_type_name"] != "None"
+    }
+    return defaults, annotations
+
+
+def _assigned_parameters(notebook: Path) -> list[str]:
+    """Names the parameters cell assigns at top level, read with Python's own parser."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = []
+    for node in ast.parse(cell.source).body:
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
 
 
 def _literal(text: str) -> Any:
@@ -103,86 +139,221 @@ def _literal(text: str) -> Any:
 
 
 def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
-    """Read a pipeline file and resolve every step's parameters (nothing runs).
+    """Read a pipeline file, check it whole and resolve every step's parameters (nothing runs).
+
+    Steps may be declared in any order; they come back in dependency order (declaration order
+    where free), fold steps expanded.
 
     Raises:
-        ValueError: unknown keys, unknown dependencies, cycles, or a parameter a notebook does not
-            declare — the message lists the valid names.
+        ValueError: anything a run would trip over later, naming the file, the step and the valid
+            choices: keys that do not exist, a step without a name, `steps` not a list, `folds`
+            not a whole number ≥ 1, an unknown or cyclic dependency, a parameter the notebook does
+            not declare or a value of the wrong type for its annotation.
     """
     path = resolve_path(path)
-    spec = read_yaml(path)
-    bad = set(spec) - PIPELINE_KEYS
-    if bad:
-        raise ValueError(
-            f"{path}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(PIPELINE_KEYS))}"
-        )
+    spec = _read_spec(path)
     run_dir = resolve_path(spec.get("run_dir", f"runs/{path.stem}"))
-    data = spec.get("data")
+    data = _check_data(path, spec.get("data"))
     context = {"run_dir": str(run_dir), "data_dir": str(resolve_path(data["dir"])) if data else ""}
     steps: list[Step] = []
     groups: dict[str, list[str]] = {}  # declared name → expanded step names (folds)
-    for raw in spec.get("steps") or []:
-        bad = set(raw) - STEP_KEYS
-        if bad:
-            raise ValueError(
-                f"step {raw.get('name')!r}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(STEP_KEYS))}"
-            )
-        name = raw["name"]
-        if name in groups:
-            raise ValueError(f"{path}: step {name!r} is declared twice")
-        notebook = resolve_path(raw["notebook"])
-        defaults = _notebook_defaults(notebook)
-        base = dict(defaults)
-        if raw.get("params"):
-            from_file = read_yaml(resolve_path(raw["params"]))
-            _check_names(from_file, defaults, f"{raw['params']}")
-            base.update(from_file)
-        after = []
-        for dep in raw.get("after") or []:
-            if dep not in groups:
-                raise ValueError(
-                    f"step {name!r} runs after unknown step {dep!r}; steps so far: {', '.join(groups) or 'none'}"
-                )
-            after += groups[dep]
-        folds = raw.get("folds")
-        instances = (
-            [(f"{name}-fold{k}", {"fold": k, "n_folds": folds}) for k in range(folds)]
-            if folds
-            else [(name, {})]
-        )
-        groups[name] = [inst for inst, _ in instances]
-        for inst, fold_ctx in instances:
-            out_dir = run_dir / inst
-            ctx = {**context, **fold_ctx, "out_dir": str(out_dir)}
-            params = dict(base)
-            overrides = _expand(dict(raw.get("set") or {}), ctx)
-            overrides.update(fold_ctx)
-            overrides["out_dir"] = str(out_dir)
-            _check_names(overrides, defaults, f"step {inst}")
-            params.update(overrides)
-            steps.append(
-                Step(
-                    inst,
-                    str(notebook),
-                    str(out_dir),
-                    params,
-                    list(after),
-                    dict(raw.get("resources") or {}),
-                    os.getcwd(),
-                )
-            )
-    workers = workers or int(spec.get("workers", 1))
+    for raw in _in_dependency_order(path, _check_steps(path, spec["steps"])):
+        expanded = _expand_step(path, raw, context, run_dir, groups)
+        groups[raw["name"]] = [s.name for s in expanded]
+        steps += expanded
+    clash = sorted({s.name for s in steps if [t.name for t in steps].count(s.name) > 1})
+    if clash:
+        raise ValueError(f"{path}: step name(s) {', '.join(clash)} occur twice once folds are expanded")
+    workers = workers or spec.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"{path}: workers must be a whole number ≥ 1, got {workers!r}")
     for step in steps:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
     return Pipeline(path.stem, run_dir, workers, steps, data)
 
 
-def _check_names(given: Mapping[str, Any], declared: Mapping[str, Any], where: str) -> None:
-    unknown = set(given) - set(declared)
+def _read_spec(path: Path) -> dict[str, Any]:
+    spec = read_yaml(path)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a pipeline file is a mapping with keys {', '.join(sorted(PIPELINE_KEYS))}")
+    bad = set(spec) - PIPELINE_KEYS
+    if bad:
+        raise ValueError(
+            f"{path}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(PIPELINE_KEYS))}"
+        )
+    steps = spec.get("steps")
+    if isinstance(steps, dict):
+        raise ValueError(
+            f"{path}: steps must be a list, one `- name: …` entry per step; got a mapping with keys "
+            f"{', '.join(map(str, steps))}"
+        )
+    if not isinstance(steps, list) or not steps:
+        raise ValueError(
+            f"{path}: steps must be a non-empty list, one `- name: …` entry per step; got {steps!r}"
+        )
+    return spec
+
+
+def _check_data(path: Path, data: Any) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    from vmmlib.tasks import list_tasks
+
+    if not isinstance(data, dict) or not {"task", "dir"} <= set(data) or set(data) - DATA_KEYS:
+        raise ValueError(
+            f"{path}: data must be a mapping with keys task, dir and optionally sample; got {data!r}"
+        )
+    if data["task"] not in list_tasks():
+        raise ValueError(
+            f"{path}: data: unknown task {data['task']!r}; valid tasks: {', '.join(list_tasks())}"
+        )
+    if not isinstance(data.get("sample") or {}, dict):
+        raise ValueError(
+            f"{path}: data: sample must be a mapping of sample-data options, got {data['sample']!r}"
+        )
+    return data
+
+
+def _check_steps(path: Path, raws: list[Any]) -> list[dict[str, Any]]:
+    """Check each declared step's own keys; return them (names unique, types right)."""
+    names: list[str] = []
+    for i, raw in enumerate(raws, 1):
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f"{path}: step #{i} must be a mapping with keys {', '.join(sorted(STEP_KEYS))}; got {raw!r}"
+            )
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(
+                f"{path}: step #{i} (notebook {raw.get('notebook', '?')}) has no name; every step needs a "
+                f"unique `name:` (got {name!r})"
+            )
+        where = f"{path}: step {name!r}"
+        if name in names:
+            raise ValueError(f"{where} is declared twice")
+        names.append(name)
+        bad = set(raw) - STEP_KEYS
+        if bad:
+            raise ValueError(
+                f"{where}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(STEP_KEYS))}"
+            )
+        if not isinstance(raw.get("notebook"), str):
+            raise ValueError(f"{where}: notebook must be the path of a notebook, got {raw.get('notebook')!r}")
+        folds = raw.get("folds")
+        if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 1):
+            raise ValueError(
+                f"{where}: folds must be a whole number ≥ 1 (one step per fold), got {folds!r}"
+                f"{' (a string)' if isinstance(folds, str) else ''}; leave it out for a step without folds"
+            )
+        for key in ("set", "resources"):
+            if not isinstance(raw.get(key) or {}, dict):
+                raise ValueError(f"{where}: {key} must be a mapping of name: value, got {raw[key]!r}")
+        after = raw.get("after") or []
+        if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+            raise ValueError(f"{where}: after must be a list of step names, e.g. [pretrain]; got {after!r}")
+    for raw in raws:
+        unknown = [a for a in raw.get("after") or [] if a not in names]
+        if unknown:
+            raise ValueError(
+                f"{path}: step {raw['name']!r} runs after unknown step {', '.join(map(repr, unknown))}; "
+                f"steps: {', '.join(names)}"
+            )
+    return raws
+
+
+def _in_dependency_order(path: Path, raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps ordered so that each comes after its `after` steps; a cycle is an error naming it."""
+    by_name = {raw["name"]: raw for raw in raws}
+    ordered: list[dict[str, Any]] = []
+    state: dict[str, str] = {}  # name → "visiting" | "done"
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = trail[trail.index(name) :] + [name]
+            raise ValueError(
+                f"{path}: steps {', '.join(sorted(set(cycle)))} form a dependency cycle: "
+                f"{' → '.join(cycle)} (→ reads 'runs after'); remove one of these `after` entries"
+            )
+        state[name] = "visiting"
+        for dep in by_name[name].get("after") or []:
+            visit(dep, [*trail, name])
+        state[name] = "done"
+        ordered.append(by_name[name])
+
+    for raw in raws:
+        visit(raw["name"], [])
+    return ordered
+
+
+def _expand_step(
+    path: Path,
+    raw: dict[str, Any],
+    context: Mapping[str, str],
+    run_dir: Path,
+    groups: Mapping[str, list[str]],
+) -> list[Step]:
+    """One declared step → its Step per fold, parameters resolved and checked against the notebook."""
+    name = raw["name"]
+    where = f"{path}: step {name!r}"
+    notebook = resolve_path(raw["notebook"])
+    if not notebook.is_file():
+        raise ValueError(f"{where}: notebook {notebook} does not exist")
+    try:
+        defaults, annotations = _notebook_params(notebook)
+    except Exception as e:  # not a notebook, no parameters cell, ...
+        raise ValueError(f"{where}: notebook {notebook}: {e}") from None
+    base = dict(defaults)
+    if raw.get("params"):
+        params_file = resolve_path(raw["params"])
+        if not params_file.is_file():
+            raise ValueError(f"{where}: params file {params_file} does not exist")
+        from_file = read_yaml(params_file)
+        if not isinstance(from_file, dict):
+            raise ValueError(f"{where}: params file {params_file} must map parameter names to values")
+        _check_values(from_file, defaults, annotations, f"{where}: params {raw['params']}")
+        base.update(from_file)
+    after = [inst for dep in raw.get("after") or [] for inst in groups[dep]]
+    folds = raw.get("folds")
+    instances = (
+        [(f"{name}-fold{k}", {"fold": k, "n_folds": folds}) for k in range(folds)] if folds else [(name, {})]
+    )
+    steps = []
+    for inst, fold_ctx in instances:
+        out_dir = run_dir / inst
+        ctx = {**context, **fold_ctx, "out_dir": str(out_dir)}
+        try:
+            overrides = _expand(dict(raw.get("set") or {}), ctx)
+        except ValueError as e:
+            raise ValueError(f"{where}: set: {e}") from None
+        overrides.update(fold_ctx)
+        overrides["out_dir"] = str(out_dir)
+        _check_values(
+            overrides, defaults, annotations, f"{where}: set" if inst == name else f"{where}: set ({inst})"
+        )
+        steps.append(
+            Step(inst, str(notebook), str(out_dir), {**base, **overrides}, list(after),
+                 dict(raw.get("resources") or {}), os.getcwd(), group=name)
+        )  # fmt: skip
+    return steps
+
+
+def _check_values(
+    given: Mapping[str, Any], defaults: Mapping[str, Any], annotations: Mapping[str, str], where: str
+) -> None:
+    """Names the notebook declares, values of the types its parameters cell annotates."""
+    unknown = set(given) - set(defaults)
     if unknown:
         raise ValueError(
-            f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; valid parameters: {', '.join(sorted(declared))}"
+            f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; valid parameters: {', '.join(sorted(defaults))}"
         )
+    typed = {k: v for k, v in annotations.items() if k in given}
+    if typed:
+        try:  # the notebook's own check (`notebook_params`), run now instead of when the step starts
+            notebook_params({"__annotations__": typed, **given})
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 def fingerprint(step: Step, upstream: list[str]) -> str:
@@ -345,6 +516,17 @@ def _pending(step: Step) -> dict:
     return {"name": step.name, "status": "pending", "duration_s": 0.0, "metrics": {}, "error": None}
 
 
+def read_results(pipe: Pipeline) -> list[dict]:
+    """Each step's last result as its folder's `status.json` holds it (pending where none), e.g. to
+    write the index of a run again: `write_index(pipe, read_results(pipe))`."""
+    results = []
+    for step in pipe.steps:
+        path = Path(step.out_dir) / "status.json"
+        status = json.loads(path.read_text()) if path.exists() else {}
+        results.append({**_pending(step), **status})
+    return results
+
+
 def _check_resources(client, steps: list[Step]) -> None:
     wanted = {k for s in steps for k in s.resources}
     if not wanted:
@@ -371,42 +553,6 @@ def _ensure_data(pipe: Pipeline) -> None:
         get_task(pipe.data["task"]).make_sample(target, **(pipe.data.get("sample") or {}))
 
 
-def write_index(pipe: Pipeline, results: list[dict]) -> Path:
-    """Write `index.json` and `index.html` listing every step with status, duration and metrics."""
-    pipe.run_dir.mkdir(parents=True, exist_ok=True)
-    (pipe.run_dir / "index.json").write_text(
-        json.dumps({"pipeline": pipe.name, "steps": results}, indent=2, default=str)
-    )
-    rows = []
-    for r in results:
-        rel = lambda p: os.path.relpath(p, pipe.run_dir) if p else ""  # noqa: E731
-        links = " ".join(
-            f'<a href="{html.escape(rel(r[k]))}">{k}</a>'
-            for k in ("html", "notebook")
-            if r.get(k) and Path(r[k]).exists()
-        )
-        metrics = "<br>".join(
-            f"{html.escape(str(k))} = {_fmt(v)}" for k, v in (r.get("metrics") or {}).items()
-        )
-        error = f'<pre class="err">{html.escape(r["error"])}</pre>' if r.get("error") else ""
-        rows.append(
-            f'<tr class="{r["status"]}"><td>{html.escape(r["name"])}</td><td>{r["status"]}</td>'
-            f"<td>{r.get('duration_s', 0):.1f} s</td><td>{metrics}</td><td>{links}{error}</td></tr>"
-        )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(pipe.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}
-tr.ok td:nth-child(2),tr.cached td:nth-child(2){{color:green}}tr.failed td:nth-child(2),tr.blocked td:nth-child(2){{color:#b00}}pre.err{{color:#b00;white-space:pre-wrap}}</style>
-</head><body><h1>Pipeline {html.escape(pipe.name)}</h1><p>{time.strftime("%Y-%m-%d %H:%M:%S")}</p>
-<table><tr><th>step</th><th>status</th><th>duration</th><th>metrics</th><th>report</th></tr>{"".join(rows)}</table></body></html>"""
-    path = pipe.run_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
-
-
 def pipeline_summary(results: list[dict]) -> dict[str, Any]:
     return {
         "steps": len(results),
@@ -414,4 +560,13 @@ def pipeline_summary(results: list[dict]) -> dict[str, Any]:
     }
 
 
-__all__ = ["Pipeline", "Step", "load_pipeline", "run_pipeline", "run_step", "write_index", "fingerprint"]
+__all__ = [
+    "Pipeline",
+    "Step",
+    "load_pipeline",
+    "read_results",
+    "run_pipeline",
+    "run_step",
+    "write_index",
+    "fingerprint",
+]

@@ -11,9 +11,12 @@ and checks types.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 import os
+import shutil
+import string
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -137,12 +140,101 @@ def _plain(value: Any) -> Any:
     return value
 
 
+RUN_RECORD = "run.json"  # {"fingerprint", "params"}: the fingerprinted parameters that made the run
+# Parameters that do not change a run's results, left out of its fingerprint: `restart` says what to do
+# with an old run; `save_every` / `save_minutes` only say when resumable checkpoints are written (a
+# resumed run ends bit-equal); `make_sample` only writes data that is missing; `out_dir` is the folder.
+UNFINGERPRINTED = frozenset({"restart", "save_every", "save_minutes", "make_sample", "out_dir"})
+FIT_OUTPUTS = ("model.safetensors", "history.csv", "checkpoints")  # what `vmmlib.train.fit` writes
+
+
+def params_fingerprint(params: Mapping[str, Any]) -> str:
+    """A 16-hex-digit hash of the parameters that change results (all but `UNFINGERPRINTED`).
+
+    Pass it to `vmmlib.train.fit(..., fingerprint=...)` so `fit` resumes only a checkpoint made by
+    the same parameters.
+    """
+    text = json.dumps(_fingerprinted(params), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _fingerprinted(params: Mapping[str, Any]) -> dict[str, Any]:
+    plain = {k: v for k, v in _plain(dict(params)).items() if k not in UNFINGERPRINTED}
+    return json.loads(json.dumps(plain, sort_keys=True, default=str))
+
+
+def format_out_dir(out_dir: str | Path, params: Mapping[str, Any]) -> str:
+    """`out_dir` with `{name}` fields filled from `params` (e.g. `runs/x/finetune-fold{fold}`).
+
+    Raises:
+        ValueError: naming the field that is not a parameter, and the valid names.
+    """
+    try:
+        return string.Formatter().vformat(str(out_dir), (), dict(params))
+    except (KeyError, IndexError, AttributeError, ValueError) as e:
+        raise ValueError(
+            f"out_dir {str(out_dir)!r}: cannot fill {e} from the parameters; "
+            f"use {{name}} with a parameter name: {', '.join(sorted(params))}"
+        ) from e
+
+
 def start_run(out_dir: str | Path, params: Mapping[str, Any]) -> Path:
-    """Create the run folder and write `params.yaml` (every parameter, resolved)."""
-    out = resolve_path(out_dir)
+    """Create the run folder (`{name}` fields of `out_dir` filled from `params`), guarding a rerun.
+
+    Writes `params.yaml` (every parameter, `out_dir` resolved) and `run.json` (the fingerprint of the
+    parameters that change results, see `params_fingerprint`). When the folder already holds `fit`
+    outputs (model, history, checkpoints) of a run made with other parameters, it raises instead
+    of letting the notebook resume or report that run; with `params["restart"]` true it deletes
+    those outputs and `metrics.json` first, so the run starts afresh.
+
+    Returns:
+        the absolute run folder.
+
+    Raises:
+        ValueError: a field of `out_dir` is not a parameter, or the folder holds a run made with other
+            parameters (each differing parameter is named, old → new).
+    """
+    out = resolve_path(format_out_dir(out_dir, params))
+    new = _fingerprinted(params)
+    fitted = [n for n in FIT_OUTPUTS if (out / n).exists()]
+    if params.get("restart"):
+        for path in [out / n for n in (*fitted, "metrics.json")]:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    elif fitted:
+        differ = _differences(_recorded_params(out), new)
+        if differ:
+            raise ValueError(
+                f"{out} holds a run ({', '.join(fitted)}) made with other parameters: {'; '.join(differ)}. "
+                "Pass restart=True to delete its outputs and start afresh, or choose another out_dir."
+            )
     out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "params.yaml", dict(params))
+    write_yaml(out / "params.yaml", {**params, **({"out_dir": str(out)} if "out_dir" in params else {})})
+    _atomic_write_text(
+        out / RUN_RECORD,
+        json.dumps({"fingerprint": params_fingerprint(params), "params": new}, indent=1, ensure_ascii=False),
+    )
     return out
+
+
+def _recorded_params(out: Path) -> dict[str, Any] | None:
+    """The fingerprinted parameters of the run in `out`: `run.json`, else `params.yaml` (older runs)."""
+    if (out / RUN_RECORD).is_file():
+        return json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))["params"]
+    if (out / "params.yaml").is_file():
+        return _fingerprinted(read_yaml(out / "params.yaml"))
+    return None
+
+
+def _differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """`name: old → new` for each parameter that differs (a missing one shows as `(absent)`)."""
+    if old is None:
+        return ["the parameters that made it are not recorded (no run.json or params.yaml)"]
+    absent = "(absent)"
+    return [
+        f"{k}: {old.get(k, absent)!r} → {new.get(k, absent)!r}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, absent) != new.get(k, absent)
+    ]
 
 
 def write_yaml(path: str | Path, data: Mapping[str, Any]) -> None:
@@ -190,3 +282,26 @@ def call_with_options(fn, *args, options: Mapping[str, Any] | None = None, what:
     if unknown:
         raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(valid)}")
     return fn(*args, **options)
+
+
+OOF_FILE = "oof.npz"  # a fine-tuning or inference folder's out-of-fold predictions
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, Any]) -> Path:
+    """Write a dict of numpy arrays (predictions with their ids) to `path` (.npz), atomically."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}.tmp.npz")
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def load_arrays(path: str | Path) -> dict[str, Any]:
+    """The arrays `save_arrays` wrote (no pickled objects are loaded)."""
+    import numpy as np
+
+    with np.load(Path(path), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

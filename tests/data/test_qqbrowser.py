@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 import subprocess
 import sys
 
@@ -7,18 +8,34 @@ import pytest
 
 from vmmlib.data import qqbrowser as qq
 from vmmlib.data.frames import sample_frames
+from vmmlib.data.record_checks import NonFiniteFeatureError
 from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
 from vmmlib.data.tokenize import encode_texts, load_tokenizer
-from vmmlib.io import RecordError, encode_example, read_examples, write_tfrecord
+from vmmlib.io import (
+    RecordError,
+    cache_dir_for,
+    encode_example,
+    read_examples,
+    tfrecord_index,
+    write_tfrecord,
+)
 
 
 def _digest(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_sample_writes_the_real_layout(qq_sample):
     files = qq.check_layout(qq_sample)
-    assert [p.name for p in files["pointwise"]] == ["pretrain_0.tfrecords", "pretrain_1.tfrecords", "pretrain_2.tfrecords"]
+    assert [p.name for p in files["pointwise"]] == [
+        "pretrain_0.tfrecords",
+        "pretrain_1.tfrecords",
+        "pretrain_2.tfrecords",
+    ]
     assert files["pairwise"][0].name == "pairwise.tfrecords"
     assert files["test_a"][0].name == "test_a.tfrecords" and files["test_b"][0].name == "test_b.tfrecords"
     assert (qq_sample / "tag_list.txt").is_file() and qq.default_vocab(qq_sample).is_file()
@@ -46,12 +63,16 @@ def test_same_seed_gives_byte_identical_files_across_processes(tmp_path):
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    write_qqbrowser_sample(tmp_path / "c", videos=20, pairs=30, pair_videos=12, test_videos=4, shards=2, seed=8)
+    write_qqbrowser_sample(
+        tmp_path / "c", videos=20, pairs=30, pair_videos=12, test_videos=4, shards=2, seed=8
+    )
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
 def test_sample_has_zero_frame_videos_empty_titles_and_long_videos(tmp_path):
-    root = write_qqbrowser_sample(tmp_path / "d", videos=300, pairs=10, pair_videos=10, test_videos=2, shards=1, seed=3)
+    root = write_qqbrowser_sample(
+        tmp_path / "d", videos=300, pairs=10, pair_videos=10, test_videos=2, shards=1, seed=3
+    )
     videos = list(qq.read_videos(qq.split_files(root, "pointwise")))
     lengths = np.array([len(v["frames"]) for v in videos])
     assert (lengths == 0).any() and (lengths > 32).any() and (lengths < 32).any()
@@ -131,10 +152,14 @@ def test_parse_video_rejects_frames_of_the_wrong_size():
 
 def test_reader_handles_missing_optional_fields(tmp_path):
     path = tmp_path / "x.tfrecords"
-    write_tfrecord(path, [encode_example({"id": "5", "frame_feature": []}), encode_example({"id": "6", "title": "一"})])
+    write_tfrecord(
+        path, [encode_example({"id": "5", "frame_feature": []}), encode_example({"id": "6", "title": "一"})]
+    )
     videos = list(qq.read_videos([path]))
     assert [v["id"] for v in videos] == ["5", "6"]
-    assert videos[0]["frames"].shape == (0, 1536) and videos[0]["title"] == "" and videos[0]["category_id"] == -1
+    assert (
+        videos[0]["frames"].shape == (0, 1536) and videos[0]["title"] == "" and videos[0]["category_id"] == -1
+    )
     assert videos[1]["tag_id"].shape == (0,)
 
 
@@ -147,3 +172,115 @@ def test_corrupt_shard_error_names_file_and_offset(qq_sample, tmp_path):
     with pytest.raises(RecordError) as err:
         list(qq.read_videos([bad]))
     assert str(bad) in str(err.value) and "offset" in str(err.value) and err.value.offset >= 0
+
+
+# ------------------------------------------------------------------------------ bad records (issue 9.3, 9.6)
+
+
+def _plant_inf(src, dst, index, frame, value=np.inf):
+    """Copy a shard, setting one fp16 value of record `index`'s frame `frame` to `value`; return its id."""
+    records = list(read_examples(src))
+    chunk = np.frombuffer(records[index]["frame_feature"][frame], "<f2").copy()
+    chunk[7] = value
+    records[index]["frame_feature"][frame] = chunk.tobytes()
+    write_tfrecord(dst, [encode_example(r) for r in records])
+    return records[index]["id"][0].decode()
+
+
+def _copy_sample(src, dst):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".vmm_cache"))
+    return dst
+
+
+def test_read_videos_reports_an_inf_frame_by_file_offset_and_video_and_can_drop_or_zero_it(
+    qq_sample, tmp_path
+):
+    src = qq.split_files(qq_sample, "pairwise")[0]
+    bad = tmp_path / "pairwise.tfrecords"
+    vid = _plant_inf(src, bad, index=3, frame=1)
+    with pytest.raises(NonFiniteFeatureError) as err:
+        list(qq.read_videos([bad]))
+    assert (
+        err.value.path == str(bad)
+        and err.value.offset == tfrecord_index(bad)[3]
+        and err.value.video_ids == [vid]
+    )
+    assert (
+        f"video {vid}" in str(err.value)
+        and "+inf in frame(s) 1" in str(err.value)
+        and "nonfinite=" in str(err.value)
+    )
+    clean = list(qq.read_videos([src]))
+    dropped = list(qq.read_videos([bad], nonfinite="drop"))
+    assert [v["id"] for v in dropped] == [v["id"] for v in clean if v["id"] != vid]
+    zeroed = list(qq.read_videos([bad], nonfinite="zero"))
+    expected = clean[3]["frames"].copy()
+    expected[1, 7] = 0
+    np.testing.assert_array_equal(zeroed[3]["frames"], expected)
+    np.testing.assert_array_equal(zeroed[4]["frames"], clean[4]["frames"])
+    with pytest.raises(ValueError, match="error, drop, zero"):
+        list(qq.read_videos([bad], nonfinite="skip"))
+
+
+def test_load_refuses_an_inf_frame_in_the_sample_by_default_and_drops_or_zeroes_it_by_option(
+    qq_sample, tmp_path
+):
+    root = _copy_sample(qq_sample, tmp_path / "data")
+    shard = qq.split_files(root, "pointwise")[1]
+    original = shard.read_bytes()
+    (tmp_path / "orig.tfrecords").write_bytes(original)
+    vid = _plant_inf(tmp_path / "orig.tfrecords", shard, index=2, frame=0, value=-np.inf)
+    with pytest.raises(NonFiniteFeatureError) as err:
+        qq.load(root).split("pointwise")
+    assert (
+        err.value.path == str(shard)
+        and err.value.offset == tfrecord_index(shard)[2]
+        and err.value.video_ids == [vid]
+    )
+    assert "-inf" in str(err.value)
+    dropped = qq.load(root, nonfinite="drop").split("pointwise")
+    assert vid not in dropped.ids and len(dropped) == 59 and dropped.videos.dropped == {vid}
+    with pytest.raises(KeyError, match="dropped for non-finite"):
+        dropped.index_of(vid)
+    zeroed = qq.load(root, nonfinite="zero").split("pointwise")
+    store = zeroed.videos
+    frames = store[zeroed.index_of(vid)]["frames"]
+    assert np.isfinite(frames).all() and frames[0, 7] == 0 and len(zeroed) == 60
+    assert all(np.isfinite(zeroed[i]["frames"]).all() for i in range(len(zeroed)))
+    assert (cache_dir_for(root) / "pointwise" / "nonfinite.json").is_file()  # scanned once per cache build
+    shard.write_bytes(original)  # a repaired shard rebuilds the cache, and the scan with it
+    assert len(qq.load(root).split("pointwise")) == 60
+
+
+def _records_with_ids(ids, **extra):
+    frame = np.zeros(1536, "<f2").tobytes()
+    return [
+        encode_example({**({"id": v} if v is not None else {}), "frame_feature": [frame], **extra})
+        for v in ids
+    ]
+
+
+def test_a_record_without_an_id_is_an_error_naming_file_and_offset(tmp_path):
+    path = tmp_path / "x.tfrecords"
+    write_tfrecord(path, _records_with_ids(["a", None, "c"]))
+    with pytest.raises(RecordError, match="has no id") as err:
+        list(qq.read_videos([path]))
+    assert err.value.path == str(path) and err.value.offset == tfrecord_index(path)[1]
+    with pytest.raises(RecordError, match="has no id") as err:
+        qq.VideoStore([path], tmp_path / "cache")
+    assert err.value.path == str(path) and err.value.offset == tfrecord_index(path)[1]
+    write_tfrecord(path, _records_with_ids(["a", ""]))  # an empty id is no id either
+    with pytest.raises(RecordError, match="has no id") as err:
+        list(qq.read_videos([path]))
+    assert err.value.offset == tfrecord_index(path)[1]
+
+
+def test_text_that_is_not_utf8_is_an_error_naming_field_file_and_offset(tmp_path):
+    path = tmp_path / "x.tfrecords"
+    write_tfrecord(path, _records_with_ids(["a"]) + _records_with_ids(["b"], title=[b"\xff\xfe"]))
+    with pytest.raises(RecordError, match="video b: 'title' is not UTF-8") as err:
+        list(qq.read_videos([path]))
+    assert err.value.path == str(path) and err.value.offset == tfrecord_index(path)[1]
+    with pytest.raises(RecordError, match="'title' is not UTF-8") as err:
+        qq.VideoDataset(qq.VideoStore([path], tmp_path / "cache"), None, qq.TagVocab([1]))
+    assert err.value.path == str(path) and err.value.offset == tfrecord_index(path)[1]

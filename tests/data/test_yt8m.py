@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.data import yt8m as Y
+from vmmlib.data import yt8m_datasets as D
+from vmmlib.data import yt8m_format as Y
 from vmmlib.data.sample_yt8m import write_yt8m_sample
 from vmmlib.io import (
     FloatList,
     Int64List,
     RecordError,
+    encode_example,
     encode_sequence_example,
     read_examples,
+    tfrecord_index,
     write_tfrecord,
 )
 from vmmlib.metrics.yt8m import read_segment_truth, segment_map
@@ -146,7 +149,7 @@ def test_video_level_records_hold_the_means_of_the_frame_level_videos(yt_sample)
         )
         np.testing.assert_allclose(v["mean_rgb"], frame[v["id"]]["frames"][:, :1024].mean(0), atol=1e-5)
         np.testing.assert_array_equal(v["labels"], frame[v["id"]]["labels"])
-    item = Y.VideoLevelDataset(Y.split_files(yt_sample, "video/train"))[0]
+    item = D.VideoLevelDataset(Y.split_files(yt_sample, "video/train"))[0]
     assert item["frames"].shape == (1, 1152) and item["frame_mask"].tolist() == [1.0]
     assert item["labels"].shape == (3862,) and item["labels"].sum() == len(video[0]["labels"])
 
@@ -155,9 +158,9 @@ def test_readers_cap_videos_at_300_frames(tmp_path):
     path = _write_video(tmp_path / "long.tfrecord", "long", np.full((305, 1152), 7, np.uint8), labels=[3])
     (video,) = Y.read_frame_level([path])
     assert video["num_frames"] == 300 and video["frames"].shape == (300, 1152)
-    item = Y.VideoDataset(Y.FrameStore([path]))[0]
+    item = D.VideoDataset(D.FrameStore([path]))[0]
     assert item["frames"].shape == (300, 1152) and item["frame_mask"].sum() == 300
-    bags = Y.InferenceSegmentDataset(Y.FrameStore([path]))
+    bags = D.InferenceSegmentDataset(D.FrameStore([path]))
     assert len(bags) == 60 and bags[59]["id"] == "long:295"
 
 
@@ -170,12 +173,82 @@ def test_reader_rejects_frames_of_the_wrong_size_naming_the_video(tmp_path):
         list(Y.read_frame_level([tmp_path / "bad.tfrecord"]))
 
 
+def _frame_record(vid, num_rgb, num_audio, **context):
+    """A frame-level SequenceExample with `num_rgb` rgb and `num_audio` audio frames (id None: no id)."""
+    return encode_sequence_example(
+        {**({"id": vid} if vid is not None else {}), **context},
+        {"rgb": [bytes(1024)] * num_rgb, "audio": [bytes(128)] * num_audio},
+    )
+
+
+def _assert_located(err, path, index):
+    assert err.value.path == str(path) and err.value.offset == tfrecord_index(path)[index]
+    assert str(path) in str(err.value) and f"byte offset {tfrecord_index(path)[index]}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        (_frame_record("v1", 4, 3), "video v1: 4 rgb frames but 3 audio frames"),
+        (
+            _frame_record(
+                "v1", 2, 2, segment_start_times=[0, 5], segment_labels=[3], segment_scores=[1.0, 0.0]
+            ),
+            "video v1: segment_start_times/labels/scores differ in length \\(2, 1, 2\\)",
+        ),
+        (_frame_record(None, 2, 2, labels=[1]), "record has no id"),
+        (_frame_record("", 2, 2), "record has no id"),
+    ],
+    ids=["rgb_audio_lengths", "segment_list_lengths", "no_id", "empty_id"],
+)
+def test_frame_level_record_errors_name_file_and_byte_offset(tmp_path, record, message):
+    path = tmp_path / "validate0000.tfrecord"
+    write_tfrecord(path, [_frame_record("ok", 3, 3), record])
+    with pytest.raises(RecordError, match=message) as err:
+        list(Y.read_frame_level([path]))
+    _assert_located(err, path, 1)
+    with pytest.raises(RecordError, match=message) as err:
+        D.FrameStore([path])
+    _assert_located(err, path, 1)
+    with pytest.raises(RecordError, match=message) as err:  # the cache build finds the record too
+        D.FrameStore([path], cache_dir=tmp_path / "cache")
+    _assert_located(err, path, 1)
+
+
+def test_video_level_record_errors_name_file_and_byte_offset(tmp_path):
+    path = tmp_path / "train0000.tfrecord"
+    good = {
+        "id": "a",
+        "labels": [1],
+        "mean_rgb": np.zeros(1024, np.float32),
+        "mean_audio": np.zeros(128, np.float32),
+    }
+    for bad, message in [
+        ({**good, "mean_audio": np.zeros(100, np.float32)}, "'mean_audio' has 100 values, expected 128"),
+        ({**good, "mean_rgb": np.full(1024, np.inf, np.float32)}, "'mean_rgb' holds non-finite values"),
+        ({k: v for k, v in good.items() if k != "id"}, "record has no id"),
+    ]:
+        write_tfrecord(path, [encode_example(good), encode_example(bad)])
+        with pytest.raises(RecordError, match=message) as err:
+            list(Y.read_video_level([path]))
+        _assert_located(err, path, 1)
+
+
+def test_segment_label_out_of_range_names_file_and_byte_offset(tmp_path):
+    path = tmp_path / "validate0000.tfrecord"
+    bad = _frame_record("v1", 5, 5, segment_start_times=[0], segment_labels=[5000], segment_scores=[1.0])
+    write_tfrecord(path, [_frame_record("ok", 3, 3), bad])
+    with pytest.raises(RecordError, match="video v1: segment label out of range") as err:
+        D.SegmentDataset(D.FrameStore([path]))
+    _assert_located(err, path, 1)
+
+
 # ------------------------------------------------------------------------------ segments
 
 
 def test_cut_segments_takes_unique_start_times_pads_the_end_and_weights_rated_entries():
     frames = Y.dequantize(_ramp(12))
-    out = Y.cut_segments(frames, [10, 0, 10, 0], [3, 5, 7, 3], [1.0, 0.0, 0.5, 1.0], num_classes=10)
+    out = D.cut_segments(frames, [10, 0, 10, 0], [3, 5, 7, 3], [1.0, 0.0, 0.5, 1.0], num_classes=10)
     assert out["start_times"].tolist() == [10, 0]  # first-seen order, as tf.unique
     assert out["frames"].shape == (2, 5, 1152) and out["frames"].dtype == np.float32
     assert _frame_ids(out["frames"])[0].tolist() == [11, 12, 0, 0, 0]  # frames 10, 11, then zero padding
@@ -187,7 +260,7 @@ def test_cut_segments_takes_unique_start_times_pads_the_end_and_weights_rated_en
     weights = np.zeros((2, 10), np.float32)
     weights[0, [3, 7]] = weights[1, [5, 3]] = 1
     np.testing.assert_array_equal(out["label_weights"], weights)
-    seeds = Y.cut_segments(frames, [10], [3], [1.0], num_classes=10, unrated_as_negative=True)
+    seeds = D.cut_segments(frames, [10], [3], [1.0], num_classes=10, unrated_as_negative=True)
     assert seeds["label_weights"].tolist() == [[1.0] * 10]
 
 
@@ -202,8 +275,8 @@ def test_segment_dataset_items_match_cut_segments_and_project_onto_the_whitelist
         segment_scores=FloatList([1.0, 0.0, 1.0]),
     )
     classes = Y.SegmentClasses([9, 3, 5, 100])  # class 7 not rated anywhere
-    ds = Y.SegmentDataset(Y.FrameStore([path]), classes=classes)
-    ref = Y.cut_segments(Y.dequantize(_ramp(12)), [10, 0, 10], [3, 5, 9], [1.0, 0.0, 1.0])
+    ds = D.SegmentDataset(D.FrameStore([path]), classes=classes)
+    ref = D.cut_segments(Y.dequantize(_ramp(12)), [10, 0, 10], [3, 5, 9], [1.0, 0.0, 1.0])
     assert [ds[j]["id"] for j in range(len(ds))] == ["abcd:10", "abcd:0"]
     for j in range(2):
         np.testing.assert_array_equal(ds[j]["frames"], ref["frames"][j])
@@ -211,21 +284,21 @@ def test_segment_dataset_items_match_cut_segments_and_project_onto_the_whitelist
         np.testing.assert_array_equal(ds[j]["labels"], classes.to_subset(ref["labels"][j]))
     assert ds[0]["labels"].tolist() == [1, 1, 0, 0] and ds[0]["label_weights"].tolist() == [1, 1, 0, 0]
     assert ds[1]["labels"].tolist() == [0, 0, 0, 0] and ds[1]["label_weights"].tolist() == [0, 0, 1, 0]
-    seeds = Y.SegmentDataset(Y.FrameStore([path]), unrated_as_negative=True)
+    seeds = D.SegmentDataset(D.FrameStore([path]), unrated_as_negative=True)
     assert seeds[1]["label_weights"].shape == (3862,) and seeds[1]["label_weights"].all()
 
 
 def test_tta_roll_wraps_around_the_300_frame_buffer_and_keeps_segment_ids(tmp_path):
     frames = Y.dequantize(_ramp(12))
-    plain = Y.inference_segments(frames)
+    plain = D.inference_segments(frames)
     assert plain["start_times"].tolist() == [0, 5, 10]
     assert _frame_ids(plain["frames"]).tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12, 0, 0, 0]]
     assert plain["frame_mask"][2].tolist() == [1, 1, 0, 0, 0]
     # shift +1: bag k holds original frames 5k-1 .. 5k+3; bag 0 starts with buffer row 299 (padding)
-    right = Y.inference_segments(frames, shift=1)
+    right = D.inference_segments(frames, shift=1)
     assert _frame_ids(right["frames"]).tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 0, 0]]
     # shift -2: original frames 5k+2 .. 5k+6; frames 0 and 1 wrap to buffer rows 298, 299 (no bag reads them)
-    left = Y.inference_segments(frames, shift=-2)
+    left = D.inference_segments(frames, shift=-2)
     assert _frame_ids(left["frames"]).tolist() == [[3, 4, 5, 6, 7], [8, 9, 10, 11, 12], [0, 0, 0, 0, 0]]
     # the seed's per-bag num_frames does not move with the roll
     for out in (right, left):
@@ -233,32 +306,32 @@ def test_tta_roll_wraps_around_the_300_frame_buffer_and_keeps_segment_ids(tmp_pa
         np.testing.assert_array_equal(out["frame_mask"], plain["frame_mask"])
     # a full 300-frame video: frames really wrap (bag 0 under shift +1 starts with the last frame)
     full = Y.dequantize(np.repeat((np.arange(300) % 250 + 1).astype(np.uint8)[:, None], 1152, axis=1))
-    wrapped = Y.inference_segments(full, shift=1)
+    wrapped = D.inference_segments(full, shift=1)
     assert _frame_ids(wrapped["frames"][0]).tolist() == [300 % 250, 1, 2, 3, 4]
     np.testing.assert_array_equal(wrapped["frames"].reshape(300, 1152), np.roll(full, 1, axis=0))
     # the dataset gives the same bags with ids vid:5k for every shift
-    store = Y.FrameStore([_write_video(tmp_path / "v.tfrecord", "v12", _ramp(12))])
+    store = D.FrameStore([_write_video(tmp_path / "v.tfrecord", "v12", _ramp(12))])
     for shift, ref in ((0, plain), (1, right), (-2, left)):
-        ds = Y.InferenceSegmentDataset(store, shift=shift)
+        ds = D.InferenceSegmentDataset(store, shift=shift)
         assert [ds[j]["id"] for j in range(len(ds))] == ["v12:0", "v12:5", "v12:10"]
         np.testing.assert_array_equal(np.stack([ds[j]["frames"] for j in range(3)]), ref["frames"])
         np.testing.assert_array_equal(np.stack([ds[j]["frame_mask"] for j in range(3)]), ref["frame_mask"])
 
 
 def test_video_windows_follow_sample_random_sequence_and_are_deterministic(tmp_path):
-    rows, mask = Y.window_rows(3, 5, 0.9)  # a short video repeats its last frame, masked out
+    rows, mask = D.window_rows(3, 5, 0.9)  # a short video repeats its last frame, masked out
     assert rows.tolist() == [0, 1, 2, 2, 2] and mask.tolist() == [1, 1, 1, 0, 0]
-    assert Y.window_rows(12, 5, 0.999)[0].tolist() == [7, 8, 9, 10, 11]
-    assert Y.window_rows(12, 5, None)[0].tolist() == [3, 4, 5, 6, 7]
-    assert Y.window_rows(0, 5, 0.5)[1].sum() == 0
+    assert D.window_rows(12, 5, 0.999)[0].tolist() == [7, 8, 9, 10, 11]
+    assert D.window_rows(12, 5, None)[0].tolist() == [3, 4, 5, 6, 7]
+    assert D.window_rows(0, 5, 0.5)[1].sum() == 0
     path = _write_video(tmp_path / "v.tfrecord", "v40", _ramp(40), labels=[1, 3861])
-    store = Y.FrameStore([path])
-    ds = Y.VideoDataset(store, window=5, seed=3)
+    store = D.FrameStore([path])
+    ds = D.VideoDataset(store, window=5, seed=3)
     item = ds[0]
     assert item["frames"].shape == (5, 1152) and item["labels"].sum() == 2 and item["labels"][3861] == 1
     ids = _frame_ids(item["frames"])
     assert np.diff(ids).tolist() == [1, 1, 1, 1]  # contiguous
-    np.testing.assert_array_equal(Y.VideoDataset(store, window=5, seed=3)[0]["frames"], item["frames"])
+    np.testing.assert_array_equal(D.VideoDataset(store, window=5, seed=3)[0]["frames"], item["frames"])
     starts = set()
     for epoch in range(12):
         ds.set_epoch(epoch)
@@ -268,11 +341,11 @@ def test_video_windows_follow_sample_random_sequence_and_are_deterministic(tmp_p
 
 def test_frame_cache_store_matches_the_in_memory_store(yt_sample, tmp_path):
     paths = Y.split_files(yt_sample, "frame/validate")[:2]
-    memory, cached = Y.FrameStore(paths), Y.FrameStore(paths, cache_dir=tmp_path / "cache")
+    memory, cached = D.FrameStore(paths), D.FrameStore(paths, cache_dir=tmp_path / "cache")
     assert cached.ids == memory.ids and cached.cache is not None
     for make in (
-        lambda s: Y.SegmentDataset(s, normalize=True),
-        lambda s: Y.InferenceSegmentDataset(s, shift=-1),
+        lambda s: D.SegmentDataset(s, normalize=True),
+        lambda s: D.InferenceSegmentDataset(s, shift=-1),
     ):
         a, b = make(memory), make(cached)
         assert len(a) == len(b)
@@ -282,9 +355,9 @@ def test_frame_cache_store_matches_the_in_memory_store(yt_sample, tmp_path):
 
 
 def test_segment_batches_collate_to_the_shared_keys(yt_sample):
-    store = Y.FrameStore(Y.split_files(yt_sample, "frame/validate"))
+    store = D.FrameStore(Y.split_files(yt_sample, "frame/validate"))
     classes = Y.SegmentClasses.read(yt_sample / "segment_label_ids.csv")
-    ds = Y.SegmentDataset(store, classes=classes, normalize=True)
+    ds = D.SegmentDataset(store, classes=classes, normalize=True)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
     assert batch["frames"].shape == (8, 5, 1152) and batch["frames"].dtype == torch.float32
     assert batch["labels"].shape == (8, 1000) and batch["label_weights"].shape == (8, 1000)
@@ -295,14 +368,14 @@ def test_segment_batches_collate_to_the_shared_keys(yt_sample):
 
 def test_video_stream_yields_the_video_dataset_items(yt_sample):
     paths = Y.split_files(yt_sample, "frame/train")
-    stream = Y.VideoStream(paths, window=5, random_window=False)
-    mapped = Y.VideoDataset(Y.FrameStore(paths), window=5, random_window=False)
+    stream = D.VideoStream(paths, window=5, random_window=False)
+    mapped = D.VideoDataset(D.FrameStore(paths), window=5, random_window=False)
     items = list(stream)
     assert len(items) == len(mapped) == 24
     for j in (0, 23):
         np.testing.assert_array_equal(items[j]["frames"], mapped[j]["frames"])
         assert items[j]["id"] == mapped[j]["id"]
-    random = Y.VideoStream(paths, window=5, seed=5)
+    random = D.VideoStream(paths, window=5, seed=5)
     first = [it["frames"] for it in random]
     np.testing.assert_array_equal(first[3], list(random)[3]["frames"])
     random.set_epoch(1)
@@ -394,7 +467,7 @@ def test_same_seed_gives_byte_identical_files_across_processes(tmp_path):
 
 def test_planted_structure_segments_of_a_class_are_closer_than_of_different_classes(yt_sample):
     """Positive segments of the same class have closer 5-frame means than of different classes."""
-    ds = Y.SegmentDataset(Y.FrameStore(Y.split_files(yt_sample, "frame/validate")))
+    ds = D.SegmentDataset(D.FrameStore(Y.split_files(yt_sample, "frame/validate")))
     means, classes = [], []
     for j in range(len(ds)):
         item = ds[j]
@@ -438,7 +511,7 @@ def test_class_centroids_of_5_frame_segments_beat_random_scores_on_the_segment_m
         validate_shards=6,
     )
     holdout, finetune = Y.holdout_shards(Y.split_files(root, "frame/validate"), n_holdout=2)
-    train = Y.SegmentDataset(Y.FrameStore(finetune), normalize=True)
+    train = D.SegmentDataset(D.FrameStore(finetune), normalize=True)
     members = {}
     for j in range(len(train)):
         item = train[j]
@@ -446,8 +519,8 @@ def test_class_centroids_of_5_frame_segments_beat_random_scores_on_the_segment_m
             members.setdefault(int(c), []).append(item["frames"].mean(0))
     classes = sorted(members)
     centroids = np.stack([np.mean(members[c], 0) for c in classes])  # (K, 1152)
-    store = Y.FrameStore(holdout)
-    bags = Y.InferenceSegmentDataset(store, normalize=True)
+    store = D.FrameStore(holdout)
+    bags = D.InferenceSegmentDataset(store, normalize=True)
     ids = [bags[j]["id"] for j in range(len(bags))]
     scores = np.stack([bags[j]["frames"].mean(0) for j in range(len(bags))]) @ centroids.T  # (S, K)
     truth = read_segment_truth(
@@ -463,3 +536,9 @@ def test_class_centroids_of_5_frame_segments_beat_random_scores_on_the_segment_m
     model = segment_map(submission(scores), truth)
     chance = segment_map(submission(np.random.default_rng(0).random(scores.shape)), truth)
     assert model > chance + 0.15 and model > 0.75
+
+
+def test_the_record_format_module_imports_no_torch():
+    """`vmm validate` / `vmm evaluate yt8m` read truth shards through it and must stay fast."""
+    code = "import sys, vmmlib.data.yt8m_format, vmmlib.data.sample_yt8m; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,6 +12,9 @@ VOCAB = 21128
 TINY = list_models("*_tiny")
 FULL = [name for name in list_models() if not name.endswith("_tiny")]
 YT8M_FAMILIES = ("vmmlib.models.yt8m_vlad", "vmmlib.models.yt8m_bert")  # frames-only YT8M batch contract
+AV_FAMILIES = ("vmmlib.models.avfusion",)  # raw clips (B, T, 3, H, W), spectrograms, MAE masks
+CLIP_FAMILIES = ("vmmlib.models.clip_dual",)  # MUGE: images (clips of frames) and texts, no labels
+WBDC_FAMILIES = ("vmmlib.models.wbdc_baseline", "vmmlib.models.wbdc_single", "vmmlib.models.wbdc_dual")
 
 
 def make_batch(num_tags=NUM_TAGS, B=3, T=32, L=32, vocab=VOCAB, seed=0):
@@ -66,7 +69,53 @@ def example(name):
     """
     if model_module(name) in YT8M_FAMILIES:
         return {"num_classes": NUM_TAGS}, make_yt8m_batch(), 4, ("logits",)
+    if model_module(name) in AV_FAMILIES:
+        return {"num_classes": NUM_TAGS, "vocab_size": 60}, make_av_batch(name), 4, ("cls",)
+    if model_module(name) in CLIP_FAMILIES:  # clips of 32-px images: 6, 2 and 4 real frames
+        batch = make_batch()
+        frames = torch.randn(3, 6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        mask = torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+        batch = {
+            "frames": frames,
+            "frame_mask": mask,
+            "text_ids": batch["text_ids"],
+            "text_mask": batch["text_mask"],
+        }
+        return (
+            {"image_size": 32, "patch_size": 16, "vocab_size": VOCAB},
+            batch,
+            4,
+            ("image_features", "text_features"),
+        )
+    if model_module(name) in WBDC_FAMILIES:  # 768-d frame features, 200-way (here NUM_TAGS) logits
+        batch = make_batch()
+        return (
+            {"num_classes": NUM_TAGS},
+            {**batch, "frames": batch["frames"][..., :768]},
+            16,
+            ("logits", "embedding"),
+        )
     return {"num_tags": NUM_TAGS}, make_batch(), 16, ("embedding", "tag_logits")
+
+
+def make_av_batch(name, B=3, L=10):
+    """Clips of 4 32-px frames, text, a 32×64 spectrogram, exact-count MAE masks, a shuffled pairing."""
+    from vmmlib.masking import random_patch_mask, tube_mask
+
+    g = torch.Generator().manual_seed(0)
+    text_ids = torch.randint(5, 60, (B, L), generator=g)
+    text_ids[:, 0], text_ids[:, -1] = 1, 2
+    batch = {
+        "frames": torch.randn(B, 4, 3, 32, 32, generator=g),
+        "text_ids": text_ids,
+        "text_mask": torch.ones(B, L, dtype=torch.long),
+        "video_mask": tube_mask(B, 4, 16, tubelet_size=2, mask_ratio=0.75, generator=g),
+        "vt_perm": torch.tensor([2, 1, 0]),
+    }
+    if "_vt" not in name:
+        batch["audio"] = torch.randn(B, 1, 32, 64, generator=g)
+        batch["audio_mask"] = random_patch_mask(B, 32, 0.3, generator=g)
+    return batch
 
 
 def check_yt8m_outputs(out, B=3, C=NUM_TAGS):
@@ -97,6 +146,17 @@ def test_tiny_model_forward_contract_finite_outputs_and_every_parameter_gets_a_g
 
     if model_module(name) in YT8M_FAMILIES:
         check_yt8m_outputs(out)
+    elif model_module(name) in WBDC_FAMILIES:
+        assert out["logits"].shape == (3, NUM_TAGS)
+    elif model_module(name) in AV_FAMILIES:
+        assert (
+            out["cls"].shape[0] == 3
+            and out["itm_logits"].shape == (3, 2)
+            and out["qa_logits"].shape == (3, NUM_TAGS)
+        )
+    elif model_module(name) in CLIP_FAMILIES:
+        torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(3))
+        torch.testing.assert_close(out["text_features"].norm(dim=-1), torch.ones(3))
     else:
         _check_qq_outputs(out)
     for key, value in out.items():
@@ -133,12 +193,19 @@ def _check_qq_outputs(out, B=3):
 
 @pytest.mark.parametrize("name", TINY)
 def test_padded_frames_and_tokens_do_not_change_the_output_in_eval_mode(name):
+    if model_module(name) in AV_FAMILIES:
+        pytest.skip(
+            "fixed-length clips without frame_mask: tests/models/test_avfusion_models.py covers text padding"
+        )
     torch.manual_seed(0)
     overrides, batch, short_T, keys = example(name)
     model = create_model(name, **overrides).eval()
     g = torch.Generator().manual_seed(2)
     padded = {**batch}
-    frame_pad = (batch["frame_mask"] == 0).unsqueeze(-1)
+    mask = batch["frame_mask"]
+    frame_pad = (mask == 0).reshape(
+        *mask.shape, *[1] * (batch["frames"].ndim - 2)
+    )  # (B, T, 1...) any frame shape
     padded["frames"] = torch.where(
         frame_pad, 100 * torch.randn(batch["frames"].shape, generator=g), batch["frames"]
     )
@@ -183,7 +250,10 @@ def test_unknown_override_is_rejected_listing_the_models_options():
 def test_every_model_lists_its_config_fields_as_options(name):
     options = model_options(name)
     assert options and len(set(options)) == len(options)
-    assert set(options) >= ({"num_tags"} if "qq" in name else {"num_classes"})
+    if model_module(name) in CLIP_FAMILIES:  # a dual encoder has no class head
+        assert set(options) >= {"embed_dim", "vocab_size"}
+    else:
+        assert set(options) >= ({"num_tags"} if "qq" in name else {"num_classes"})
 
 
 def test_list_models_filters_with_fnmatch_patterns():
@@ -282,6 +352,12 @@ def _expected_yt8m(name):
 
 
 def _expected_full(name, C=10000):
+    if name == "cnclip_vitb16":
+        return 188_262_913  # Chinese-CLIP ViT-B/16 + RoBERTa-wwm-base: "188M" (its README)
+    if model_module(name) in WBDC_FAMILIES + AV_FAMILIES:
+        pytest.skip(
+            "exact counts of these families: tests/models/test_wbdc_models.py, test_avfusion_models.py"
+        )
     if model_module(name) in YT8M_FAMILIES:
         return _expected_yt8m(name)
     head = _linear(256, C)

@@ -6,6 +6,8 @@ import torch
 
 from vmmlib.checkpoint import load_weights
 from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
+from vmmlib.losses import make_objective
+from vmmlib.runs import submitted_weights
 from vmmlib.tasks import get_task
 from vmmlib.train import fit, make_loader
 
@@ -30,16 +32,18 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("model", ["mixnextvlad_qq_tiny", "qq_baseline_tiny", "uniter_qq_tiny"])
 def test_short_finetune_beats_the_untrained_model_on_held_out_pairs(data, model, tmp_path):
     torch.manual_seed(0)
-    net = T.build_model({"model": model}, data)
+    net = T.build_model(data, model, {}, "")
     train_set, val_idx = T.finetune_datasets(data, 5, 0)
     eval_fn = T.finetune_eval(data, val_idx)
     before = eval_fn(net)["spearman"]
     result = fit(
-        net, make_loader(train_set, 32, shuffle=True, seed=0, drop_last=True), T.finetune_objective({"mse": 1, "kl": 0.5, "tag": 1}),
+        net, make_loader(train_set, 32, shuffle=True, seed=0, drop_last=True), make_objective(T.finetune_objective, T.FINETUNE_TERMS, data, {"mse": 1, "kl": 0.5, "tag": 1}),
         steps=80, lr=2e-3, warmup_steps=10, eval_fn=eval_fn, eval_every=40, metric="spearman", out_dir=tmp_path, progress=False,
     )  # fmt: skip
     assert result.best_metric > before + MARGIN, (before, result.best_metric)
-    load_weights(net, T.fold_checkpoint(tmp_path))
-    table = T.save_fold_predictions(tmp_path, net, data, val_idx, fold=0)
+    load_weights(net, submitted_weights(tmp_path))
+    oof = T.predict_fold(net, data, val_idx, fold=0)
+    table = T.fold_table(oof, data)
     assert len(table) == len(val_idx) and np.isfinite(table["cosine"]).all()
-    assert T.load_oof(tmp_path)["emb_a"].shape == (len(val_idx), 256)
+    assert oof["emb_a"].shape == (len(val_idx), 256)
+    assert T.oof_scorer([oof], data)([1.0]) == pytest.approx(result.best_metric, abs=1e-6)

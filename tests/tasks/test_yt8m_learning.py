@@ -6,6 +6,8 @@ import torch
 
 from vmmlib.checkpoint import load_weights
 from vmmlib.data.sample_yt8m import write_yt8m_sample
+from vmmlib.losses import make_objective
+from vmmlib.runs import submitted_weights
 from vmmlib.tasks import get_task
 from vmmlib.train import fit, make_loader
 
@@ -24,18 +26,17 @@ def data(tmp_path_factory):
 
 @pytest.mark.parametrize("unrated_as_negative", [False, True], ids=["rated-entries", "seed-all-negatives"])
 def test_short_finetune_beats_the_untrained_model_on_held_out_shards(data, unrated_as_negative, tmp_path):
-    data.unrated_as_negative = unrated_as_negative
     torch.manual_seed(0)
-    net = T.build_model({"model": "framebert_mean_yt8m_tiny"}, data)
+    net = T.build_model(data, "framebert_mean_yt8m_tiny", {}, "")
     train_set, val_idx = T.finetune_datasets(data, 4, 0)
     eval_fn = T.finetune_eval(data, val_idx)
     before = eval_fn(net)[T.METRIC]
     result = fit(
-        net, make_loader(train_set, 32, shuffle=True, seed=0, drop_last=True), T.finetune_objective({"bce": 1.0, "l2": 1.0}),
+        net, make_loader(train_set, 32, shuffle=True, seed=0, drop_last=True), make_objective(T.finetune_objective, T.FINETUNE_TERMS, data, {"bce": 1.0, "l2": 1.0}, {"unrated_as_negative": unrated_as_negative}),
         steps=200, lr=2e-3, eval_fn=eval_fn, eval_every=50, metric=T.METRIC, out_dir=tmp_path, progress=False,
     )  # fmt: skip
     assert result.best_metric > before + MARGIN, (before, result.best_metric)
-    load_weights(net, T.fold_checkpoint(tmp_path))
-    table = T.save_fold_predictions(tmp_path, net, data, val_idx, fold=0)
-    assert table["ap_shift+0"].mean() == pytest.approx(result.best_metric)
-    assert np.isfinite(T.load_oof(tmp_path)["score"]).all()
+    load_weights(net, submitted_weights(tmp_path))
+    oof = T.predict_fold(net, data, val_idx, fold=0)
+    assert T.fold_table(oof, data)["ap_shift+0"].mean() == pytest.approx(result.best_metric)
+    assert np.isfinite(oof["score"]).all()

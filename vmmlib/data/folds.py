@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _check_fold(fold: int, n_folds: int) -> None:
+def check_fold(fold: int, n_folds: int) -> None:
+    """Raise ValueError unless n_folds >= 2 and 0 <= fold < n_folds."""
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
     if not 0 <= fold < n_folds:
@@ -37,7 +38,7 @@ def seed_pair_folds(
         (train_idx, val_idx): indices into the label.tsv lines. train_idx is in the shuffled order
         (the seed shuffles the training part again when writing its tfrecords; loaders reshuffle).
     """
-    _check_fold(fold, n_folds)
+    check_fold(fold, n_folds)
     fold_size = fold_size or n_pairs // n_folds
     if fold_size * n_folds > n_pairs:
         raise ValueError(f"{n_folds} folds of {fold_size} need {fold_size * n_folds} pairs, have {n_pairs}")
@@ -65,7 +66,7 @@ def video_pair_folds(
         (train_idx, val_idx): validation pairs touch at least one video of group `fold`; training
         pairs touch none, so no validation video is seen in training.
     """
-    _check_fold(fold, n_folds)
+    check_fold(fold, n_folds)
     group = video_folds(list(pairs_a) + list(pairs_b), n_folds, seed=seed)
     in_fold = np.array([group[a] == fold or group[b] == fold for a, b in zip(pairs_a, pairs_b)])
     return np.flatnonzero(~in_fold), np.flatnonzero(in_fold)

@@ -10,14 +10,21 @@
 
 Video records: `id`, `title`, `asr_text` (UTF-8 bytes), `tag_id` (int64 list), `category_id`
 (int64), `frame_feature` (one bytes element per frame: 1536 little-endian float16).
+
+Readers check every record: a record without an id, text that is not UTF-8 or frames of the wrong
+size raise `vmmlib.io.RecordError` naming the file and the record's byte offset. fp16 frames can
+hold inf/NaN; `nonfinite` (`vmmlib.data.record_checks.NONFINITE_CHOICES`) says what happens to such
+a video: `error` (default: an error naming the file and the video ids), `drop` or `zero`.
+
+`load` opens a data folder for training (`QQData`: tokenizer, tag vocabulary, pairs, one
+`VideoDataset` per split, frames cached on disk).
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
-import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +32,19 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from vmmlib.data.frames import FRAME_MODES, sample_frames
-from vmmlib.data.tokenize import encode_texts
-from vmmlib.io import FrameCache, read_examples
+from vmmlib.data.record_checks import (
+    RecordRef,
+    cache_nonfinite_error,
+    check_nonfinite_choice,
+    decode_text,
+    finite_frames,
+    locate_record,
+    nonfinite_records,
+    read_with_refs,
+    record_error,
+)
+from vmmlib.data.tokenize import encode_texts, tokenizer_for
+from vmmlib.io import FrameCache, RecordError, cache_dir_for
 from vmmlib.runs import check_choice
 
 FEATURE_DIM = 1536
@@ -73,7 +91,9 @@ def check_layout(data_dir: str | Path) -> dict[str, list[Path]]:
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {root} does not exist (make a sample with `vmm sample qqbrowser {root}`)")
+        raise FileNotFoundError(
+            f"data_dir {root} does not exist (make a sample with `vmm sample qqbrowser {root}`)"
+        )
     files = {split: split_files(root, split) for split in SPLITS}
     missing = [_SPLIT_GLOBS[s] for s in ("pointwise", "pairwise") if not files[s]]
     missing += [name for name in ("pairwise/label.tsv", "tag_list.txt") if not (root / name).is_file()]
@@ -112,35 +132,55 @@ class TagVocab:
         return out
 
 
-def parse_video(record: dict) -> dict:
+def parse_video(record: dict, *, ref: RecordRef | None = None) -> dict:
     """A decoded Example → id, title, asr_text, tag_id, category_id (−1 if absent), frames (L, 1536) fp16.
 
     `frame_feature` may already be an (L, 1536) array (decoded with `RAW_DTYPES`, one copy, sizes
-    checked by the reader) or the list of per-frame bytes elements.
+    checked by the reader) or the list of per-frame bytes elements. Frames are returned as stored
+    (see `read_videos` for the non-finite check).
+
+    Args:
+        ref: where the record lives, named by the errors.
+
+    Raises:
+        RecordError: no id (or an empty one), id or text not UTF-8, frame elements of the wrong size.
     """
-    vid = record["id"][0].decode() if record.get("id") else ""
+    vid = decode_text(record.get("id"), "id", ref)
+    if not vid:
+        raise record_error("record has no id (its 'id' feature is missing or empty)", ref)
     frames = record.get("frame_feature", [])
     if not isinstance(frames, np.ndarray):
         bad = [len(c) for c in frames if len(c) != 2 * FEATURE_DIM]
         if bad:
-            raise ValueError(f"video {vid}: frame_feature elements of {bad[0]} bytes, expected {2 * FEATURE_DIM}")
+            raise record_error(
+                f"video {vid}: frame_feature elements of {bad[0]} bytes, expected {2 * FEATURE_DIM}", ref
+            )
         frames = np.frombuffer(b"".join(frames), dtype="<f2").reshape(-1, FEATURE_DIM)
     category = record.get("category_id")
     return {
         "id": vid,
-        "title": record["title"][0].decode("utf-8") if record.get("title") else "",
-        "asr_text": record["asr_text"][0].decode("utf-8") if record.get("asr_text") else "",
+        "title": decode_text(record.get("title"), "title", ref, video_id=vid),
+        "asr_text": decode_text(record.get("asr_text"), "asr_text", ref, video_id=vid),
         "tag_id": record.get("tag_id", np.zeros(0, np.int64)),
         "category_id": int(category[0]) if category is not None and len(category) else -1,
         "frames": frames,
     }
 
 
-def read_videos(paths: Sequence[str | Path]) -> Iterator[dict]:
-    """Stream parsed videos (see `parse_video`) from record files, in order."""
+def read_videos(paths: Sequence[str | Path], *, nonfinite: str = "error") -> Iterator[dict]:
+    """Stream parsed videos (see `parse_video`) from record files, in order.
+
+    Args:
+        nonfinite: a video whose frames hold inf/NaN: `error` (a `NonFiniteFeatureError` naming the
+            file, the byte offset and the video), `drop` (skip it) or `zero` (set those values to 0).
+    """
+    check_nonfinite_choice(nonfinite)
     for path in paths:
-        for record in read_examples(path, keys=list(SCHEMA), schema=SCHEMA, raw_dtypes=RAW_DTYPES):
-            yield parse_video(record)
+        for ref, record in read_with_refs(path, keys=list(SCHEMA), schema=SCHEMA, raw_dtypes=RAW_DTYPES):
+            video = parse_video(record, ref=ref)
+            video["frames"] = finite_frames(video["frames"], nonfinite, video["id"], ref)
+            if video["frames"] is not None:
+                yield video
 
 
 def read_pairs(path: str | Path) -> pd.DataFrame:
@@ -152,7 +192,9 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
                 continue
             parts = line.split()
             if len(parts) != 3:
-                raise ValueError(f"{path}:{lineno}: expected 'query candidate relevance', got {line.strip()!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'query candidate relevance', got {line.strip()!r}"
+                )
             rows.append((parts[0], parts[1], float(parts[2])))
     return pd.DataFrame(rows, columns=["query", "candidate", "relevance"])
 
@@ -162,34 +204,62 @@ class VideoStore:
 
     The cache is written on first use (`FrameCache.for_tfrecords`) and reused while the record
     files are unchanged; later epochs gather frames from the page cache instead of re-decoding.
-    Items are `parse_video` dicts; `meta(i)` gives the same without the frames.
+    Items are `parse_video` dicts; `meta(i)` gives the same without the frames. Opening checks every
+    record's id and scans the frames for inf/NaN once per cache build (see `read_videos` for
+    `nonfinite`); `dropped` holds the ids left out by `nonfinite="drop"`.
     """
 
-    def __init__(self, paths: Sequence[str | Path], cache_dir: str | Path):
+    def __init__(self, paths: Sequence[str | Path], cache_dir: str | Path, *, nonfinite: str = "error"):
+        check_nonfinite_choice(nonfinite)
+        self.paths = [Path(p) for p in paths]
         self.cache = FrameCache.for_tfrecords(
-            paths, cache_dir, frame_key="frame_feature", frame_dim=FEATURE_DIM, meta_keys=META_KEYS
+            self.paths, cache_dir, frame_key="frame_feature", frame_dim=FEATURE_DIM, meta_keys=META_KEYS
         )
+        all_ids = [self._checked_id(pos, raw) for pos, raw in enumerate(self.cache.ids)]
+        bad = nonfinite_records(self.cache)
+        if len(bad) and nonfinite == "error":
+            raise cache_nonfinite_error(
+                self.cache, bad, self.paths, [all_ids[b] for b in bad], "frame_feature"
+            )
+        self._zeroed = set(bad.tolist()) if nonfinite == "zero" else set()
+        keep = np.setdiff1d(np.arange(len(all_ids)), bad) if nonfinite == "drop" else np.arange(len(all_ids))
+        self.dropped = {all_ids[b] for b in bad} if nonfinite == "drop" else set()
+        self._rows = keep.astype(np.int64)
+        self.ids = [all_ids[r] for r in self._rows]
+
+    def _checked_id(self, position: int, raw: bytes) -> str:
+        try:
+            vid = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise locate_record(self.paths, position).error(f"'id' is not UTF-8 ({e.reason})") from None
+        if not vid:
+            raise locate_record(self.paths, position).error(
+                "record has no id (its 'id' feature is missing or empty)"
+            )
+        return vid
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self._rows)
 
     def meta(self, i: int) -> dict:
-        return parse_video(self.cache.meta(i))
+        row = int(self._rows[i])
+        try:
+            return parse_video(self.cache.meta(row))
+        except RecordError as e:  # the cache has no locations: find the record in its file
+            if e.path is not None:
+                raise
+            raise locate_record(self.paths, row).error(e.reason) from None
+
+    def frames(self, i: int) -> np.ndarray:
+        """Video i's frames, (L, 1536) float16 (read-only view, or a zeroed copy with `nonfinite="zero"`)."""
+        row = int(self._rows[i])
+        frames = self.cache.frames(row)
+        return finite_frames(frames, "zero", self.ids[i], None) if row in self._zeroed else frames
 
     def __getitem__(self, i: int) -> dict:
         video = self.meta(i)
-        video["frames"] = self.cache.frames(i)
+        video["frames"] = self.frames(i)
         return video
-
-
-def cache_dir_for(data_dir: str | Path) -> Path:
-    """Where a data folder's frame caches live: `<data_dir>/.vmm_cache`, or under `~/.cache/vmmlib`
-    when the data folder is read-only."""
-    data_dir = Path(data_dir).resolve()
-    if os.access(data_dir, os.W_OK):
-        return data_dir / ".vmm_cache"
-    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-    return Path.home() / ".cache" / "vmmlib" / f"{data_dir.name}-{digest}"
 
 
 class VideoDataset(Dataset):
@@ -235,6 +305,11 @@ class VideoDataset(Dataset):
         try:
             return self._row[video_id]
         except KeyError:
+            if video_id in getattr(self.videos, "dropped", ()):
+                raise KeyError(
+                    f"video {video_id} was dropped for non-finite frame features (nonfinite='drop'); "
+                    "use nonfinite='zero' to keep it"
+                ) from None
             raise KeyError(f"video {video_id} is not in this split") from None
 
     def __getitem__(self, i: int) -> dict:
@@ -264,3 +339,81 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"a": self.videos[self.a[i]], "b": self.videos[self.b[i]], "sim": self.sim[i]}
+
+
+# --- the data folder opened for training -------------------------------------------------------------
+
+
+@dataclass
+class QQData:
+    """A QQ Browser data folder opened for training: tokenizer, tag vocabulary, splits and pairs.
+
+    Attributes:
+        options: the `VideoDataset` options (max_frames, frame_mode, text_field, max_text_len).
+        nonfinite: what a split does with a video whose frames hold inf/NaN (see `read_videos`).
+    """
+
+    data_dir: Path
+    tokenizer: object
+    tags: TagVocab
+    pairs: pd.DataFrame
+    options: dict = field(default_factory=dict)
+    nonfinite: str = "error"
+    _splits: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> VideoDataset:
+        """The `VideoDataset` of a split (frames cached on disk on first use)."""
+        if name not in self._splits:
+            files = split_files(self.data_dir, name)
+            if not files:
+                raise FileNotFoundError(f"{self.data_dir} has no {name} records")
+            store = VideoStore(files, cache_dir_for(self.data_dir) / name, nonfinite=self.nonfinite)
+            self._splits[name] = VideoDataset(store, self.tokenizer, self.tags, **self.options)
+        return self._splits[name]
+
+    def model_overrides(self) -> dict:
+        """What a model must match in this data: tag count and vocabulary size."""
+        return {"num_tags": len(self.tags), "vocab_size": len(self.tokenizer)}
+
+
+def load(
+    data_dir: str | Path,
+    *,
+    text_model_dir: str | Path = "",
+    vocab_path: str | Path | None = None,
+    max_frames: int = MAX_FRAMES,
+    frame_mode: str = "zero_pad",
+    text_field: str = "title",
+    max_text_len: int = 32,
+    nonfinite: str = "error",
+) -> QQData:
+    """Open a QQ Browser data folder (the notebooks' `data_options` are these keyword arguments).
+
+    Args:
+        text_model_dir: a local Hugging Face text model; texts are tokenised with the tokenizer saved
+            there (as seed 000 does with `--bert-dir`), else with `vocab_path`.
+        vocab_path: the BERT vocabulary used when the text model brings no tokenizer (default: the
+            folder's `chinese_L-12_H-768_A-12/vocab.txt`).
+        max_frames, frame_mode, text_field, max_text_len: see `VideoDataset`.
+        nonfinite: a video whose frames hold inf/NaN: `error` (default; names the file and the video
+            ids), `drop` (left out of its split: not for videos in labelled pairs or a test split,
+            which must keep every video) or `zero` (those values set to 0).
+    """
+    data_dir = Path(data_dir)
+    check_layout(data_dir)
+    check_choice("frame_mode", frame_mode, FRAME_MODES)
+    check_choice("text_field", text_field, TEXT_FIELDS)
+    check_nonfinite_choice(nonfinite)
+    return QQData(
+        data_dir=data_dir,
+        tokenizer=tokenizer_for(text_model_dir, vocab_path or default_vocab(data_dir)),
+        tags=TagVocab.read(data_dir / "tag_list.txt"),
+        pairs=read_pairs(data_dir / "pairwise" / "label.tsv"),
+        options={
+            "max_frames": max_frames,
+            "frame_mode": frame_mode,
+            "text_field": text_field,
+            "max_text_len": max_text_len,
+        },
+        nonfinite=nonfinite,
+    )

@@ -1,6 +1,6 @@
 """Deterministic sample data for YouTube-8M (2018 v2 + 2019 v3 segments), in its exact layout.
 
-Written (SPEC §1.4; see `vmmlib.data.yt8m`):
+Written (SPEC §1.4; see `vmmlib.data.yt8m_format`):
 
     frame/train/train{XXXX}.tfrecord        v2 SequenceExamples: id, labels; rgb/audio uint8 per second
     frame/validate/validate{XXXX}.tfrecord  v3: id, labels, segment_start_times/end_times/labels/scores
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vmmlib.data._atomic import write_dataset_dir
-from vmmlib.data.yt8m import (
+from vmmlib.data.yt8m_format import (
     AUDIO_DIM,
     NUM_CLASSES,
     NUM_SEGMENT_CLASSES,

@@ -25,7 +25,35 @@ def load_tokenizer(vocab_path: str | Path) -> BertTokenizer:
     return tokenizer
 
 
-def encode_texts(tokenizer: BertTokenizer, texts: list[str], max_length: int = 32) -> tuple[np.ndarray, np.ndarray]:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "spm.model")
+
+
+def has_tokenizer(model_dir: str | Path) -> bool:
+    """Whether a local Hugging Face model folder holds a saved tokenizer."""
+    return any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def tokenizer_for(text_model_dir: str | Path | None, fallback_vocab: str | Path):
+    """The tokenizer of a text model: the one saved in `text_model_dir` (the Hugging Face convention,
+    as seed 000 passes `--bert-dir`), else a WordPiece tokenizer over the data's `fallback_vocab`.
+
+    Raises:
+        FileNotFoundError: `text_model_dir` is given but is not a folder.
+    """
+    if text_model_dir:
+        folder = Path(text_model_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"text_model_dir {folder} is not a folder")
+        if has_tokenizer(folder):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return load_tokenizer(fallback_vocab)
+
+
+def encode_texts(
+    tokenizer: BertTokenizer, texts: list[str], max_length: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokenise to fixed length: `[CLS] text [SEP]`, padded with 0 and truncated (SPEC §1.1).
 
     Returns:

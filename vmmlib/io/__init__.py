@@ -1,4 +1,5 @@
-"""Record formats: TFRecord framing, tf.train.Example / SequenceExample, streaming, on-disk frame cache.
+"""Record formats: TFRecord framing, tf.train.Example / SequenceExample, streaming, on-disk frame cache
+(and where a data folder keeps it: `cache_dir_for`).
 
 The streaming names (`stream_examples`, `TFRecordIterableDataset`, `plan_shards`) load on first use, so
 reading records does not import torch.
@@ -7,6 +8,7 @@ reading records does not import torch.
 import importlib
 
 from vmmlib.io.cache import FrameCache
+from vmmlib.io.cache_location import cache_dir_for
 from vmmlib.io.encode import BytesList, FloatList, Int64List, encode_example, encode_sequence_example
 from vmmlib.io.example import decode_example, decode_sequence_example, read_examples
 from vmmlib.io.tfrecord import (
@@ -29,6 +31,7 @@ __all__ = [
     "RecordError",
     "TFRecordIterableDataset",
     "TFRecordWriter",
+    "cache_dir_for",
     "decode_example",
     "decode_sequence_example",
     "encode_example",

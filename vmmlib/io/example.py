@@ -1,6 +1,6 @@
 """tf.train.Example and tf.train.SequenceExample, decoded without TensorFlow (encoding: `vmmlib.io.encode`).
 
-The messages (field numbers from tensorflow/core/example/{example,feature}.proto):
+The messages (field numbers from tensorflow/core/example/{example,feature}.proto, proto3):
 
     Example         { Features features = 1; }
     SequenceExample { Features context = 1; FeatureLists feature_lists = 2; }
@@ -13,16 +13,29 @@ The messages (field numbers from tensorflow/core/example/{example,feature}.proto
     Int64List       { repeated int64 value = 1 [packed = true]; }
 
 The decoder is a hand-written wire-format parser (pure Python + numpy). It beats parsing with the upb
-protobuf classes here because it skips unwanted keys without decoding them, takes a repeated run of
-equally sized bytes elements (a video's frames) with a few strided comparisons instead of a Python loop,
-and can cut such a run straight into a 2-D numpy array (`raw_dtypes`) with a single copy. Packed and
-unpacked encodings of the numeric lists are both accepted, unknown fields are skipped, and repeated
-map keys follow protobuf's last-one-wins rule.
+protobuf classes here because it takes a repeated run of equally sized bytes elements (a video's
+frames) with a few strided comparisons instead of a Python loop, can cut such a run straight into a
+2-D numpy array (`raw_dtypes`) with a single copy, and only checks (does not build) the values of keys
+it was not asked for.
+
+It accepts and rejects exactly what `google.protobuf` (upb) does, and decodes to the same values
+(tests/io/test_example_fuzz.py compares the two on thousands of mutated records). What that means:
+packed and unpacked numeric lists are both read; unknown fields (any field number or wire type the
+schema does not expect, groups included) are skipped; a message field given twice is merged (two
+`Feature`s of one kind concatenate their lists; a later kind replaces an earlier one); a map key given
+twice keeps the last entry; a map entry carrying an unknown field is left out of the map (upb keeps
+it as an unknown field of the map's message); a feature name that is not UTF-8 rejects the record.
+Keys outside `keys` are checked as protobuf would parse them, so filtering never accepts a record
+protobuf refuses.
 
 Decoded values: bytes_list -> list[bytes] (trailing NUL bytes kept), float_list -> float32 1-D array,
 int64_list -> int64 1-D array. A Feature with no kind set, or an empty list of any kind, decodes as an
 empty value of the schema's type when a schema names the key (empty lists carry no type information
 worth failing on), else as an empty list.
+
+Text: protobuf's `BytesList.value` is `bytes`, so a bytes_list decodes to bytes whatever it holds. A
+feature that is text (ids, titles) is named `"text"` in the schema: it decodes to list[str], and an
+element that is not UTF-8 raises RecordError naming the key, the file and the record's offset.
 """
 
 from __future__ import annotations
@@ -34,251 +47,122 @@ from typing import Any
 import numpy as np
 
 from vmmlib.io.tfrecord import RecordError, record_spans
+from vmmlib.io.wire import (
+    Malformed,
+    WrongSize,
+    concat_rows,
+    empty_rows,
+    next_tag,
+    packed_varints,
+    read_len,
+    read_varint,
+    regular_run,
+    rows_from_elements,
+    skip_field,
+    strided_rows,
+)
 
 __all__ = ["decode_example", "decode_sequence_example", "read_examples"]
 
-FEATURE_TYPES = ("bytes", "float", "int64")
+FEATURE_TYPES = ("bytes", "text", "float", "int64")
 _KIND_NAME = {1: "bytes", 2: "float", 3: "int64"}  # Feature's oneof field number -> schema name
-_INT64_MAX = (1 << 63) - 1
+
+# Message depths (the record's message is 0), for skipping groups as deep as upb allows. A Feature
+# sits at depth 3 in a Features map (Features 1, map entry 2) and 4 in a FeatureList.
+_FEATURE_DEPTH = 3
 
 
 # ----------------------------------------------------------------------------------------------- decode
-
-
-class _Malformed(Exception):
-    """Wire-format problem; turned into RecordError("protobuf parse error: ...") at the top."""
 
 
 class _WrongType(Exception):
     """Schema mismatch; turned into RecordError at the top."""
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]  # IndexError -> truncated
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise _Malformed("varint longer than 10 bytes")
+class _Refused:
+    """A value vmmlib refuses (schema type, raw size, text that is not UTF-8) although protobuf parses
+    it: raised once the record is parsed, unless a later map entry with the same key replaced it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
 
 
-def _read_len(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """Length prefix at `pos` -> (start, stop) of the payload, checked against `end`."""
-    n = buf[pos]
-    if n < 0x80:
-        pos += 1
-    else:  # two- and three-byte lengths inlined (frames, whole records)
-        b = buf[pos + 1]
-        if b < 0x80:
-            n = (n & 0x7F) | (b << 7)
-            pos += 2
-        else:
-            c = buf[pos + 2]
-            if c < 0x80:
-                n = (n & 0x7F) | ((b & 0x7F) << 7) | (c << 14)
-                pos += 3
-            else:
-                n, pos = _read_varint(buf, pos)
-    stop = pos + n
-    if stop > end:
-        raise _Malformed(f"field of {n} bytes runs past the end of its message")
-    return pos, stop
+def _raise_refused(*maps: dict) -> None:
+    for values in maps:
+        for value in values.values():
+            if type(value) is _Refused:
+                raise value.error
 
 
-def _skip_field(buf: bytes, pos: int, end: int) -> int:
-    tag, pos = _read_varint(buf, pos)
-    wire = tag & 7
-    if wire == 0:
-        _, pos = _read_varint(buf, pos)
-    elif wire == 1:
-        pos += 8
-    elif wire == 2:
-        pos = _read_len(buf, pos, end)[1]
-    elif wire == 5:
-        pos += 4
-    else:
-        raise _Malformed(f"unsupported wire type {wire} (tag {tag})")
-    if pos > end:
-        raise _Malformed("field runs past the end of its message")
-    return pos
-
-
-def _regular_run(buf: bytes, pos: int, end: int, header_end: int, n: int) -> int:
-    """If [pos, end) repeats the element starting at `pos` (header buf[pos:header_end], n payload bytes)
-    with identical headers, return the element count, else 0. Identical headers at every stride mean a
-    sequential parse would find exactly these elements, so this check replaces the per-element loop."""
-    stride = header_end - pos + n
-    total = end - pos
-    if total % stride:
-        return 0
-    count = total // stride
-    if count > 1:
-        for j in range(header_end - pos):
-            if buf[pos + j : end : stride] != buf[pos + j : pos + j + 1] * count:
-                return 0
-    return count
-
-
-def _bytes_list(buf: bytes, pos: int, end: int) -> list[bytes]:
-    if pos + 2 <= end and buf[pos] == 0x0A and pos + 2 + buf[pos + 1] == end:
+def _bytes_list(buf: bytes, pos: int, end: int, depth: int) -> list[bytes]:
+    if pos + 2 <= end and buf[pos] == 0x0A and buf[pos + 1] < 0x80 and pos + 2 + buf[pos + 1] == end:
         return [buf[pos + 2 : end]]  # one short element (ids, titles)
     if pos < end and buf[pos] == 0x0A:
-        start, stop = _read_len(buf, pos + 1, end)
-        count = _regular_run(buf, pos, end, start, stop - start)
+        start, stop = read_len(buf, pos + 1, end)
+        count = regular_run(buf, pos, end, start, stop - start)
         if count:
             n, stride = stop - start, stop - pos
-            return [buf[o : o + n] for o in range(start, end, stride)]
+            return [buf[o : o + n] for o in range(start, start + count * stride, stride)]  # n may be 0
     out = []
     while pos < end:
-        if buf[pos] == 0x0A:
-            start, pos = _read_len(buf, pos + 1, end)
+        tag, pos = next_tag(buf, pos, end)
+        if tag == 0x0A:
+            start, pos = read_len(buf, pos, end)
             out.append(buf[start:pos])
         else:
-            pos = _skip_field(buf, pos, end)
+            pos = skip_field(buf, pos, end, tag, depth)
     return out
 
 
-def _raw_span(buf: bytes, pos: int, end: int, dtype: np.dtype, dim: int | None) -> np.ndarray:
+def _raw_span(buf: bytes, pos: int, end: int, depth: int, dtype: np.dtype, dim: int | None) -> np.ndarray:
     """A BytesList at buf[pos:end] whose elements are raw vectors -> (num_elements, dim) array, one copy."""
     if pos < end and buf[pos] == 0x0A:
-        start, stop = _read_len(buf, pos + 1, end)
-        count = _regular_run(buf, pos, end, start, stop - start)
+        start, stop = read_len(buf, pos + 1, end)
+        count = regular_run(buf, pos, end, start, stop - start)
         if count:  # what every writer produces
-            return _strided_rows(buf, pos, count, stop - pos, stop - start, dtype, dim)
-    return _rows_from_elements(_bytes_list(buf, pos, end), dtype, dim)
+            return strided_rows(buf, pos, count, stop - pos, stop - start, dtype, dim)
+    return rows_from_elements(_bytes_list(buf, pos, end, depth), dtype, dim)
 
 
-def _raw_rows(buf: bytes, spans: list[tuple[int, int]], raw: tuple[np.dtype, int | None]) -> np.ndarray:
-    parts = [_raw_span(buf, pos, end, *raw) for pos, end in spans]
-    return parts[0] if len(parts) == 1 else _concat_rows(parts, *raw)
-
-
-def _concat_rows(parts: list[np.ndarray], dtype: np.dtype, dim: int | None) -> np.ndarray:
-    if len(parts) == 1:
-        return parts[0]
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return np.empty((0, dim or 0), dtype.newbyteorder("="))
-    widths = sorted({p.shape[1] for p in parts})
-    if len(widths) > 1:
-        raise _Malformed(f"raw elements of different sizes: {widths} items")
-    return np.concatenate(parts)
-
-
-def _row_items(n: int, dtype: np.dtype, dim: int | None) -> int:
-    if n % dtype.itemsize or (dim is not None and n != dim * dtype.itemsize):
-        want = (
-            f"{dim * dtype.itemsize} ({dim} x {dtype.name})"
-            if dim is not None
-            else f"a multiple of {dtype.itemsize}"
-        )
-        raise _Malformed(f"raw element of {n} bytes, expected {want}")
-    return n // dtype.itemsize
-
-
-def _strided_rows(buf, run_start: int, count: int, stride: int, n: int, dtype: np.dtype, dim) -> np.ndarray:
-    """buf[run_start : run_start + count * stride] is `count` elements of `stride` bytes whose last `n`
-    bytes are the payload -> (count, n // itemsize) array of dtype: one byte-wise strided copy (faster
-    than an item-wise one), then a free view; contiguous, aligned and writable."""
-    if n % dtype.itemsize or (dim is not None and n != dim * dtype.itemsize):
-        _row_items(n, dtype, dim)  # raises
-    block = np.frombuffer(buf, np.uint8, count * stride, run_start).reshape(count, stride)
-    rows = block[:, stride - n :].copy().view(dtype)
-    return rows if dtype.isnative else rows.astype(dtype.newbyteorder("="))
-
-
-def _rows_from_elements(elements: list[bytes], dtype: np.dtype, dim: int | None) -> np.ndarray:
-    if not elements:
-        return np.empty((0, dim or 0), dtype.newbyteorder("="))
-    sizes = {len(e) for e in elements}
-    if len(sizes) > 1:
-        raise _Malformed(f"raw elements of different sizes: {sorted(sizes)} bytes")
-    d = _row_items(len(elements[0]), dtype, dim)
-    return np.frombuffer(b"".join(elements), dtype).reshape(-1, d).astype(dtype.newbyteorder("="))
-
-
-def _packed_varints(buf: bytes, pos: int, end: int) -> np.ndarray:
-    if end - pos <= 64:  # short lists (tags, labels): a Python loop beats numpy's per-call overhead
-        values = []
-        append = values.append
-        while pos < end:
-            b = buf[pos]
-            if b < 0x80:
-                append(b)
-                pos += 1
-                continue
-            c = buf[pos + 1]
-            if c < 0x80:  # two- and three-byte varints inlined (ids up to 2**21)
-                append((b & 0x7F) | (c << 7))
-                pos += 2
-            elif buf[pos + 2] < 0x80:
-                append((b & 0x7F) | ((c & 0x7F) << 7) | (buf[pos + 2] << 14))
-                pos += 3
-            else:
-                v, pos = _read_varint(buf, pos)
-                append(v - (1 << 64) if v > _INT64_MAX else v)  # negative int64s are 10-byte varints
-        if pos != end:
-            raise _Malformed("packed varint runs past the end of its field")
-        return np.array(values, dtype=np.int64)
-    a = np.frombuffer(buf, np.uint8, end - pos, pos)
-    last = a < 0x80
-    if not last[-1]:
-        raise _Malformed("packed varint runs past the end of its field")
-    if last.all():
-        return a.astype(np.int64)
-    stops = np.flatnonzero(last)
-    starts = np.empty_like(stops)
-    starts[0] = 0
-    starts[1:] = stops[:-1] + 1
-    lengths = stops - starts + 1
-    if lengths.max() > 10:
-        raise _Malformed("varint longer than 10 bytes")
-    shift = (np.arange(a.size) - np.repeat(starts, lengths)).astype(np.uint64) * np.uint64(7)
-    vals = (a & 0x7F).astype(np.uint64) << shift
-    return np.bitwise_or.reduceat(vals, starts).view(np.int64)
-
-
-def _int64_list(buf: bytes, pos: int, end: int) -> np.ndarray:
-    if pos + 2 <= end and buf[pos] == 0x0A and pos + 2 + buf[pos + 1] == end:
-        return _packed_varints(buf, pos + 2, end)  # the usual single packed field
+def _int64_list(buf: bytes, pos: int, end: int, depth: int) -> np.ndarray:
+    if pos + 2 <= end and buf[pos] == 0x0A and buf[pos + 1] < 0x80 and pos + 2 + buf[pos + 1] == end:
+        return packed_varints(buf, pos + 2, end)  # the usual single packed field
     parts = []
     while pos < end:
-        tag = buf[pos]
+        tag, pos = next_tag(buf, pos, end)
         if tag == 0x0A:  # packed
-            start, pos = _read_len(buf, pos + 1, end)
-            parts.append(_packed_varints(buf, start, pos))
+            start, pos = read_len(buf, pos, end)
+            parts.append(packed_varints(buf, start, pos))
         elif tag == 0x08:  # unpacked
-            v, pos = _read_varint(buf, pos + 1)
+            v, pos = read_varint(buf, pos)
+            if pos > end:
+                raise Malformed("varint runs past the end of its message")
             parts.append(np.array([v], np.uint64).view(np.int64))
         else:
-            pos = _skip_field(buf, pos, end)
-    if pos != end:
-        raise _Malformed("int64_list runs past the end of its message")
+            pos = skip_field(buf, pos, end, tag, depth)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
-def _float_list(buf: bytes, pos: int, end: int) -> np.ndarray:
+def _float_list(buf: bytes, pos: int, end: int, depth: int) -> np.ndarray:
     parts = []
     while pos < end:
-        tag = buf[pos]
+        tag, pos = next_tag(buf, pos, end)
         if tag == 0x0A:  # packed
-            start, pos = _read_len(buf, pos + 1, end)
+            start, pos = read_len(buf, pos, end)
             if (pos - start) % 4:
-                raise _Malformed(f"packed float field of {pos - start} bytes")
+                raise Malformed(f"packed float field of {pos - start} bytes")
             parts.append(np.frombuffer(buf, "<f4", (pos - start) // 4, start))
         elif tag == 0x0D:  # unpacked fixed32
-            if pos + 5 > end:
-                raise _Malformed("float runs past the end of its message")
-            parts.append(np.frombuffer(buf, "<f4", 1, pos + 1))
-            pos += 5
+            if pos + 4 > end:
+                raise Malformed("float runs past the end of its message")
+            parts.append(np.frombuffer(buf, "<f4", 1, pos))
+            pos += 4
         else:
-            pos = _skip_field(buf, pos, end)
+            pos = skip_field(buf, pos, end, tag, depth)
     if not parts:
         return np.empty(0, np.float32)
     # astype copies: the result must not keep the whole record alive through a view
@@ -286,99 +170,136 @@ def _float_list(buf: bytes, pos: int, end: int) -> np.ndarray:
 
 
 _LIST_TAGS = (0x0A, 0x12, 0x1A)  # Feature.bytes_list, float_list, int64_list, length-delimited
-_EMPTY = {"bytes": list, "float": lambda: np.empty(0, np.float32), "int64": lambda: np.empty(0, np.int64)}
+_LIST_DECODERS = {1: _bytes_list, 2: _float_list, 3: _int64_list}
+_EMPTY = {
+    "bytes": list,
+    "text": list,
+    "float": lambda: np.empty(0, np.float32),
+    "int64": lambda: np.empty(0, np.int64),
+}
 
 
-def _feature(buf: bytes, pos: int, end: int, key: str, want: str | None, raw) -> Any:
+def _empty(want: str | None, raw) -> Any:
+    if raw is not None:
+        return empty_rows(*raw)
+    return _EMPTY[want]() if want else []
+
+
+def _text(key: str, values: list[bytes]) -> list[str]:
+    try:
+        return [bytes(v).decode("utf-8") for v in values]
+    except UnicodeDecodeError as e:
+        raise _WrongType(f"feature {key!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _feature(
+    buf: bytes, pos: int, end: int, key: str, want: str | None, raw, depth: int = _FEATURE_DEPTH
+) -> Any:
     """Decode one Feature message at buf[pos:end]."""
-    if raw is None and pos + 2 <= end and pos + 2 + buf[pos + 1] == end:
+    if want == "text":
+        return _text(key, _feature_general(buf, pos, end, key, want, None, depth))
+    if raw is None and pos + 2 <= end and buf[pos + 1] < 0x80 and pos + 2 + buf[pos + 1] == end:
         # the usual small feature: one list field with a 1-byte length, of the expected type
         tag, start = buf[pos], pos + 2
         if tag == 0x0A and (want is None or want == "bytes"):
-            if start + 2 <= end and buf[start] == 0x0A and start + 2 + buf[start + 1] == end:
-                return [buf[start + 2 : end]]  # one short element (ids, titles)
-            return _bytes_list(buf, start, end)
+            return _bytes_list(buf, start, end, depth + 1)
         if tag == 0x1A and (want is None or want == "int64"):
-            if start + 2 <= end and buf[start] == 0x0A and start + 2 + buf[start + 1] == end:
-                return _packed_varints(buf, start + 2, end)  # one short packed field
-            return _int64_list(buf, start, end)
+            return _int64_list(buf, start, end, depth + 1)
         if tag == 0x12 and (want is None or want == "float"):
-            return _float_list(buf, start, end)
+            return _float_list(buf, start, end, depth + 1)
     elif raw is not None and pos < end and buf[pos] == 0x0A:  # raw vectors: one bytes_list field
-        start, stop = _read_len(buf, pos + 1, end)
+        start, stop = read_len(buf, pos + 1, end)
         if stop == end:
-            return _raw_span(buf, start, stop, *raw)
-    return _feature_general(buf, pos, end, key, want, raw)
+            return _raw_span(buf, start, stop, depth + 1, *raw)
+    return _feature_general(buf, pos, end, key, want, raw, depth)
 
 
-def _feature_general(buf: bytes, pos: int, end: int, key: str, want: str | None, raw) -> Any:
+def _feature_general(buf: bytes, pos: int, end: int, key: str, want: str | None, raw, depth: int) -> Any:
     """Any Feature layout: several fields, repeated list fields (merged), unknown fields, no kind."""
     kind, spans = 0, []
     while pos < end:
-        tag = buf[pos]
+        tag, pos = next_tag(buf, pos, end)
         if tag in _LIST_TAGS:
-            start, stop = _read_len(buf, pos + 1, end)
-            if tag >> 3 != kind:  # oneof: a later kind replaces an earlier one
+            start, stop = read_len(buf, pos, end)
+            if tag >> 3 != kind:  # oneof: a later kind replaces an earlier one, which is parsed all the same
+                for span in spans:
+                    _LIST_DECODERS[kind](buf, *span, depth + 1)
                 kind, spans = tag >> 3, []
             spans.append((start, stop))
             pos = stop
         else:
-            pos = _skip_field(buf, pos, end)
-    if raw is not None and kind < 2:
-        value = _raw_rows(buf, spans, raw)
-    elif kind == 1:
-        value = [v for span in spans for v in _bytes_list(buf, *span)]
-    elif kind == 2:
-        value = np.concatenate([_float_list(buf, *span) for span in spans])
-    elif kind == 3:
-        value = np.concatenate([_int64_list(buf, *span) for span in spans])
+            pos = skip_field(buf, pos, end, tag, depth)
+    if kind == 0:
+        return _empty(want, raw)
+    if raw is not None and kind == 1:
+        parts = [_raw_span(buf, *span, depth + 1, *raw) for span in spans]
+        return concat_rows(parts, *raw)
+    parts = [_LIST_DECODERS[kind](buf, *span, depth + 1) for span in spans]
+    if kind == 1:
+        value = [v for part in parts for v in part]
     else:
-        return _EMPTY[want]() if want else []
-    if want is not None and _KIND_NAME[kind] != want:
+        value = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    expected = "bytes" if raw is not None or want == "text" else want
+    if expected is not None and _KIND_NAME[kind] != expected:
         if len(value):
-            raise _WrongType(f"feature {key!r} is {_KIND_NAME[kind]}_list, schema says {want}")
-        value = _EMPTY[want]()
-    elif raw is not None and kind > 1:
-        if len(value):
-            raise _WrongType(f"feature {key!r} is {_KIND_NAME[kind]}_list, raw_dtypes expects bytes")
-        value = np.empty((0, raw[1] or 0), raw[0].newbyteorder("="))
+            says = "raw_dtypes expects bytes" if raw is not None else f"schema says {want}"
+            raise _WrongType(f"feature {key!r} is {_KIND_NAME[kind]}_list, {says}")
+        return _empty(want, raw)
     return value
 
 
-def _map_entry(buf: bytes, pos: int, end: int) -> tuple[str, int, int]:
-    """A map entry (key = 1, value = 2) -> key and the value's span; the general, slow path."""
-    key, vstart, vstop = b"", end, end  # missing fields take their defaults
+def _check_feature(buf: bytes, pos: int, end: int) -> None:
+    """Check a Feature that is not decoded (its key is not wanted) as protobuf would parse it."""
+    if pos < end and buf[pos] == 0x0A:  # frames: one bytes_list of equally sized elements, checked at once
+        start, stop = read_len(buf, pos + 1, end)
+        if stop == end and start < stop and buf[start] == 0x0A:
+            v_start, v_stop = read_len(buf, start + 1, stop)
+            if regular_run(buf, start, stop, v_start, v_stop - v_start):
+                return
+    _feature_general(buf, pos, end, "", None, None, _FEATURE_DEPTH)
+
+
+def _map_entry(buf: bytes, pos: int, end: int) -> tuple[str, list[tuple[int, int]], bool]:
+    """A map entry (key = 1, value = 2) -> key, the value's spans, and whether it has no other field.
+
+    The general, slow path: a missing key is "", a missing value an empty message; each key given is
+    checked as UTF-8 and the last one counts; several values are merged."""
+    key, spans, clean = "", [], True
     while pos < end:
-        tag = buf[pos]
+        tag, pos = next_tag(buf, pos, end)
         if tag == 0x0A:
-            kstart, pos = _read_len(buf, pos + 1, end)
-            key = buf[kstart:pos]
+            start, pos = read_len(buf, pos, end)
+            key = bytes(buf[start:pos]).decode("utf-8")
         elif tag == 0x12:
-            vstart, pos = _read_len(buf, pos + 1, end)
-            vstop = pos
+            start, pos = read_len(buf, pos, end)
+            spans.append((start, pos))
         else:
-            pos = _skip_field(buf, pos, end)
-    return key.decode("utf-8"), vstart, vstop
+            clean = False
+            pos = skip_field(buf, pos, end, tag, 2)
+    return key, spans, clean
 
 
 _NO_OPTIONS = (None, None)
 
 
-def _map(buf: bytes, pos: int, end: int, out: dict, keys, options, decode) -> None:
-    """Decode a Features / FeatureLists map into `out` with `decode(buf, start, stop, key, want, raw)`."""
+def _map(buf: bytes, pos: int, end: int, out: dict, keys, options, decode, check) -> None:
+    """Decode a Features / FeatureLists map into `out` with `decode(buf, start, stop, key, want, raw)`;
+    entries not wanted are checked with `check(buf, start, stop)`."""
     while pos < end:
-        if buf[pos] != 0x0A:
-            pos = _skip_field(buf, pos, end)
+        tag, pos = next_tag(buf, pos, end)
+        if tag != 0x0A:
+            pos = skip_field(buf, pos, end, tag, 1)
             continue
-        n = buf[pos + 1]  # entry length; a byte read past `end` is caught by the bound check below
+        n = buf[pos]  # entry length; a byte read past `end` is caught by the bound check below
         if n < 0x80:
-            start = pos + 2
+            start = pos + 1
             pos = start + n
             if pos > end:
-                raise _Malformed(f"map entry of {n} bytes runs past the end of its message")
+                raise Malformed(f"map entry of {n} bytes runs past the end of its message")
         else:
-            start, pos = _read_len(buf, pos + 1, end)
+            start, pos = read_len(buf, pos, end)
         # usual entry layout, inlined for speed: 0x0a klen key 0x12 vlen value, nothing after
+        spans = None
         klen = buf[start + 1] if start + 1 < pos else 0x80
         kstop = start + 2 + klen
         if klen < 0x80 and kstop + 1 < pos and buf[start] == 0x0A and buf[kstop] == 0x12:
@@ -386,16 +307,32 @@ def _map(buf: bytes, pos: int, end: int, out: dict, keys, options, decode) -> No
             if n < 0x80:
                 vstart, vstop = kstop + 2, kstop + 2 + n
             else:
-                vstart, vstop = _read_len(buf, kstop + 1, pos)
+                vstart, vstop = read_len(buf, kstop + 1, pos)
             if vstop == pos:
-                key = buf[start + 2 : kstop].decode("utf-8")
-            else:
-                key, vstart, vstop = _map_entry(buf, start, pos)
-        else:
-            key, vstart, vstop = _map_entry(buf, start, pos)
-        if keys is None or key in keys:
-            want, raw = options.get(key, _NO_OPTIONS) if options else _NO_OPTIONS
-            out[key] = decode(buf, vstart, vstop, key, want, raw)
+                key, spans = buf[start + 2 : kstop].decode("utf-8"), ((vstart, vstop),)
+        if spans is None:
+            key, spans, clean = _map_entry(buf, start, pos)
+            if not clean:  # upb leaves an entry with unknown fields out of the map
+                for span in spans:
+                    check(buf, *span)
+                continue
+        if keys is not None and key not in keys:
+            for span in spans:
+                check(buf, *span)
+            continue
+        want, raw = options.get(key, _NO_OPTIONS) if options else _NO_OPTIONS
+        try:
+            if len(spans) == 1:
+                out[key] = decode(buf, *spans[0], key, want, raw)
+            else:  # no value (an empty message) or several (merged: the same as their concatenation)
+                for span in spans:
+                    check(buf, *span)
+                joined = b"".join(buf[s:e] for s, e in spans)
+                out[key] = decode(joined, 0, len(joined), key, want, raw)
+        except (_WrongType, WrongSize) as e:
+            for span in spans:  # whether protobuf parses the value still decides first
+                check(buf, *span)
+            out[key] = _Refused(e)
 
 
 def _feature_list(buf: bytes, pos: int, end: int, key: str, want, raw) -> Any:
@@ -405,46 +342,59 @@ def _feature_list(buf: bytes, pos: int, end: int, key: str, want, raw) -> Any:
             return rows
     steps = []
     while pos < end:
-        if buf[pos] == 0x0A:
-            start, pos = _read_len(buf, pos + 1, end)
-            steps.append(_feature(buf, start, pos, key, want, raw))
+        tag, pos = next_tag(buf, pos, end)
+        if tag == 0x0A:
+            start, pos = read_len(buf, pos, end)
+            steps.append(_feature(buf, start, pos, key, want, raw, _FEATURE_DEPTH + 1))
         else:
-            pos = _skip_field(buf, pos, end)
+            pos = skip_field(buf, pos, end, tag, _FEATURE_DEPTH)
     if raw is not None:  # per-step (n_i, dim) arrays -> one (sum n_i, dim) array
-        return _concat_rows(steps, *raw) if steps else np.empty((0, raw[1] or 0), raw[0].newbyteorder("="))
+        return concat_rows(steps, *raw) if steps else empty_rows(*raw)
     return steps
 
 
-def _raw_feature_list(buf: bytes, pos: int, end: int, raw) -> np.ndarray | None:
-    """Fast path for a FeatureList whose steps are each a bytes_list of one equally sized element
-    (YouTube-8M rgb/audio): one strided copy. None if the layout is anything else."""
-    if pos >= end:
-        return np.empty((0, raw[1] or 0), raw[0].newbyteorder("="))
-    if buf[pos] != 0x0A:
+def _regular_steps(buf: bytes, pos: int, end: int) -> tuple[int, int, int] | None:
+    """(count, stride, element bytes) if the FeatureList at buf[pos:end] is `count` steps, each a
+    bytes_list of one element, all with identical headers (YouTube-8M rgb/audio); else None."""
+    if pos >= end or buf[pos] != 0x0A:
         return None
-    f_start, f_stop = _read_len(buf, pos + 1, end)  # Feature
+    f_start, f_stop = read_len(buf, pos + 1, end)  # Feature
     if f_start >= f_stop or buf[f_start] != 0x0A:
         return None
-    b_start, b_stop = _read_len(buf, f_start + 1, f_stop)  # BytesList
+    b_start, b_stop = read_len(buf, f_start + 1, f_stop)  # BytesList
     if b_stop != f_stop or b_start >= b_stop or buf[b_start] != 0x0A:
         return None
-    v_start, v_stop = _read_len(buf, b_start + 1, b_stop)  # its one element
+    v_start, v_stop = read_len(buf, b_start + 1, b_stop)  # its one element
     if v_stop != b_stop:
         return None
-    count = _regular_run(buf, pos, end, v_start, v_stop - v_start)
-    if not count:
-        return None
-    return _strided_rows(buf, pos, count, f_stop - pos, v_stop - v_start, raw[0], raw[1])
+    count = regular_run(buf, pos, end, v_start, v_stop - v_start)
+    return (count, f_stop - pos, v_stop - v_start) if count else None
+
+
+def _raw_feature_list(buf: bytes, pos: int, end: int, raw) -> np.ndarray | None:
+    """Fast path for `_regular_steps` layouts: one strided copy. None if the layout is anything else."""
+    if pos >= end:
+        return empty_rows(*raw)
+    steps = _regular_steps(buf, pos, end)
+    return None if steps is None else strided_rows(buf, pos, *steps, *raw)
+
+
+def _check_feature_list(buf: bytes, pos: int, end: int) -> None:
+    """Check a FeatureList that is not decoded (its key is not wanted) as protobuf would parse it."""
+    if _regular_steps(buf, pos, end) is None:
+        _feature_list(buf, pos, end, "", None, None)
 
 
 def _parse_example(buf: bytes, pos: int, end: int, keys, options) -> dict:
     out: dict = {}
     while pos < end:
-        if buf[pos] == 0x0A:
-            start, pos = _read_len(buf, pos + 1, end)
-            _map(buf, start, pos, out, keys, options, _feature)
+        tag, pos = next_tag(buf, pos, end)
+        if tag == 0x0A:
+            start, pos = read_len(buf, pos, end)
+            _map(buf, start, pos, out, keys, options, _feature, _check_feature)
         else:
-            pos = _skip_field(buf, pos, end)
+            pos = skip_field(buf, pos, end, tag, 0)
+    _raise_refused(out)
     return out
 
 
@@ -452,15 +402,16 @@ def _parse_sequence_example(buf: bytes, pos: int, end: int, keys, options) -> tu
     context: dict = {}
     lists: dict = {}
     while pos < end:
-        tag = buf[pos]
+        tag, pos = next_tag(buf, pos, end)
         if tag == 0x0A:
-            start, pos = _read_len(buf, pos + 1, end)
-            _map(buf, start, pos, context, keys, options, _feature)
+            start, pos = read_len(buf, pos, end)
+            _map(buf, start, pos, context, keys, options, _feature, _check_feature)
         elif tag == 0x12:
-            start, pos = _read_len(buf, pos + 1, end)
-            _map(buf, start, pos, lists, keys, options, _feature_list)
+            start, pos = read_len(buf, pos, end)
+            _map(buf, start, pos, lists, keys, options, _feature_list, _check_feature_list)
         else:
-            pos = _skip_field(buf, pos, end)
+            pos = skip_field(buf, pos, end, tag, 0)
+    _raise_refused(context, lists)
     return context, lists
 
 
@@ -485,9 +436,9 @@ def _options(keys, schema, raw_dtypes) -> tuple[frozenset | None, dict | None]:
 def _decode(parse, buf, pos: int, end: int, keys, options, path, offset):
     try:
         return parse(buf, pos, end, keys, options)
-    except _WrongType as e:
+    except (_WrongType, WrongSize) as e:
         raise RecordError(str(e), path, offset) from None
-    except _Malformed as e:
+    except Malformed as e:
         raise RecordError(f"protobuf parse error: {e}", path, offset) from None
     except IndexError:
         raise RecordError("protobuf parse error: truncated message", path, offset) from None
@@ -497,7 +448,7 @@ def _decode(parse, buf, pos: int, end: int, keys, options, path, offset):
         ) from None
     except RecordError:
         raise
-    except ValueError as e:  # numpy rejecting a malformed payload
+    except (ValueError, OverflowError) as e:  # numpy rejecting a malformed payload
         raise RecordError(f"protobuf parse error: {e}", path, offset) from None
 
 
@@ -518,9 +469,11 @@ def decode_example(
 
     Args:
         data: the serialized message (one TFRecord record).
-        keys: decode only these features; the others are skipped without decoding. Absent keys are
-            absent from the result.
-        schema: `{key: "bytes" | "float" | "int64"}`; a non-empty feature of another type raises.
+        keys: decode only these features; the others are only checked (as protobuf parses them), not
+            decoded. Absent keys are absent from the result.
+        schema: `{key: "bytes" | "text" | "float" | "int64"}`; a non-empty feature of another type
+            raises. `"text"` is a bytes_list decoded as UTF-8 (list[str]); an element that is not UTF-8
+            raises.
         raw_dtypes: `{key: dtype}` or `{key: (dtype, dim)}`: that bytes_list holds raw little-endian
             vectors (one per element); it is returned as a `(num_elements, dim)` array of `dtype`,
             cut from the record with one copy. With `dim` given, the element size is checked and an
@@ -528,10 +481,12 @@ def decode_example(
         path, offset: where `data` came from, for the error message.
 
     Returns:
-        `{key: value}`: list[bytes] for bytes_list, float32 (n,) for float_list, int64 (n,) for int64_list.
+        `{key: value}`: list[bytes] for bytes_list (list[str] for "text"), float32 (n,) for float_list,
+        int64 (n,) for int64_list.
 
     Raises:
-        RecordError: malformed protobuf, or a type that contradicts `schema` / `raw_dtypes`.
+        RecordError: what protobuf refuses to parse, a type that contradicts `schema` / `raw_dtypes`,
+            raw elements of the wrong size, or text that is not UTF-8.
     """
     buf = _as_buffer(data)
     return _decode(_parse_example, buf, 0, len(buf), *_options(keys, schema, raw_dtypes), path, offset)

@@ -1,16 +1,14 @@
-"""The order in which google/youtube-8m's `AveragePrecisionCalculator` ranks tied scores, computed fast.
+"""The order in which the official YouTube-8M evaluator ranks tied scores, computed fast.
 
-`ap_at_n` (google/youtube-8m `average_precision_calculator.py`, SPEC §2.3) does, on the arrays it is given:
-
-    random.seed(0)
-    suffidx = random.sample(range(n), n)          # NOT random.shuffle: a different permutation
-    predictions, actuals = predictions[suffidx], actuals[suffidx]
-    sortidx = sorted(range(n), key=lambda k: predictions[k], reverse=True)   # stable
-
-so among equal scores the item drawn earlier by `random.sample` ranks first. When the arrays come from
-`peek_ap_at_n`, they are the calculator's heap list, i.e. the list `heapq.heappush` built from the
-(prediction, actual) tuples in push order. Only the relative order of tied items with different
-positivity changes an AP; this module reproduces both orders exactly:
+The behaviour of google/youtube-8m's `AveragePrecisionCalculator` (SPEC §2.3), described here and
+implemented from the description: before ranking a list of n (prediction, actual) pairs, the evaluator
+reseeds Python's global RNG with 0 and permutes the list with `random.sample` over all n indices (not
+`random.shuffle`, which gives another permutation), so the pair whose index is drawn j-th comes j-th;
+then it sorts by prediction, descending, with a stable sort. Among equal scores the pair drawn
+earlier therefore ranks first. When an accumulating calculator ranks (GAP, per-class AP), the list
+is the array of its binary min-heap: the (prediction, actual) tuples pushed one by one with `heapq`
+in push order. Only the relative order of tied items with different positivity changes an AP; this
+module reproduces both orders exactly:
 
 - `sample_positions(n, items)`: where items land in `random.sample(range(n), n)` after
   `random.seed(0)` (CPython 3: Mersenne Twister + `_randbelow` rejection sampling), without touching

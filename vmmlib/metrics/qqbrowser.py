@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.stats
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class MissingIdError(KeyError):
@@ -74,7 +76,7 @@ def pair_cosine(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
 
 
 def _as_pair_columns(pairs) -> tuple[list, list, np.ndarray]:
-    if isinstance(pairs, pd.DataFrame):
+    if hasattr(pairs, "iloc"):  # a pandas DataFrame (pandas is imported only by its users)
         if pairs.shape[1] < 3:
             raise ValueError(
                 "a pairs DataFrame needs query id, candidate id, relevance as its first 3 columns"
@@ -115,4 +117,6 @@ def qq_spearman(
     row = {v: i for i, v in enumerate(ids)}
     table = np.stack([np.asarray(embeddings[v]) for v in ids])  # (U, D)
     sims = pair_cosine(table[[row[q] for q in queries]], table[[row[c] for c in candidates]])
+    import scipy.stats  # here, so reading labels (`vmm validate`) does not load scipy
+
     return float(scipy.stats.spearmanr(sims, relevances).statistic)

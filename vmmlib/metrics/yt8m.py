@@ -3,7 +3,8 @@
 Video level (2017/2018; `eval_util.py`, `average_precision_calculator.py`,
 `mean_average_precision_calculator.py`): GAP@k (`gap`), per-class mAP (`video_map`), Hit@1, PERR.
 Segment level (2019; `segment_eval_inference.py`): mAP@100K over a `Class,Segments` submission
-(`segment_map`), with its ground-truth and CSV helpers.
+(`segment_map`), with its ground-truth and CSV helpers; `RatedEntries` + `rated_map` give the same
+mAP from the rated (segment, class) entries alone (out-of-fold scoring without writing a CSV).
 
 Every AP here is the official non-interpolated `ap_at_n`: recall is measured against all positives
 (including those never predicted), and tied scores are ranked in the order the official code ranks
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -382,7 +384,8 @@ def segment_map(
     submission order; positive = rated score > 0; recall over all rated positives of the class.
     The mean runs over submitted classes only (absent classes are not counted). A submitted class
     with no rated positive is dropped (hughshaoqz's `.get(label, 0)` + `filter_empty_classes`;
-    google's copy raises KeyError there). Duplicate ids in a row are kept, as the official does.
+    google's copy raises KeyError there). Duplicate ids in a row are counted each time, as the
+    official does (`vmmlib.submissions.yt8m` refuses such a file).
 
     Args:
         submission: {class: segment ids "vid:start", best first}.
@@ -410,7 +413,7 @@ def read_kaggle_csv(path: str | Path, *, official_line_split: bool = False) -> d
             if len(fields) != 2:
                 raise ValueError(f"{path}:{line_no}: expected 'class,segments', got {line[:80]!r}")
             label, segments = fields
-            if not label.strip().isdigit():
+            if not (label.strip().isascii() and label.strip().isdigit()):
                 if line_no == 1:
                     continue
                 raise ValueError(f"{path}:{line_no}: class id {label!r} is not an integer")
@@ -434,3 +437,81 @@ def write_kaggle_csv(
             if bad is not None:
                 raise ValueError(f"class {label}: segment id {bad!r} is empty or holds a comma or whitespace")
             f.write(f"{int(label)},{' '.join(segments)}\n")
+
+
+# --------------------------------------------------------------------------- segment mAP from rated entries
+
+
+@dataclass
+class RatedEntries:
+    """The rated (segment, class) entries of some videos, the only ones the segment metric reads.
+
+    Attributes:
+        segment_ids: (E,) "vid:start" of each entry.
+        class_ids: (E,) int64 class of each entry.
+        positive: (E,) bool, rated score > 0.
+        num_positives: {class: rated positives}, the recall denominators.
+    """
+
+    segment_ids: np.ndarray
+    class_ids: np.ndarray
+    positive: np.ndarray
+    num_positives: dict[int, int]
+
+    @classmethod
+    def from_truth(cls, truth: Mapping[tuple[str, int], float], classes: Sequence[int]) -> RatedEntries:
+        """Entries of `truth` ({("vid:start", class): score}) whose class is among `classes`."""
+        keep = {int(c) for c in classes}
+        items = [(s, c, v) for (s, c), v in truth.items() if c in keep]
+        positives: dict[int, int] = {}
+        for _, c, v in items:
+            if v > 0:
+                positives[c] = positives.get(c, 0) + 1
+        return cls(
+            np.array([s for s, _, _ in items], dtype=str),
+            np.array([c for _, c, _ in items], np.int64),
+            np.array([v > 0 for _, _, v in items], bool),
+            positives,
+        )
+
+    def ranks_in(self, ids: Sequence[str], ranking) -> np.ndarray:
+        """(E,) 0-based rank of each entry in its class's list of `ranking` (-1 if not ranked).
+
+        Args:
+            ids: (N,) the segment id list the ranking indexes.
+            ranking: a `vmmlib.ranking.Ranking` of classes (`query_ids` (C,), `index` (C, K)).
+        """
+        where = {s: j for j, s in enumerate(ids)}
+        seg = np.array([where.get(s, -1) for s in self.segment_ids], np.int64)
+        ranks = np.full(len(seg), -1, np.int64)
+        row_of = {int(c): r for r, c in enumerate(ranking.query_ids)}
+        for c in np.unique(self.class_ids):
+            pick = np.flatnonzero((self.class_ids == c) & (seg >= 0))
+            if int(c) not in row_of or not len(pick):
+                continue
+            row = ranking.index[row_of[int(c)]]
+            inverse = np.full(max(len(ids), 1), -1, np.int64)
+            valid = row[row >= 0]
+            inverse[valid] = np.arange(len(valid))
+            ranks[pick] = inverse[seg[pick]]
+        return ranks
+
+
+def rated_map(entries: RatedEntries, score: np.ndarray, present: np.ndarray, tiebreak: np.ndarray) -> float:
+    """Segment mAP (`segment_map` semantics, no 100K cut) of a ranking given on the rated entries.
+
+    Per class, the present entries are ordered by (score descending, tiebreak ascending); AP counts
+    their positives against all of the class's rated positives; classes without positives are
+    dropped. Equal to `segment_map` of the full ranking when no class list is cut at 100,000
+    segments; past the cut each positive ranked beyond it adds at most 1e-5 to its class's AP.
+
+    Args:
+        score: (E,) ranking score of each entry; present: (E,) bool, the entry's segment is ranked
+            for its class; tiebreak: (E,) int, the segment's index in the ranking's id list.
+    """
+    aps = []
+    for c, num_pos in sorted(entries.num_positives.items()):
+        pick = np.flatnonzero((entries.class_ids == c) & present)
+        order = np.lexsort((tiebreak[pick], -score[pick]))
+        aps.append(_ap_sum(np.flatnonzero(entries.positive[pick][order]), num_pos))
+    return float(np.mean(aps)) if aps else float("nan")

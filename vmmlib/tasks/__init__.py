@@ -1,13 +1,13 @@
-"""Tasks: one module per competition, wiring its reader, sample generator, explore summary,
-models, objectives, metric and submission. Notebooks take `task` as a parameter and call the
-task's pieces; they never branch on the task name."""
+"""Tasks: one module per competition, wiring its reader, sample generator, explore summary, models,
+objectives, prediction, metric and submission behind one written contract (`contract.Task`).
+Notebooks take `task` as a parameter and call the task's pieces; they never branch on its name."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from vmmlib.runs import check_choice
+from vmmlib.tasks.contract import Task, bind
 
 _TASK_MODULES = {
     "qqbrowser": "vmmlib.tasks.qqbrowser",
@@ -19,7 +19,8 @@ def list_tasks() -> list[str]:
     return sorted(_TASK_MODULES)
 
 
-def get_task(name: str) -> ModuleType:
-    """The task module for `name`; an unknown name raises ValueError listing the valid tasks."""
+def get_task(name: str) -> Task:
+    """The task `name` (its module, checked against the contract, with the default hooks filled in);
+    an unknown name raises ValueError listing the valid tasks."""
     check_choice("task", name, _TASK_MODULES)
-    return importlib.import_module(_TASK_MODULES[name])
+    return bind(importlib.import_module(_TASK_MODULES[name]))

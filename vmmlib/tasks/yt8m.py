@@ -1,12 +1,13 @@
 """Task `yt8m`: YouTube-8M 2019 video segment classification (seed 003, hughshaoqz, 9th place).
 
-Data: `vmmlib.data.yt8m` (the real layout); sample data: `vmmlib.data.sample_yt8m`; targets: 3,862
-video labels (pretraining on frame-level train shards) and the rated 5-frame segments of the 1,000
-whitelisted classes (fine-tuning on v3 validate shards); metric: segment mAP@100K (SPEC §2.3), with
-GAP@20 on held-out videos while pretraining. Folds hold out whole validate shards: the seed's first
-300 shards (`scheme="holdout"`) or every n-th shard (`scheme="shard"`). Predictions are per-class
-ranked segment lists (`SegmentRanking`), TTA shifts and models merged by seed 003's rank vote
-(`vmmlib.tasks.yt8m_submission`); the submission is the Kaggle `Class,Segments` CSV.
+Data: `vmmlib.data.yt8m_format` (the real layout), `vmmlib.data.yt8m` (`load` → `YT8MData`); sample
+data: `vmmlib.data.sample_yt8m`; targets: 3,862 video labels (pretraining on frame-level train shards)
+and the rated 5-frame segments of the 1,000 whitelisted classes (fine-tuning on v3 validate shards);
+metric: segment mAP@100K (SPEC §2.3), with GAP@20 on held-out videos while pretraining. Folds hold out
+whole validate shards: the seed's first 300 shards (`scheme="holdout"`) or every n-th shard
+(`scheme="shard"`). Predictions are per-class ranked segment lists (`SegmentRanking`), TTA shifts and
+models merged by seed 003's rank vote (`vmmlib.ranking`); the submission is the Kaggle
+`Class,Segments` CSV.
 
 Reference: Shao & Liu, "BERT for Large-scale Video Segment Classification with Test-time
 Augmentation", arXiv:1912.01127.
@@ -15,7 +16,6 @@ Augmentation", arXiv:1912.01127.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,46 +25,37 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vmmlib import losses as L
-from vmmlib.data import yt8m as Y
+from vmmlib.data import yt8m_format as Y
 from vmmlib.data.sample_yt8m import write_yt8m_sample
+from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.yt8m_datasets import VideoLevelDataset, VideoStream
 from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
-from vmmlib.runs import call_with_options, check_choice
-from vmmlib.runs import submitted_weights as fold_checkpoint  # the weights a fold folder submits
-from vmmlib.tasks.yt8m_submission import (  # noqa: F401 (notebook-facing functions live there)
-    OOF_FILE,
+from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
+from vmmlib.predict import predict_batches
+from vmmlib.ranking import (
     TTA_RANK_DECAY,
-    RatedEntries,
-    SegmentRanking,
+    Ranking,
     ShiftRankings,
-    TopSegments,
-    _oof_arrays,
-    ensemble_search_space,
-    evaluate_submission,
-    load_oof,
-    load_predictions,
-    merge_oof,
-    oof_breakdown,
-    oof_class_table,
-    oof_score,
+    TopK,
+    align_rankings,
     rank_vote,
-    rated_map,
-    required_ids_for,
-    save_oof,
-    save_predictions,
-    validate_submission,
-    write_ensemble_submission,
+    rank_vote_scores,
+    sort_rows,
 )
+from vmmlib.runs import call_with_options, check_choice
 
 NAME = "yt8m"
 METRIC = "segment_map"
-HELD_OUT = "held-out validate shards"  # what a fold's val_idx counts
+PRETRAIN_METRIC = METRIC  # pretraining keeps the checkpoint with the best fine-tuning metric
+SUBMISSION = "yt8m"  # the Kaggle CSV: Class,Segments
+TERMS = ("bce", "branch_bce", "distill", "l2")
+PRETRAIN_TERMS = FINETUNE_TERMS = TERMS
 # The frame encoders / aggregators (BERT stacks, (Ne)XtVLAD streams and branches): every yt8m model
 # has some, so `backbone_lr` always applies (the seed trains everything at one learning rate).
 BACKBONE_PREFIXES = ("encoder.", "encoders.", "video.", "audio.", "branch.", "branches.")
-SPLIT_ALIASES = {"train": "frame/train", "validate": "frame/validate", "test": "frame/test"}
 
 
 def make_sample(out_dir: str | Path, **options) -> Path:
@@ -72,14 +63,12 @@ def make_sample(out_dir: str | Path, **options) -> Path:
     return call_with_options(write_yt8m_sample, out_dir, options=options, what="sample option")
 
 
-def explore(
-    data_dir: str | Path, *, max_items_per_split: int | None = None, progress: bool = True
-) -> ExploreReport:
+def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
     """Summarise a YouTube-8M folder: videos and rated segments per split, frames per video, the label
     long tail over 3,862 classes, verticals (vocabulary.csv) or whitelist membership, segment ratings.
 
     Args:
-        max_items_per_split: read at most this many videos of each frame-level split (None: all).
+        max_items_per_split: read at most this many videos of each frame-level split (0: all).
     """
     files = Y.check_layout(data_dir)
     classes = Y.SegmentClasses.read(Path(data_dir) / "segment_label_ids.csv")
@@ -96,7 +85,7 @@ def explore(
                                                     raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]})
         )  # fmt: skip
         for context, lists in tqdm(records, desc=f"reading {split}", disable=not progress, leave=False):
-            meta = Y._context(context)
+            meta = Y.parse_context(context)
             rgb = lists.get("rgb")
             num_frames = min(0 if rgb is None else len(rgb), Y.MAX_FRAMES)
             label_counter.update(int(c) for c in meta["labels"])
@@ -153,168 +142,18 @@ def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentC
     )
 
 
-# --- data for training ---------------------------------------------------------------------------
+# --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.YT8MData`) --
 
 
-class StoreView:
-    """Some videos of one or more `FrameStore`s, with the interface the yt8m datasets read."""
-
-    def __init__(self, parts: list[tuple[Y.FrameStore, np.ndarray]]):
-        self._items = [(store, int(r)) for store, rows in parts for r in rows]
-        self.meta = [store.meta[r] for store, r in self._items]
-        self.ids = [store.ids[r] for store, r in self._items]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def quantized(self, i: int) -> np.ndarray:
-        store, r = self._items[i]
-        return store.quantized(r)
-
-    def num_frames(self, i: int, max_frames: int = Y.MAX_FRAMES) -> int:
-        return min(len(self.quantized(i)), max_frames)
-
-
-@dataclass
-class YT8MData:
-    """A YouTube-8M folder opened for training: the whitelist, the shards, the reader options."""
-
-    data_dir: Path
-    classes: Y.SegmentClasses
-    files: dict[str, list[Path]]
-    normalize: bool = True
-    window: int | None = None
-    max_frames: int = Y.MAX_FRAMES
-    n_holdout: int = 300
-    unrated_as_negative: bool = False
-    train_all: bool = False
-    tta_shifts: tuple[int, ...] = (0,)
-    cache: bool = True
-    stream: bool = False
-    _stores: dict = field(default_factory=dict)
-    _shard_sizes: dict = field(default_factory=dict)
-    _truth: dict | None = None
-
-    def split_name(self, split: str) -> str:
-        split = SPLIT_ALIASES.get(split, split)
-        check_choice("split", split, [*SPLIT_ALIASES, *self.files])
-        return split
-
-    def store(self, split: str) -> Y.FrameStore:
-        """All videos of a frame-level split (uint8 frames cached on disk on first use)."""
-        split = self.split_name(split)
-        if split not in self._stores:
-            from vmmlib.data.qqbrowser import cache_dir_for
-
-            cache = cache_dir_for(self.data_dir) / split.replace("/", "-") if self.cache else None
-            self._stores[split] = Y.FrameStore(self.files[split], cache)
-        return self._stores[split]
-
-    def rows(self, split: str, shards=None) -> np.ndarray:
-        """Positions in `store(split)` of the videos of some shards (indices into the name-sorted files)."""
-        split = self.split_name(split)
-        if split not in self._shard_sizes:  # records per shard, from the record headers only
-            self._shard_sizes[split] = [len(tfrecord_index(p, verify_crc=False)) for p in self.files[split]]
-        starts = np.concatenate([[0], np.cumsum(self._shard_sizes[split])]).astype(np.int64)
-        shards = np.arange(len(starts) - 1) if shards is None else np.asarray(shards, np.int64)
-        return np.concatenate(
-            [np.arange(starts[s], starts[s + 1]) for s in shards] or [np.zeros(0, np.int64)]
-        )
-
-    def view(self, split: str, shards=None) -> StoreView:
-        """The videos of some shards of a split (indices into `files[split]`, sorted by name; None: all)."""
-        return StoreView([(self.store(split), self.rows(split, shards))])
-
-    def holdout(self) -> np.ndarray:
-        """Seed 003's hold-out: the first `n_holdout` validate shards in the seed's enumeration order
-        (capped at a quarter of the shards, so small data keeps shards to fine-tune on)."""
-        paths = self.files["frame/validate"]
-        n = min(self.n_holdout, max(1, len(paths) // 4))
-        held, _ = Y.holdout_shards(paths, n)
-        return np.array(sorted(paths.index(p) for p in held))
-
-    def truth(self) -> dict[tuple[str, int], float]:
-        """{("vid:start", class): rated score} of every validate video (`read_segment_truth`)."""
-        if self._truth is None:
-            meta = self.store("frame/validate").meta
-            self._truth = M.read_segment_truth(
-                [m["id"] for m in meta], [m["segment_start_times"] for m in meta],
-                [m["segment_labels"] for m in meta], [m["segment_scores"] for m in meta],
-            )  # fmt: skip
-        return self._truth
-
-    def segment_dataset(self, view: StoreView) -> Y.SegmentDataset:
-        return Y.SegmentDataset(view, unrated_as_negative=self.unrated_as_negative, normalize=self.normalize,
-                                max_frames=self.max_frames)  # fmt: skip
-
-    def inference_dataset(self, view: StoreView, shift: int) -> Y.InferenceSegmentDataset:
-        return Y.InferenceSegmentDataset(
-            view, shift=shift, normalize=self.normalize, max_frames=self.max_frames
-        )
-
-    def video_dataset(self, view: StoreView, *, train: bool) -> Y.VideoDataset:
-        return Y.VideoDataset(view, window=self.window, random_window=train, max_frames=self.max_frames,
-                              normalize=self.normalize)  # fmt: skip
-
-
-def load(
-    data_dir: str | Path,
-    *,
-    normalize: bool = True,
-    window: int | None = None,
-    max_frames: int = Y.MAX_FRAMES,
-    n_holdout: int = 300,
-    unrated_as_negative: bool = False,
-    train_all: bool = False,
-    tta_shifts: list[int] | tuple[int, ...] = (0,),
-    cache: bool = True,
-    stream: bool = False,
-) -> YT8MData:
-    """Open a YouTube-8M folder.
-
-    Args:
-        normalize: per-frame L2 normalisation of the 1152-d frames (hughshaoqz, all nine models).
-        window: frames per pretraining video: 5 = a random contiguous window (the seed's BERT models;
-            the centred one in evaluation), None = the whole video zero-padded to `max_frames`.
-        n_holdout: validate shards held out (seed order) for pretraining evaluation and `train_all`.
-        unrated_as_negative: fine-tune with every unrated class as a negative, as the seeds' train.py
-            does (it never passes `label_weights`); default False: only rated (segment, class)
-            entries enter the loss, the entries the metric reads.
-        train_all: pretrain on frame/train plus the non-held-out validate shards (`--train_all`;
-            leaks into `scheme="shard"` folds, which hold out every shard once).
-        tta_shifts: the TTA rolls (SPEC §4.7) of out-of-fold predictions, and of `infer` by default.
-        cache: memory-map frames from a cache under `<data_dir>/.vmm_cache` (False: read into memory).
-        stream: pretrain on a `VideoStream` (shards streamed with a shuffle buffer, bounded memory:
-            the v2 frame-level train split is ~1.5 TB); `make_loader` gives it no sampler.
-    """
-    data_dir = Path(data_dir)
-    files = Y.check_layout(data_dir)
-    if window is not None and window < 1:
-        raise ValueError(f"window must be None or >= 1, got {window}")
-    return YT8MData(
-        data_dir=data_dir,
-        classes=Y.SegmentClasses.read(data_dir / "segment_label_ids.csv"),
-        files=files,
-        normalize=normalize,
-        window=window,
-        max_frames=max_frames,
-        n_holdout=n_holdout,
-        unrated_as_negative=unrated_as_negative,
-        train_all=train_all,
-        tta_shifts=tuple(int(s) for s in tta_shifts),
-        cache=cache,
-        stream=stream,
-    )
-
-
-def build_model(params: dict, data: YT8MData):
-    """The model a run's params name (`model`, `model_options`), with a 3,862-way head (fine-tuning
-    reads the 1,000 rated columns)."""
+def build_model(data: YT8MData, model: str, model_options: dict, text_model_dir: str):
+    """A registered frame model with a 3,862-way head (fine-tuning reads the 1,000 rated columns)."""
     from vmmlib.models import create_model
 
-    return create_model(
-        params["model"], **{"num_classes": Y.NUM_CLASSES, **(params.get("model_options") or {})}
-    )
+    if text_model_dir:
+        raise ValueError("yt8m has no text: its models take frames only; leave text_model_dir empty")
+    if "num_classes" in (model_options or {}):
+        raise ValueError("num_classes comes from the data (3,862 labels); leave it out of model_options")
+    return create_model(model, num_classes=Y.NUM_CLASSES, **(model_options or {}))
 
 
 FOLD_SCHEMES = ("shard", "holdout")
@@ -332,107 +171,84 @@ def fold_shards(data: YT8MData, n_folds: int, fold: int, scheme: str = "shard") 
     return np.array(sorted(paths.index(p) for p in val))
 
 
-# --- objectives ----------------------------------------------------------------------------------
-
-TERMS = ("bce", "branch_bce", "distill", "l2")
-
-
 def _bce(logits: torch.Tensor, labels: torch.Tensor, label_weights: torch.Tensor | None, tag_loss: str):
     """Σ over classes, mean over the batch (the seed's CrossEntropyLoss), weighted per entry."""
     if label_weights is None:
-        return {"bce": L.tag_bce, "asl": L.asl_loss, "asl_seed": L.asl_loss_seed}[tag_loss](logits, labels)
+        return L.tag_loss_fn(tag_loss)(logits, labels)
     per_entry = F.binary_cross_entropy_with_logits(
         logits.float(), labels.float().clamp(0, 1), reduction="none"
     )
     return (per_entry * label_weights).sum(-1).mean()
 
 
-def _objective(weights: dict, tag_loss: str, temperature: float, segments: bool):
+def _objective(terms: tuple[str, ...], tag_loss: str, temperature: float, segments: bool, unrated: bool):
     def objective(model, batch):
         out = model(frames=batch["frames"], frame_mask=batch["frame_mask"])
         lw = batch.get("label_weights") if segments else None
-        terms = {}
-        if "bce" in weights:
-            terms["bce"] = weights["bce"] * _bce(out["logits"], batch["labels"], lw, tag_loss)
-        if "branch_bce" in weights and "branch_logits" in out:  # linrongc's aux losses (not hughshaoqz's)
-            terms["branch_bce"] = weights["branch_bce"] * sum(
-                _bce(z, batch["labels"], lw, tag_loss) for z in out["branch_logits"]
-            )
-        if "distill" in weights and "branch_logits" in out:
-            terms["distill"] = weights["distill"] * L.mixture_distillation(
-                out["branch_logits"], out["logits"], temperature
-            )
-        if "l2" in weights:
+        if lw is not None and unrated:
+            lw = torch.ones_like(lw)
+        raw = {}
+        if "bce" in terms:
+            raw["bce"] = _bce(out["logits"], batch["labels"], lw, tag_loss)
+        if "branch_bce" in terms and "branch_logits" in out:  # linrongc's aux losses (not hughshaoqz's)
+            raw["branch_bce"] = sum(_bce(z, batch["labels"], lw, tag_loss) for z in out["branch_logits"])
+        if "distill" in terms and "branch_logits" in out:
+            raw["distill"] = L.mixture_distillation(out["branch_logits"], out["logits"], temperature)
+        if "l2" in terms:
             net = getattr(model, "module", model)
             if not hasattr(net, "l2_penalty"):
                 raise ValueError(f"{type(net).__name__} has no l2_penalty(); set the l2 weight to 0")
-            terms["l2"] = weights["l2"] * net.l2_penalty()
-        return terms
+            raw["l2"] = net.l2_penalty()
+        return raw
 
     return objective
 
 
-def pretrain_objective(
-    data: YT8MData, weights: dict, *, tag_loss: str = "bce", distill_temperature: float = 3.0
-):
+def pretrain_objective(data: YT8MData, terms: tuple[str, ...], *, tag_loss: str = "bce",
+                       distill_temperature: float = 3.0):  # fmt: skip
     """Video-label pretraining: BCE over 3,862 classes (+ MixNeXtVLAD distillation, + MoE/logistic L2).
 
     Args:
-        weights: {term: weight} over `TERMS`: `bce` (the seed's 1), `distill` = cl_lambda (9 = T²
-            at T = 3 in the MixNeXtVLAD scripts), `branch_bce` (linrongc's per-branch BCE; hughshaoqz 0),
-            `l2` (1: the TF L2 regulariser, `moe_l2` 1e-6 / logistic 1e-5, as the seed adds it).
+        terms: of `TERMS`: `bce` (the seed's weight 1), `distill` (cl_lambda: 9 = T² at T = 3 in the
+            MixNeXtVLAD scripts), `branch_bce` (linrongc's per-branch BCE; hughshaoqz 0), `l2` (weight
+            1: the TF L2 regulariser, `moe_l2` 1e-6 / logistic 1e-5, as the seed adds it).
     """
-    check_choice("tag_loss", tag_loss, L.TAG_LOSSES)
-    return _objective(L.objective_weights(weights, TERMS), tag_loss, distill_temperature, segments=False)
+    L.tag_loss_fn(tag_loss)
+    return _objective(terms, tag_loss, distill_temperature, segments=False, unrated=False)
 
 
-def finetune_objective(weights: dict, *, tag_loss: str = "bce", distill_temperature: float = 3.0):
-    """Segment fine-tuning: BCE on the segment's rated score, weighted by `label_weights` (1 at rated
-    entries; all ones with `load(unrated_as_negative=True)`, the seeds' behaviour). Terms as pretraining."""
+def finetune_objective(data: YT8MData, terms: tuple[str, ...], *, tag_loss: str = "bce",
+                       distill_temperature: float = 3.0, unrated_as_negative: bool = False):  # fmt: skip
+    """Segment fine-tuning: BCE on the segment's rated score at the rated (segment, class) entries, the
+    entries the metric reads. `unrated_as_negative`: every unrated class is a negative too, as the seeds'
+    train.py does (it never passes `label_weights`). Terms as pretraining."""
     check_choice("tag_loss (segments)", tag_loss, ("bce",))
-    return _objective(L.objective_weights(weights, TERMS), tag_loss, distill_temperature, segments=True)
+    return _objective(terms, tag_loss, distill_temperature, segments=True, unrated=unrated_as_negative)
 
 
-# --- prediction and metric -----------------------------------------------------------------------
+# --- scoring, evaluation -----------------------------------------------------------------------------
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+def _probabilities(columns: np.ndarray | None):
+    """A `predict_batches` step: the class probabilities (the MoE's `probs`, else σ(logits)) at `columns`."""
+    cols = None if columns is None else torch.as_tensor(np.asarray(columns), dtype=torch.long)
+
+    def step(model, batch):
+        out = model(frames=batch["frames"], frame_mask=batch["frame_mask"])
+        probs = out["probs"] if "probs" in out else torch.sigmoid(out["logits"].float())
+        return probs if cols is None else probs[:, cols.to(probs.device)]
+
+    return step
 
 
-@torch.no_grad()
-def score_batches(
-    models, dataset, columns: np.ndarray | None = None, *, batch_size: int = 256, progress=False
-):
-    """Yield (ids, float32 (B, K) scores) per batch: the mean over `models` of the class probabilities
-    (the MoE's `probs`, else σ(logits)), at `columns` of the 3,862 (None: all), in eval mode."""
-    from torch.utils.data import DataLoader
-
-    states = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        for batch in tqdm(loader, desc="scoring", disable=not progress, leave=False):
-            total = 0
-            for m in models:
-                device = _device(m)
-                out = m(frames=batch["frames"].to(device), frame_mask=batch["frame_mask"].to(device))
-                probs = out["probs"] if "probs" in out else torch.sigmoid(out["logits"].float())
-                total = total + probs.float().cpu().numpy()
-            scores = total / len(models)
-            yield list(batch["id"]), scores if columns is None else scores[:, columns]
-    finally:
-        for m, state in zip(models, states):
-            m.train(state)
-
-
-def rank_segments(models, dataset, class_ids, *, progress: bool = False) -> tuple[list[str], SegmentRanking]:
+def rank_segments(models, dataset, class_ids, *, progress: bool = False) -> tuple[list[str], Ranking]:
     """Per-class top-100,000 segments of a dataset, by the models' mean probability."""
-    top = TopSegments(class_ids)
+    top = TopK(np.asarray(class_ids, np.int64), MAX_SEGMENTS_PER_CLASS, merge_rows=65_536)
     ids: list[str] = []
-    for batch_ids, scores in score_batches(models, dataset, np.asarray(class_ids), progress=progress):
-        ids += batch_ids
+    for batch, scores in predict_batches(
+        models, dataset, _probabilities(class_ids), batch_size=256, progress=progress
+    ):
+        ids += list(batch["id"])
         top.add(scores)
     return ids, top.result()
 
@@ -444,37 +260,35 @@ def segment_eval(data: YT8MData, view: StoreView):
     truth = {k: v for k, v in data.truth().items() if k[0].rsplit(":", 1)[0] in videos}
     entries = RatedEntries.from_truth(truth, data.classes.class_ids)
     column = {int(c): j for j, c in enumerate(data.classes.class_ids)}
+    cols = np.array([column[int(c)] for c in entries.class_ids], np.int64)
+    step = _probabilities(data.classes.class_ids)
 
     def eval_fn(model) -> dict:
         ids, chunks = [], []
-        for batch_ids, scores in score_batches([model], dataset, data.classes.class_ids):
-            ids += batch_ids
+        for batch, scores in predict_batches(model, dataset, step, batch_size=256):
+            ids += list(batch["id"])
             chunks.append(scores)
         scores = np.concatenate(chunks) if chunks else np.zeros((0, len(column)), np.float32)
         where = {s: j for j, s in enumerate(ids)}
         seg = np.array([where.get(s, -1) for s in entries.segment_ids], np.int64)
-        cols = np.array([column[int(c)] for c in entries.class_ids], np.int64)
         entry_score = np.where(seg >= 0, scores[np.maximum(seg, 0), cols] if len(ids) else 0.0, 0.0)
         return {METRIC: rated_map(entries, entry_score, seg >= 0, seg)}
 
     return eval_fn
 
 
-# --- what the notebooks call ---------------------------------------------------------------------
-
-
 def pretrain_dataset(data: YT8MData):
     """Video-label pretraining items: frame/train videos (+ non-held-out validate shards with
     `train_all`), random access or streamed (`stream`); video-level means when only video/train exists."""
     if "frame/train" not in data.files:
-        return Y.VideoLevelDataset(data.files["video/train"])
+        return VideoLevelDataset(data.files["video/train"])
     rest = (
         np.setdiff1d(np.arange(len(data.files["frame/validate"])), data.holdout()) if data.train_all else []
     )
     if data.stream:
         paths = data.files["frame/train"] + [data.files["frame/validate"][i] for i in rest]
-        return Y.VideoStream(paths, window=data.window, max_frames=data.max_frames, normalize=data.normalize,
-                             shuffle_buffer=4096)  # fmt: skip
+        return VideoStream(paths, window=data.window, max_frames=data.max_frames, normalize=data.normalize,
+                           shuffle_buffer=4096)  # fmt: skip
     parts = [(data.store("frame/train"), data.rows("frame/train"))]
     if len(rest):
         parts.append((data.store("frame/validate"), data.rows("frame/validate", rest)))
@@ -488,21 +302,18 @@ def pretrain_eval(data: YT8MData, *, batch_size: int = 256):
     seg_eval = segment_eval(data, view)
     videos = data.video_dataset(view, train=False)
     labels = np.stack([Y.multi_hot(m["labels"]) for m in view.meta]) if len(view) else None
+    step = _probabilities(None)
 
     def eval_fn(model) -> dict:
-        scores = np.concatenate([s for _, s in score_batches([model], videos, batch_size=batch_size)])
+        scores = np.concatenate([s for _, s in predict_batches(model, videos, step, batch_size=batch_size)])
         return {**seg_eval(model), "gap": M.gap(scores, labels)}
 
     return eval_fn
 
 
-def finetune_datasets(data: YT8MData, n_folds: int, fold: int, *, scheme: str = "shard", seed: int = 0,
-                      fold_size=None):  # fmt: skip
-    """(train `SegmentDataset` over the other validate shards, held-out shard indices) of one fold.
-
-    Folds are whole shards and deterministic: `seed` is unused, `fold_size` must be None."""
-    if fold_size:
-        raise ValueError("yt8m folds are whole shards: leave fold_size at 0 (set n_holdout in data_options)")
+def finetune_datasets(data: YT8MData, n_folds: int, fold: int, *, scheme: str = "shard"):
+    """(train `SegmentDataset` over the other validate shards, held-out shard indices) of one fold;
+    folds are whole shards, deterministic (`holdout`: the seed's first `n_holdout` shards)."""
     val_idx = fold_shards(data, n_folds, fold, scheme)
     train_idx = np.setdiff1d(np.arange(len(data.files["frame/validate"])), val_idx)
     return data.segment_dataset(data.view("frame/validate", train_idx)), val_idx
@@ -513,28 +324,77 @@ def finetune_eval(data: YT8MData, val_idx: np.ndarray):
     return segment_eval(data, data.view("frame/validate", val_idx))
 
 
-def save_fold_predictions(
-    out_dir: str | Path, model, data: YT8MData, val_idx: np.ndarray, fold: int
-) -> pd.DataFrame:
-    """Rank the held-out shards' segments per class at every TTA shift (`data.tta_shifts`) and write them
-    (`oof_pairs.npz`); return per-class AP per shift and of the TTA rank vote (`fold_segment_ap.csv`).
+# --- rankings on disk: per TTA shift, the segments ranked per whitelisted class ---------------------
 
-    Returns:
-        DataFrame(class, positives, ap_shift<s>..., ap_tta): the classes with rated positives.
-    """
-    view = data.view("frame/validate", val_idx)
-    ids, rankings = None, []
-    for shift in data.tta_shifts:
-        ids_s, ranking = rank_segments([model], data.inference_dataset(view, shift), data.classes.class_ids)
+
+def _shift_arrays(ids, stack: ShiftRankings) -> dict[str, np.ndarray]:
+    """segment ids (N,), class ids (C,), shifts (H,), index/score (H, C, K) per shift."""
+    return {"segment_ids": np.asarray(ids, dtype=str), "class_ids": stack.query_ids,
+            "shifts": np.asarray(stack.shifts, np.int64), "index": stack.padded("index"),
+            "score": stack.padded("score")}  # fmt: skip
+
+
+def _shift_rankings(arrays: dict) -> ShiftRankings:
+    rankings = [Ranking(arrays["class_ids"], i, s) for i, s in zip(arrays["index"], arrays["score"])]
+    return ShiftRankings(tuple(arrays["shifts"].tolist()), rankings)
+
+
+def _rank_shifts(models, data: YT8MData, view: StoreView, shifts, average: str, progress: bool):
+    ids, per_shift = None, []
+    for shift in tqdm(shifts, desc="TTA shifts", disable=not progress, leave=False):
+        dataset = data.inference_dataset(view, shift)
+        if average == "raw":
+            ids_s, ranking = rank_segments(models, dataset, data.classes.class_ids)
+        else:
+            folds = [rank_segments([m], dataset, data.classes.class_ids) for m in models]
+            ids_s, ranking = folds[0][0], rank_vote([r for _, r in folds], rank_decay=TTA_RANK_DECAY,
+                                                    top_k=MAX_SEGMENTS_PER_CLASS)  # fmt: skip
         if ids is not None and ids_s != ids:
             raise RuntimeError("TTA shifts produced different segment lists")
         ids = ids_s
-        rankings.append(ranking)
-    oof = _oof_arrays(ids, rankings, data.tta_shifts, np.full(len(ids), fold))
-    np.savez(Path(out_dir) / OOF_FILE, **oof)
-    table = oof_class_table(oof, data)
-    table.to_csv(Path(out_dir) / "fold_segment_ap.csv", index=False)
-    return table
+        per_shift.append(ranking)
+    return _shift_arrays(ids, ShiftRankings(tuple(int(s) for s in shifts), per_shift))
+
+
+def predict_fold(
+    model, data: YT8MData, val_idx: np.ndarray, fold: int, *, shifts=(0,)
+) -> dict[str, np.ndarray]:
+    """The held-out shards' segments ranked per class at every TTA shift (SPEC §4.7), with their fold."""
+    oof = _rank_shifts([model], data, data.view("frame/validate", val_idx), shifts, "raw", progress=False)
+    return {**oof, "fold": np.full(len(oof["segment_ids"]), fold, np.int64)}
+
+
+def predict(
+    models: list, data: YT8MData, split: str, *, average: str = "raw", shifts=(0,), progress: bool = True
+):
+    """Every segment of a split ranked per class by a model's fold models, at every TTA shift.
+
+    Args:
+        average: "raw" — per shift, rank by the mean of the folds' probabilities; "rank" — rank per
+            fold, then merge the folds by the TTA rank vote.
+        shifts: TTA rolls (SPEC §4.7, e.g. [-2, -1, 0, 1] for "TTA[-2, 1]").
+
+    Returns:
+        {segment_ids, class_ids, shifts, index, score}: per shift, the ranking of the whitelisted classes.
+    """
+    check_choice("fold average", average, ("raw", "rank"))
+    return _rank_shifts(models, data, data.view(split), shifts, average, progress)
+
+
+def fold_table(oof: dict, data: YT8MData) -> pd.DataFrame:
+    """Per-class segment AP (official `segment_class_average_precisions`) per shift and after TTA:
+    DataFrame(class, positives, ap_shift<s>..., ap_tta) over the classes with rated positives."""
+    videos = {s.rsplit(":", 1)[0] for s in oof["segment_ids"]}
+    truth = {k: v for k, v in data.truth().items() if k[0].rsplit(":", 1)[0] in videos}
+    shifts = _shift_rankings(oof)
+    columns = {f"ap_shift{s:+d}": r for s, r in zip(shifts.shifts, shifts.rankings)}
+    columns["ap_tta"] = shifts.merged(MAX_SEGMENTS_PER_CLASS)
+    aps = {k: M.segment_class_average_precisions(r.to_submission(oof["segment_ids"]), truth)
+           for k, r in columns.items()}  # fmt: skip
+    positives = Counter(c for (_, c), v in truth.items() if v > 0)
+    classes = sorted(aps["ap_tta"])
+    return pd.DataFrame({"class": classes, "positives": [positives[c] for c in classes],
+                         **{k: [a[c] for c in classes] for k, a in aps.items()}})  # fmt: skip
 
 
 def plot_fold(table: pd.DataFrame, title: str = ""):
@@ -555,41 +415,99 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-def infer(fold_dirs: list[Path], data: YT8MData, split: str, *, average: str = "raw", shifts=None,
-          progress: bool = True) -> tuple[list[str], ShiftRankings]:  # fmt: skip
-    """Rank every segment of a split per class with every fold's model, at every TTA shift.
+def merge_oof(parts: list[dict], *, by: str = "rank") -> dict[str, np.ndarray]:
+    """The folds' out-of-fold rankings of one model as one (per shift and class, top 100,000 kept).
 
     Args:
-        average: "raw" — per shift, rank by the mean of the folds' probabilities; "rank" — rank per
-            fold, then merge the folds by the TTA rank vote.
-        shifts: TTA rolls (SPEC §4.7, e.g. [-2, -1, 0, 1] for "TTA[-2, 1]"); None: `data.tta_shifts`.
-
-    Returns:
-        (segment ids "vid:5k", `ShiftRankings`: per shift, the ranking of the whitelisted classes;
-        `.merged()` is their rank vote, w0 = 3.72384689385059, equal weights, as the seed's TTA).
+        by: "rank" (default) interleaves the folds' lists by relative rank (i + ½) / n: fold models
+            are calibrated differently, and a test ranking comes from one fold-averaged model, so
+            each model is scored on its ranking quality; "score" ranks the pooled probabilities.
     """
-    from vmmlib.checkpoint import load_weights
-    from vmmlib.runs import read_yaml
+    check_choice("merge", by, ("rank", "score"))
+    shifts, classes = parts[0]["shifts"], parts[0]["class_ids"]
+    if any(
+        not np.array_equal(p["shifts"], shifts) or not np.array_equal(p["class_ids"], classes) for p in parts
+    ):
+        raise ValueError(
+            "the folds differ in TTA shifts or classes: use the same predict_options for every fold"
+        )
+    offsets = np.cumsum([0] + [len(p["segment_ids"]) for p in parts])
+    index = np.concatenate([np.where(p["index"] >= 0, p["index"] + o, -1) for p, o in zip(parts, offsets)], 2)
+    if by == "rank":
+        keys = []
+        for p in parts:
+            n = np.maximum((p["index"] >= 0).sum(-1, keepdims=True), 1)
+            keys.append(1.0 - (np.arange(p["index"].shape[-1]) + 0.5) / n)
+        score = np.concatenate(keys, 2).astype(np.float32)
+    else:
+        score = np.concatenate([p["score"] for p in parts], 2)
+    merged = [sort_rows(index[h], score[h], MAX_SEGMENTS_PER_CLASS) for h in range(len(shifts))]
+    return {"segment_ids": np.concatenate([p["segment_ids"] for p in parts]), "class_ids": classes,
+            "shifts": shifts, "index": np.stack([i for i, _ in merged]), "score": np.stack([s for _, s in merged]),
+            "fold": np.concatenate([p["fold"] for p in parts])}  # fmt: skip
 
-    check_choice("fold average", average, ("raw", "rank"))
-    shifts = data.tta_shifts if shifts is None else tuple(int(s) for s in shifts)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    models = []
-    for folder in fold_dirs:
-        model = build_model(read_yaml(Path(folder) / "params.yaml"), data)
-        load_weights(model, fold_checkpoint(folder))
-        models.append(model.to(device).eval())
-    view = data.view(split)
-    ids, per_shift = None, []
-    for shift in tqdm(shifts, desc=f"TTA shifts → {split}", disable=not progress):
-        dataset = data.inference_dataset(view, shift)
-        if average == "raw":
-            ids, ranking = rank_segments(models, dataset, data.classes.class_ids)
-        else:
-            folds = [rank_segments([m], dataset, data.classes.class_ids) for m in models]
-            ids, ranking = folds[0][0], rank_vote([r for _, r in folds], rank_decay=TTA_RANK_DECAY)
-        per_shift.append(ranking)
-    return ids, ShiftRankings(shifts, per_shift)
+
+def oof_scorer(oofs: list[dict], data: YT8MData, *, rank_decay: float = TTA_RANK_DECAY):
+    """score(weights, rank_decay=...) -> out-of-fold segment mAP of the rank vote of several models.
+
+    Each model's shifts are first merged by the TTA vote; the models' lists are then merged with
+    `w_m · w0 / (i + w0)`, w0 = `rank_decay` (SPEC §4.8, with the per-model weight vector the seed's
+    objective meant to build). Scored on the rated entries of the out-of-fold videos alone
+    (`rated_map`): the official metric drops every unrated segment. Everything but the vote is
+    computed once here, so a weight search only pays for the votes.
+    """
+    merged = [(o["segment_ids"].tolist(), _shift_rankings(o).merged(MAX_SEGMENTS_PER_CLASS)) for o in oofs]
+    ids, rankings = align_rankings(merged)
+    videos = {s.rsplit(":", 1)[0] for s in ids}
+    truth = {k: v for k, v in data.truth().items() if k[0].rsplit(":", 1)[0] in videos}
+    entries = RatedEntries.from_truth(truth, rankings[0].query_ids)
+    where = {s: j for j, s in enumerate(ids)}
+    tiebreak = np.array([where.get(s, -1) for s in entries.segment_ids], np.int64)
+    ranks = [entries.ranks_in(ids, r) for r in rankings]
+    default_decay = rank_decay
+
+    def score(weights, rank_decay: float = default_decay) -> float:
+        if len(weights) != len(oofs):
+            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
+        vote, present = rank_vote_scores(ranks, weights, rank_decay)
+        return rated_map(entries, vote, present, tiebreak)
+
+    return score
+
+
+def oof_breakdown(oof: dict, data: YT8MData) -> dict[str, float]:
+    """Out-of-fold segment mAP of each TTA shift alone ({"shift-1": …, "shift+0": …}); `oof_scorer`
+    scores the shifts' rank vote."""
+    if len(oof["shifts"]) < 2:
+        return {}
+    scores = {}
+    for h, shift in enumerate(oof["shifts"].tolist()):
+        one = {**oof, **{k: oof[k][h : h + 1] for k in ("shifts", "index", "score")}}
+        scores[f"shift{shift:+d}"] = oof_scorer([one], data)([1.0])
+    return scores
+
+
+def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
+    """Searched besides the model weights: the rank-decay w0 in [0, 10] (seed 003), unless fixed."""
+    unknown = sorted(set(options) - {"rank_decay"})
+    if unknown:
+        raise ValueError(f"unknown ensemble option(s) {', '.join(unknown)}; yt8m takes rank_decay")
+    return {} if "rank_decay" in options else {"rank_decay": (0.0, 10.0)}
+
+
+def write_submission(out_dir: str | Path, predictions: list[dict], weights, *,
+                     rank_decay: float = TTA_RANK_DECAY) -> Path:  # fmt: skip
+    """Merge each model's TTA shifts, then the models by weighted rank vote with w0 = `rank_decay`, as
+    `oof_scorer` does, and write `submission.csv` (`Class,Segments`, ≤ 100,000 ranked segment ids per
+    whitelisted class)."""
+    from vmmlib.submissions import yt8m as kaggle_csv
+
+    merged = [
+        (p["segment_ids"].tolist(), _shift_rankings(p).merged(MAX_SEGMENTS_PER_CLASS)) for p in predictions
+    ]
+    ids, rankings = align_rankings(merged)
+    vote = rank_vote(rankings, weights, rank_decay=rank_decay, top_k=MAX_SEGMENTS_PER_CLASS)
+    return kaggle_csv.write(Path(out_dir) / "submission.csv", vote.to_submission(ids))
 
 
 def required_ids(data: YT8MData, split: str) -> list[int]:

@@ -1,0 +1,249 @@
+"""MUGE / Chinese-CLIP text ↔ image retrieval data (SPEC §1.3, §9.2): readers, text, datasets, batches.
+
+    data_dir/{train,valid,test}_imgs.tsv      image_id \\t base64(image)
+    data_dir/{train,valid,test}_texts.jsonl   {"text_id", "text", "image_ids"}; test: image_ids []
+    data_dir/lmdb/{split}/imgs, pairs         Chinese-CLIP's LMDB layout (`vmm prepare muge`, `muge_prepare`)
+
+Training reads (image, text) pairs from the LMDB; evaluation reads the texts of the JSONL and the
+images of the LMDB gallery. Text follows Chinese-CLIP: lower-cased, curly double quotes made
+straight (its `_preprocess_text`), then `[CLS] tokens[:L-2] [SEP]` zero-padded to the context
+length L (52 in Chinese-CLIP, 24 in Online-CNCLIP).
+
+Items use the shared batch keys. An image is a clip of T ≥ 1 frames: `frames` (T, 3, H, W) with
+`frame_mask` (T,); a still image has T = 1, and a multi-frame image file (animated GIF/WebP,
+multi-page TIFF) gives up to `max_frames` frames spread uniformly over it. `collate` pads clips of
+different lengths in a batch; the model averages the embeddings of the real frames.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vmmlib.data.image_transforms import EvalTransform
+from vmmlib.data.muge_prepare import SPLITS, MugeDataError, parse_text_line, split_files
+from vmmlib.data.tokenize import encode_texts
+from vmmlib.io.lmdb_store import LMDBSplit
+
+CONTEXT_LENGTH = 52  # Chinese-CLIP's default; Online-CNCLIP uses 24
+
+__all__ = [
+    "CONTEXT_LENGTH",
+    "SPLITS",
+    "MugeImageDataset",
+    "MugePairDataset",
+    "MugeTextDataset",
+    "collate",
+    "decode_frames",
+    "lmdb_split",
+    "preprocess_text",
+    "read_texts",
+    "tokenize",
+]
+
+
+def preprocess_text(text: str) -> str:
+    """Chinese-CLIP's text normalisation: lower-case, “ and ” → ". (It leaves ‘ ’ alone; so do we.)"""
+    return text.lower().replace("“", '"').replace("”", '"')
+
+
+def tokenize(
+    tokenizer, texts: Sequence[str], context_length: int = CONTEXT_LENGTH
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise and tokenise: `[CLS] wordpieces[:L-2] [SEP]`, zero-padded to L = `context_length`.
+
+    Args:
+        tokenizer: a BERT WordPiece tokenizer (`vmmlib.data.tokenize.load_tokenizer`), e.g. on the
+            Chinese BERT vocabulary Chinese-CLIP ships (21128 tokens).
+
+    Returns:
+        ids (N, L) int64 and mask (N, L) int64, the same ids as `cn_clip.clip.tokenize`.
+    """
+    return encode_texts(tokenizer, [preprocess_text(t) for t in texts], context_length)
+
+
+def read_texts(path: str | Path) -> list[dict]:
+    """A `{split}_texts.jsonl` → [{"text_id", "text", "image_ids"}] in file order.
+
+    Raises:
+        MugeDataError: naming the file and line of a malformed line or a repeated text_id.
+    """
+    rows, seen = [], set()
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                text_id, text, image_ids = parse_text_line(line)
+            except ValueError as err:
+                raise MugeDataError(f"{path}:{line_no}: {err}") from None
+            if text_id in seen:
+                raise MugeDataError(f"{path}:{line_no}: text_id {text_id} repeated")
+            seen.add(text_id)
+            rows.append({"text_id": text_id, "text": text, "image_ids": list(image_ids)})
+    return rows
+
+
+def lmdb_split(data_dir: str | Path, split: str, lmdb_dir: str | Path | None = None) -> LMDBSplit:
+    """The prepared LMDB of a split (`data_dir/lmdb/<split>` unless `lmdb_dir` is given)."""
+    split_files(data_dir, split)  # checks the split name
+    return LMDBSplit(Path(lmdb_dir or Path(data_dir) / "lmdb") / split)
+
+
+def decode_frames(data: bytes, max_frames: int = 1) -> list[Image.Image]:
+    """Decode an image file into its frames: 1 for a still image, up to `max_frames` spread uniformly
+    (first and last included) over a multi-frame file. Frames come back loaded, in their own mode."""
+    with Image.open(io.BytesIO(data)) as image:
+        n = getattr(image, "n_frames", 1)
+        picks = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int)) if n > 1 else [0]
+        frames = []
+        for i in picks:
+            image.seek(int(i))
+            frames.append(image.copy())
+    return frames
+
+
+def _frames_tensor(frames: list[Image.Image], transform: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([transform(f) for f in frames])  # (T, 3, H, W)
+    return x, torch.ones(len(frames), dtype=torch.float32)
+
+
+class MugePairDataset(Dataset):
+    """The (image, text) pairs of a prepared split, in LMDB key order (the training set).
+
+    Items: `frames` (T, 3, H, W) float32, `frame_mask` (T,), `text_ids`/`text_mask` (L,) int64,
+    `image_id`, `text_id` (as stored), `id` = "text_id/image_id".
+
+    Args:
+        store: the split's `LMDBSplit` (`lmdb_split(data_dir, split)`).
+        tokenizer: BERT WordPiece tokenizer; texts are tokenised on access.
+        transform: PIL image → (3, H, W) tensor; default `EvalTransform(224)`. Use
+            `image_transforms.TrainTransform` for Chinese-CLIP's augmentation.
+        context_length: text length L.
+        max_frames: most frames taken from a multi-frame image.
+    """
+
+    def __init__(
+        self,
+        store: LMDBSplit,
+        tokenizer,
+        transform: Callable | None = None,
+        *,
+        context_length: int = CONTEXT_LENGTH,
+        max_frames: int = 1,
+    ):
+        self.store, self.tokenizer = store, tokenizer
+        self.transform = transform or EvalTransform()
+        self.context_length, self.max_frames = context_length, max_frames
+        self._len = store.num_samples
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict:
+        image_id, text_id, text = self.store.pair(i)
+        frames, mask = _frames_tensor(
+            decode_frames(self.store.image_bytes(image_id), self.max_frames), self.transform
+        )
+        ids, text_mask = tokenize(self.tokenizer, [text], self.context_length)
+        return {
+            "frames": frames,
+            "frame_mask": mask,
+            "text_ids": torch.from_numpy(ids[0]),
+            "text_mask": torch.from_numpy(text_mask[0]),
+            "image_id": image_id,
+            "text_id": text_id,
+            "id": f"{text_id}/{image_id}",
+        }
+
+
+class MugeImageDataset(Dataset):
+    """A gallery of images from a prepared split: items `frames`, `frame_mask`, `image_id`, `id`.
+
+    Args:
+        store: the split's `LMDBSplit`.
+        image_ids: which images, in this order; default every stored id (ints where numeric),
+            sorted numerically.
+        transform: default `EvalTransform(224)` (bicubic squash, no crop).
+    """
+
+    def __init__(
+        self,
+        store: LMDBSplit,
+        image_ids: Sequence | None = None,
+        transform: Callable | None = None,
+        *,
+        max_frames: int = 1,
+    ):
+        self.store = store
+        if image_ids is None:
+            keys = store.image_ids()
+            numeric = all(k.isdigit() for k in keys)
+            image_ids = sorted(int(k) for k in keys) if numeric else sorted(keys)
+        self.image_ids = list(image_ids)
+        self.transform = transform or EvalTransform()
+        self.max_frames = max_frames
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        image_id = self.image_ids[i]
+        frames, mask = _frames_tensor(
+            decode_frames(self.store.image_bytes(image_id), self.max_frames), self.transform
+        )
+        return {"frames": frames, "frame_mask": mask, "image_id": image_id, "id": str(image_id)}
+
+
+class MugeTextDataset(Dataset):
+    """The queries of a `{split}_texts.jsonl` (or rows from `read_texts`), tokenised up front.
+
+    Items: `text_ids`/`text_mask` (L,) int64, `text_id`, `id`; `self.image_ids[i]` holds the
+    ground-truth image ids of query i (empty on test).
+    """
+
+    def __init__(self, texts: str | Path | list[dict], tokenizer, *, context_length: int = CONTEXT_LENGTH):
+        rows = read_texts(texts) if isinstance(texts, (str, Path)) else list(texts)
+        self.text_ids = [r["text_id"] for r in rows]
+        self.texts = [r["text"] for r in rows]
+        self.image_ids = [list(r.get("image_ids", [])) for r in rows]
+        ids, mask = tokenize(tokenizer, self.texts, context_length)
+        self._ids, self._mask = torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def __len__(self) -> int:
+        return len(self.text_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "text_ids": self._ids[i],
+            "text_mask": self._mask[i],
+            "text_id": self.text_ids[i],
+            "id": str(self.text_ids[i]),
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items into a batch; clips are zero-padded to the longest (B, T, 3, H, W) with a (B, T) mask.
+    Id-like values (`image_id`, `text_id`, `id`) become lists."""
+    batch: dict = {}
+    if "frames" in items[0]:
+        T = max(it["frames"].shape[0] for it in items)
+        frames = items[0]["frames"].new_zeros((len(items), T, *items[0]["frames"].shape[1:]))
+        mask = torch.zeros(len(items), T)
+        for b, it in enumerate(items):
+            t = it["frames"].shape[0]
+            frames[b, :t], mask[b, :t] = it["frames"], it["frame_mask"]
+        batch.update(frames=frames, frame_mask=mask)  # (B, T, 3, H, W), (B, T)
+    for key in ("text_ids", "text_mask"):
+        if key in items[0]:
+            batch[key] = torch.stack([it[key] for it in items])  # (B, L)
+    for key in ("image_id", "text_id", "id"):
+        if key in items[0]:
+            batch[key] = [it[key] for it in items]
+    return batch

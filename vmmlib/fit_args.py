@@ -1,0 +1,125 @@
+"""`fit`'s scalar arguments: the up-front check, and the record of those that shape a result.
+
+- `check_fit_args`: the check `fit` runs first, public so a notebook can run it before loading any
+  data (a bad `steps`, `lr` or `schedule` then fails in seconds, not after a cache build).
+- `result_args`: the arguments that change the trained weights, with "off" spelled one way; a
+  checkpoint stores them and `fit` refuses to resume one made with others.
+
+Off is 0: every optional number means "off / the default" at 0, and None is accepted the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from vmmlib.optim import SCHEDULES
+
+__all__ = ["PRECISIONS", "check_fit_args", "resolve_mixed_precision", "result_args"]
+
+PRECISIONS = ("auto", "no", "bf16")
+
+
+def _integer(low: int, optional: bool = True) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        return (optional and v is None) or (
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+        )
+
+    return ok
+
+
+def _number(test: Callable[[float], bool], optional: bool = True) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        real = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        return (optional and v is None) or (real and test(v))
+
+    return ok
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {  # name: (test, what is valid)
+    "steps": (_integer(1, optional=False), "an integer >= 1"),
+    "lr": (_number(lambda v: v > 0, optional=False), "a number > 0"),
+    "backbone_lr": (_number(lambda v: v >= 0), "a number >= 0; 0: lr"),
+    "weight_decay": (_number(lambda v: v >= 0, optional=False), "a number >= 0"),
+    "warmup_steps": (_integer(0, optional=False), "an integer >= 0"),
+    "backbone_warmup_steps": (_integer(0), "an integer >= 0, or None: warmup_steps"),
+    "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "schedule_steps": (_integer(0), "an integer >= 0; 0: steps"),
+    "decay_rate": (_number(lambda v: 0 < v <= 1, optional=False), "a number in (0, 1]"),
+    "adam_eps": (_number(lambda v: v > 0, optional=False), "a number > 0"),
+    "grad_clip": (_number(lambda v: v >= 0), "a number >= 0; 0: no clipping"),
+    "ema_decay": (_number(lambda v: 0 <= v < 1), "a number in [0, 1); 0: off"),
+    "eval_every": (_integer(0), "an integer >= 0; 0: at the end only"),
+    "save_every": (_integer(0), "an integer >= 0; 0: off"),
+    "save_minutes": (_number(lambda v: v >= 0), "a number >= 0; 0: off"),
+    "log_every": (_integer(0), "an integer >= 0; 0: at the end only"),
+    "max_nonfinite_steps": (_integer(0), "an integer >= 0; 0: never give up"),
+    "mixed_precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "batch_size": (_integer(1), "an integer >= 1"),
+}
+
+
+def check_fit_args(
+    *,
+    steps: int,
+    lr: float,
+    backbone_lr: float | None = None,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 0,
+    backbone_warmup_steps: int | None = None,
+    schedule: str = "linear",
+    schedule_steps: int | None = 0,
+    decay_rate: float = 0.9,
+    adam_eps: float = 1e-8,
+    grad_clip: float | None = 1.0,
+    ema_decay: float | None = 0.0,
+    eval_every: int | None = 0,
+    save_every: int | None = 0,
+    save_minutes: float | None = 0.0,
+    log_every: int | None = 10,
+    max_nonfinite_steps: int | None = 5,
+    mixed_precision: str = "auto",
+    batch_size: int | None = None,
+) -> None:
+    """Check `fit`'s scalar arguments (same names, meanings and defaults as `fit`'s).
+
+    `batch_size` is not `fit`'s (the loader has it) but is checked here too for notebooks.
+
+    Raises:
+        ValueError: naming every invalid argument with its valid range or choices.
+    """
+    values = dict(locals())
+    problems = [
+        f"{name}={values[name]!r} ({valid})" for name, (ok, valid) in _RULES.items() if not ok(values[name])
+    ]
+    if problems:
+        raise ValueError("invalid fit argument(s): " + "; ".join(problems))
+
+
+def resolve_mixed_precision(mixed_precision: str) -> str:
+    """ "auto" → "bf16" on a bf16-capable GPU, else "no"; "no" and "bf16" stay."""
+    if mixed_precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return mixed_precision
+
+
+def result_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of `fit` that shape the trained weights, "off" spelled 0 (JSON values).
+
+    `steps` is left out (a run may be extended on purpose), and so are the eval/save/log periods.
+    `metric` and `greater_is_better` are in: they choose the best checkpoint.
+    """
+    keys = ("lr", "backbone_lr", "backbone_prefixes", "weight_decay", "warmup_steps", "backbone_warmup_steps")
+    keys += ("schedule", "schedule_steps", "decay_rate", "adam_eps", "grad_clip", "ema_decay")
+    out = {k: args[k] for k in (*keys, "metric", "greater_is_better")}
+    for k in ("backbone_lr", "schedule_steps", "grad_clip", "ema_decay"):
+        out[k] = out[k] or 0
+    out["backbone_prefixes"] = list(out["backbone_prefixes"])
+    out["mixed_precision"] = resolve_mixed_precision(args["mixed_precision"])
+    return json.loads(json.dumps(out))

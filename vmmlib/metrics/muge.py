@@ -1,0 +1,141 @@
+"""MUGE / Chinese-CLIP retrieval metrics: recall@1/5/10 and mean recall (SPEC §2.4, §9.2).
+
+- `recall_at_k`: the official evaluator's semantics (`cn_clip/eval/evaluation.py`): every query of
+  the reference counts; a query is a hit at K if **any** of its ground-truth ids is among the first
+  K of its 10 predictions; R@K = hits / #reference queries; mean recall = (R@1 + R@5 + R@10) / 3.
+  Fractions here; the evaluator prints them × 100 (`vmmlib.submissions.muge.evaluate` does too).
+  Image→text is the same function on the transposed annotation (`transpose_truth`, as
+  `transform_ir_annotation_to_tr.py` builds it for `evaluation_tr.py`).
+- `gallery_ranks` / `gallery_recall`: recall over the whole gallery from a similarity matrix, for
+  validation during training. Ranks follow `make_topk_predictions`: a stable descending sort, so
+  among equal scores the earlier gallery column ranks first.
+- `in_batch_accuracy`: the top-1 accuracy within one batch that Chinese-CLIP logs as its
+  validation (Chinese-CLIP#28); named apart, it is not recall over the gallery.
+
+Pure numpy; no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+
+KS = (1, 5, 10)
+
+
+def recall_at_k(
+    predictions: Mapping[Hashable, Sequence[Hashable]],
+    truth: Mapping[Hashable, Sequence[Hashable]],
+    ks: Sequence[int] = KS,
+) -> dict[str, float]:
+    """Official MUGE recall of top-10 predictions.
+
+    Args:
+        predictions: {query id: ranked predicted ids} (10 each in a valid submission).
+        truth: {query id: ground-truth ids}; every key is a reference query (a query with no
+            ground truth counts as a miss, as upstream).
+
+    Returns:
+        {"r1", "r5", "r10", "mean_recall"} as fractions (keys follow `ks`; mean over them).
+
+    Raises:
+        KeyError: a reference query has no prediction (the official evaluator refuses the file).
+    """
+    missing = [q for q in truth if q not in predictions]
+    if missing:
+        raise KeyError(f"{len(missing)} reference quer(ies) have no prediction, e.g. {missing[0]!r}")
+    hits = dict.fromkeys(ks, 0)
+    for query, gold in truth.items():
+        ranked, gold = list(predictions[query]), set(gold)
+        for k in ks:
+            hits[k] += any(p in gold for p in ranked[:k])
+    n = max(len(truth), 1)
+    out = {f"r{k}": hits[k] / n for k in ks}
+    out["mean_recall"] = float(np.mean([out[f"r{k}"] for k in ks]))
+    return out
+
+
+def transpose_truth(truth: Mapping[Hashable, Sequence[Hashable]]) -> dict[Hashable, list[Hashable]]:
+    """Text→image annotation {text_id: image_ids} → image→text {image_id: text_ids}, first-seen order."""
+    out: dict[Hashable, list[Hashable]] = {}
+    for text_id, image_ids in truth.items():
+        for image_id in image_ids:
+            out.setdefault(image_id, []).append(text_id)
+    return out
+
+
+def gallery_ranks(sim: np.ndarray, positives: Sequence[Sequence[int]], chunk: int = 4096) -> np.ndarray:
+    """0-based rank of each query's best-ranked positive in its row of `sim`.
+
+    Args:
+        sim: (Q, G) similarities of Q queries to a gallery of G items.
+        positives: for each query, the gallery columns of its ground truth.
+        chunk: (query, positive) pairs compared at once (bounds memory to chunk × G).
+
+    Returns:
+        (Q,) int64; a query without positives gets G (never a hit). Ties: a stable descending sort,
+        so an equal score in an earlier column ranks first.
+    """
+    sim = np.asarray(sim)
+    Q, G = sim.shape
+    if len(positives) != Q:
+        raise ValueError(f"{len(positives)} positive lists for {Q} queries")
+    queries = np.array([q for q, cols in enumerate(positives) for _ in cols], dtype=np.int64)
+    cols = np.array([c for cs in positives for c in cs], dtype=np.int64)
+    if len(cols) and (cols.min() < 0 or cols.max() >= G):
+        raise ValueError(f"positive columns must lie in [0, {G}), got {cols.min()}..{cols.max()}")
+    ranks = np.full(Q, G, dtype=np.int64)
+    position = np.arange(G)
+    for s in range(0, len(cols), chunk):
+        q, c = queries[s : s + chunk], cols[s : s + chunk]
+        rows = sim[q]  # (P, G)
+        score = rows[np.arange(len(q)), c][:, None]  # (P, 1)
+        rank = (rows > score).sum(1) + ((rows == score) & (position < c[:, None])).sum(1)
+        np.minimum.at(ranks, q, rank)
+    return ranks
+
+
+def gallery_recall(
+    sim: np.ndarray, positives: Sequence[Sequence[int]], ks: Sequence[int] = KS, chunk: int = 4096
+) -> dict[str, float]:
+    """Recall@K over the whole gallery and mean recall (fractions), plus median and mean rank (1-based).
+
+    Args:
+        sim: (Q, G) query × gallery similarities (text→image: texts × images; image→text: transpose).
+        positives: per query, its ground-truth gallery columns.
+
+    Returns:
+        {"r1", "r5", "r10", "mean_recall", "median_rank", "mean_rank"}.
+    """
+    ranks = gallery_ranks(sim, positives, chunk)
+    out = {f"r{k}": float((ranks < k).mean()) if len(ranks) else 0.0 for k in ks}
+    out["mean_recall"] = float(np.mean([out[f"r{k}"] for k in ks]))
+    out["median_rank"] = float(np.median(ranks + 1)) if len(ranks) else float("nan")
+    out["mean_rank"] = float(np.mean(ranks + 1)) if len(ranks) else float("nan")
+    return out
+
+
+def positives_by_column(
+    query_truth: Sequence[Sequence[Hashable]], gallery_ids: Sequence[Hashable]
+) -> list[list[int]]:
+    """Ground-truth ids per query → their gallery columns (ids absent from the gallery raise KeyError)."""
+    column = {g: i for i, g in enumerate(gallery_ids)}
+    missing = [g for gold in query_truth for g in gold if g not in column]
+    if missing:
+        raise KeyError(f"{len(missing)} ground-truth id(s) are not in the gallery, e.g. {missing[0]!r}")
+    return [[column[g] for g in gold] for gold in query_truth]
+
+
+def in_batch_accuracy(sim: np.ndarray) -> dict[str, float]:
+    """Top-1 accuracy of the matching pairs within one (B, B) image × text batch (argmax: first wins).
+
+    Returns:
+        {"i2t_in_batch_acc", "t2i_in_batch_acc"} as fractions.
+    """
+    sim = np.asarray(sim)
+    target = np.arange(sim.shape[0])
+    return {
+        "i2t_in_batch_acc": float((sim.argmax(1) == target).mean()),
+        "t2i_in_batch_acc": float((sim.argmax(0) == target).mean()),
+    }
