@@ -268,6 +268,23 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def check_options(
+    fn, options: Mapping[str, Any], what: str = "option", *, reserved: Iterable[str] = ()
+) -> None:
+    """Raise ValueError when `options` holds a keyword `fn` does not take (listing the valid ones) or
+    one of `reserved` (names given elsewhere, e.g. a notebook's own parameters)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    taken = sorted(set(options) & set(reserved))
+    if taken:
+        raise ValueError(f"{what}(s) {', '.join(taken)} are parameters of their own; set them there")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(valid)}")
+
+
 def call_with_options(fn, *args, options: Mapping[str, Any] | None = None, what: str = "option"):
     """`fn(*args, **options)`, rejecting an option `fn` does not take with the list of valid ones."""
     import inspect
