@@ -242,3 +242,20 @@ def test_tag_loss_fn_names_the_valid_losses():
     assert tag_loss_fn("asl") is asl_loss
     with pytest.raises(ValueError, match="bce, asl, asl_seed"):
         tag_loss_fn("focal")
+
+
+def test_weighted_keeps_an_objective_that_runs_its_own_backward_and_scales_its_gradients():
+    w = torch.tensor(2.0, requires_grad=True)
+
+    def own_backward(model, batch, backward):
+        loss = 3.0 * w
+        backward(loss)
+        return {"contrastive": loss.detach()}
+
+    own_backward.backward_inside = True
+    wrapped = weighted(own_backward, {"contrastive": 0.5})
+    assert wrapped.backward_inside
+    terms = wrapped(None, {}, backward=lambda loss: loss.backward())
+    assert terms["contrastive"].item() == 3.0 and w.grad.item() == 1.5  # 0.5 · d(3w)/dw
+    with pytest.raises(ValueError, match="one weighted term"):
+        weighted(own_backward, {"contrastive": 1.0, "other": 1.0})

@@ -9,7 +9,8 @@ A directory cannot be swapped with one `rename` (POSIX refuses to replace a non-
 file (written last) is present. Weights holding NaN or inf are refused (RuntimeError).
 
 `fit`'s training checkpoint (`checkpoints/last/`) holds model.safetensors (raw weights),
-optimizer.pt, scheduler.pt, ema.safetensors (with EMA), rng.pt (a list, one RNG state per process),
+optimizer.pt, scheduler.pt, ema.safetensors (with EMA), swa.safetensors (with SWA: the snapshots,
+keys "<step>/<name>"), rng.pt (a list, one RNG state per process),
 history.json (the history rows so far) and state.json (step, data position, best metric, ...),
 written last as the completeness marker. `checkpoints/best/` holds model.safetensors + best.json.
 
@@ -227,6 +228,7 @@ def save_training_checkpoint(
     rng_states: list[dict],
     state: dict[str, Any],
     history_rows: list[dict[str, Any]],
+    swa_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write `fit`'s resumable state to `last_dir` atomically (see the module docstring).
 
@@ -243,6 +245,8 @@ def save_training_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if ema_state is not None:
             safetensors.torch.save_file(dict(ema_state), str(tmp / "ema.safetensors"))
+        if swa_state is not None:
+            safetensors.torch.save_file(dict(swa_state), str(tmp / "swa.safetensors"))
         torch.save(rng_states, tmp / "rng.pt")
         (tmp / "history.json").write_text(json.dumps(history_rows))  # exact floats, unlike CSV
         (tmp / "state.json").write_text(json.dumps(state, indent=1))  # the marker: written last
@@ -260,18 +264,20 @@ def load_training_checkpoint(
     """Load model, optimizer and scheduler states in place from `last_dir`.
 
     Returns:
-        {"state": dict, "history_rows": list, "rng_states": list, "ema_state": dict or None}.
+        {"state": dict, "history_rows": list, "rng_states": list, "ema_state": dict or None,
+        "swa_state": dict or None}.
     """
     last_dir = Path(last_dir)
     load_weights(model, last_dir / "model.safetensors")
     optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu", weights_only=True))
-    ema_file = last_dir / "ema.safetensors"
+    ema_file, swa_file = last_dir / "ema.safetensors", last_dir / "swa.safetensors"
     return {
         "state": json.loads((last_dir / "state.json").read_text()),
         "history_rows": json.loads((last_dir / "history.json").read_text()),
         "rng_states": torch.load(last_dir / "rng.pt", map_location="cpu", weights_only=True),
         "ema_state": safetensors.torch.load_file(str(ema_file)) if ema_file.is_file() else None,
+        "swa_state": safetensors.torch.load_file(str(swa_file)) if swa_file.is_file() else None,
     }
 
 

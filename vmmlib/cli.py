@@ -6,6 +6,8 @@ vmm run params/pipelines/yt8m_sample.yaml
 vmm evaluate qqbrowser --pred result.zip --truth label.tsv
 vmm evaluate yt8m --pred submission.csv --truth DATA_DIR   (segment CSV, or video-level predictions)
 vmm validate TASK SUBMISSION [--truth T | --data-dir D [--split S]]
+vmm prepare muge DATA_DIR [--splits train,valid,test] [--check decode|fast] [--workers N]
+vmm extract VIDEO_DIR OUT_DIR --format qqbrowser|wbdc|yt8m [--backbone DIR] [--texts FILE] [--split S]
 
 `evaluate` and `validate` use `vmmlib.submissions` only (no torch): they answer in about a second;
 without --truth or --data-dir, `validate` checks the format alone and says that ids were not checked.
@@ -29,7 +31,23 @@ from vmmlib.tasks import list_tasks
 def _sample(args: argparse.Namespace) -> int:
     options = {
         k: v
-        for k, v in {"videos": args.videos, "pairs": args.pairs, "seed": args.seed}.items()
+        for k, v in {
+            "videos": args.videos,
+            "pairs": args.pairs,
+            "seed": args.seed,
+            "val_videos": args.val_videos,
+            "test_videos": args.test_videos,
+            "num_frames": args.num_frames,
+            "frame_size": args.frame_size,
+            "labeled": args.labeled,
+            "unlabeled": args.unlabeled,
+            "test": args.test,
+            "signal": args.signal,
+            "train_texts": args.train_texts,
+            "valid_texts": args.valid_texts,
+            "test_texts": args.test_texts,
+            "image_size": args.image_size,
+        }.items()  # fmt: skip
         if v is not None
     }
     if args.overwrite:
@@ -38,6 +56,18 @@ def _sample(args: argparse.Namespace) -> int:
 
     out = get_task(args.task).make_sample(args.dir, **options)
     print(f"wrote {args.task} sample data to {out}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from vmmlib.data.muge_prepare import prepare_muge, summary_dict
+
+    splits = args.splits.split(",") if args.splits else None
+    summaries = prepare_muge(
+        args.data_dir, splits, lmdb_dir=args.lmdb_dir, on_error=args.on_error, check=args.check,
+        workers=args.workers, progress=not args.no_progress,
+    )  # fmt: skip
+    print(_json({split: summary_dict(s) for split, s in summaries.items()}))
     return 0
 
 
@@ -99,20 +129,74 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _extract(args: argparse.Namespace) -> int:
+    from vmmlib.extract import extract
 
+    result = extract(
+        args.video_dir, args.out_dir, format=args.format, backbone=args.backbone, texts=args.texts,
+        split=args.split, fps=args.fps, max_frames=args.max_frames, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, pca=args.pca, vocab=args.vocab, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(_json(result.summary()))
+    if result.failed:
+        print(
+            f"vmm extract: skipped {len(result.failed)} unreadable video(s), listed under 'failed'",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _add_sample_parser(sub) -> None:
+    """`vmm sample TASK DIR [options]`: the options each task's `make_sample` takes."""
     p = sub.add_parser("sample", help="write deterministic sample data in a task's real layout")
     p.add_argument("task", choices=list_tasks())
     p.add_argument("dir")
     p.add_argument("--videos", type=int, help="number of (pretraining) videos (yt8m: frame/train videos)")
     p.add_argument("--pairs", type=int, help="number of labelled pairs (qqbrowser)")
     p.add_argument("--seed", type=int, help="same seed → byte-identical files")
+    p.add_argument("--val-videos", type=int, help="avfusion: clips of the val split (and validation.csv)")
+    p.add_argument("--test-videos", type=int, help="avfusion: clips of the test split")
+    p.add_argument("--num-frames", type=int, help="avfusion: frames per mp4")
+    p.add_argument("--frame-size", type=int, help="avfusion: frame side in pixels (even)")
+    p.add_argument("--labeled", type=int, help="wbdc: labelled videos (annotations/labeled.json)")
+    p.add_argument("--unlabeled", type=int, help="wbdc: unlabeled videos (for pretraining)")
+    p.add_argument("--test", type=int, help="wbdc: test_a videos")
+    p.add_argument("--signal", type=float, help="wbdc: class signal strength (1: default; lower: harder)")
+    for split in ("train", "valid", "test"):
+        p.add_argument(f"--{split}-texts", type=int, help=f"muge: {split} queries (each with 1-2 images)")
+    p.add_argument("--image-size", type=int, help="muge: side of the JPEGs in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=_sample)
+
+
+def _add_prepare_parser(sub) -> None:
+    """`vmm prepare muge DATA_DIR`: TSV + JSONL → Chinese-CLIP's LMDB layout (`prepare_muge`)."""
+    p = sub.add_parser("prepare", help="convert a MUGE folder's TSV + JSONL into Chinese-CLIP's LMDB layout")
+    p.add_argument("task", choices=["muge"])
+    p.add_argument("data_dir")
+    p.add_argument("--splits", help="comma-separated (default: every split whose files exist)")
+    p.add_argument("--lmdb-dir", help="output root (default DATA_DIR/lmdb)")
+    p.add_argument(
+        "--on-error", choices=["skip", "raise"], default="skip", help="a bad line: report and skip, or fail"
+    )
+    p.add_argument("--check", choices=["decode", "fast", "header", "none"], default="fast",
+                   help="how each image is checked (fast: every base64 character, signature, end marker; "
+                        "decode: Pillow decodes it, ~5x slower)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=0, help="processes checking images (0: this one)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_prepare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_sample_parser(sub)
+
+    _add_prepare_parser(sub)
 
     p = sub.add_parser("run", help="run a pipeline of notebooks (params/pipelines/<name>.yaml)")
     p.add_argument("pipeline")
@@ -147,6 +231,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder whose split's ids must all be present")
     p.add_argument("--split", help="the split of --data-dir (default: the task's test split, e.g. test_a)")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser(
+        "extract",
+        help="per-second frame features of a folder of videos, written in a task's format (resumable)",
+    )
+    p.add_argument("video_dir")
+    p.add_argument("out_dir", help="a new folder, or a data folder to add the split to")
+    p.add_argument("--format", required=True, choices=["qqbrowser", "wbdc", "yt8m"])
+    p.add_argument(
+        "--backbone", default="", help="a local Hugging Face vision model folder (default: tiny built-in)"
+    )
+    p.add_argument(
+        "--texts", help="titles/ASR/labels per video id: .json, .jsonl, .tsv or .csv with an id column"
+    )
+    p.add_argument("--split", help="where the videos go (default: the test split: test_a, test_a, test)")
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--max-frames", type=int, default=300, help="at most this many frames per video")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per backbone batch")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--pca", help="reuse the projection saved in this earlier OUT_DIR")
+    p.add_argument(
+        "--vocab", help="BERT vocab.txt for a fresh qqbrowser/wbdc folder (default: bert-base-chinese's)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="start again: drop saved features and projections"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_extract)
     return parser
 
 

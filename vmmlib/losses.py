@@ -61,6 +61,20 @@ def weighted(objective: Objective, weights: Mapping[str, float]) -> Objective:
     """
     shared = getattr(objective, "shares_weight", {})
     weight_of = {**{part: weights[term] for part, term in shared.items() if term in weights}, **weights}
+    if getattr(objective, "backward_inside", False):  # it runs its own backward passes (one term)
+        if len(weights) != 1:
+            raise ValueError(
+                f"an objective that runs its own backward takes one weighted term, got {list(weights)}"
+            )
+        (weight,) = weights.values()
+
+        def scaled_objective(model, batch, backward) -> dict[str, torch.Tensor]:
+            terms = objective(model, batch, backward=lambda loss: backward(weight * loss))
+            return {k: weight_of[k] * v for k, v in terms.items() if k in weight_of}
+
+        scaled_objective.backward_inside = True  # type: ignore[attr-defined]
+        scaled_objective.terms = tuple(weights)  # type: ignore[attr-defined]
+        return scaled_objective
 
     def weighted_objective(model, batch) -> dict[str, torch.Tensor]:
         terms = objective(model, batch)

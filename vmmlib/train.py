@@ -2,41 +2,43 @@
 `accelerate launch` / `torchrun`), with exact resume.
 
 What lives here:
-- `fit`: AdamW with a backbone learning rate, warmup + decay per group (`vmmlib.optim`), gradient
-  clipping, bf16 autocast on GPU, an EMA of the weights, periodic evaluation with best-checkpoint
-  selection, a guard against non-finite steps, periodic atomic checkpoints and `history.csv`.
-- re-exported: `check_fit_args` (`vmmlib.fit_args`: the check `fit` runs first, public so a notebook
-  runs it before loading any data); `param_groups`, `lr_multiplier`, `EMA` (`vmmlib.optim`);
-  `TrainState`, `make_loader`, `EpochShuffleSampler`, `save_weights`, `load_weights`
-  (`vmmlib.checkpoint`).
+- `fit`: AdamW with a backbone learning rate and optional layer-wise decay, warmup + decay per group
+  (`vmmlib.optim`), gradient clipping, bf16 autocast on GPU, an EMA of the weights, FGM/PGD
+  adversarial training on the word embeddings (`vmmlib.adversarial`), SWA over the last evaluated
+  weights, periodic evaluation with best-checkpoint selection, a guard against non-finite steps,
+  periodic atomic checkpoints and `history.csv`.
+- re-exported: `check_fit_args` (`vmmlib.fit_args`, for notebooks to run before loading data);
+  `param_groups`, `lr_multiplier`, `EMA`, `SWA` (`vmmlib.optim`); `TrainState`, `make_loader`,
+  `EpochShuffleSampler`, `save_weights`, `load_weights` (`vmmlib.checkpoint`).
 
-Exact resume: a run killed at step k and resumed ends with bit-identical weights on CPU. `fit`
-restores model, optimiser, scheduler, EMA and RNG states, re-seeds the sampler for the epoch and skips
-the batches already consumed (`checkpoint.resumable_batches`). Randomness drawn *inside* a dataset's `__getitem__`
-(augmentation) is resumed exactly only if it is derived from (epoch, index), e.g. via a `set_epoch`
-method on the dataset; `fit` calls `set_epoch(epoch)` on the dataset and the sampler. Stopping on
-purpose with `steps=k` and continuing with `steps=N` is exact only with `schedule_steps=N` in both
-calls (the decay horizon defaults to `steps`). A checkpoint records the arguments that shape the
-result and the caller's `fingerprint`; `fit` refuses to resume one made with others.
+Exact resume: a run killed at step k and resumed ends with bit-identical weights on CPU, every trick
+on. `fit` restores model, optimiser, scheduler, EMA, SWA snapshots and RNG states, re-seeds the
+sampler for the epoch and skips the batches already consumed (`checkpoint.resumable_batches`).
+Randomness drawn *inside* a dataset's `__getitem__` (augmentation) is resumed exactly only if it is
+derived from (epoch, index), e.g. via a `set_epoch` method on the dataset; `fit` calls
+`set_epoch(epoch)` on the dataset and the sampler. Stopping on purpose with `steps=k` and continuing
+with `steps=N` is exact only with `schedule_steps=N` in both calls (the decay horizon defaults to
+`steps`). A checkpoint records the arguments that shape the result and the caller's `fingerprint`;
+`fit` refuses to resume one made with others.
 
 Off is 0: every optional number (`schedule_steps`, `ema_decay`, `grad_clip`, `backbone_lr`,
-`eval_every`, `save_every`, `save_minutes`, `log_every`, `max_nonfinite_steps`) means "off / the
+`eval_every`, `save_every`, `save_minutes`, `log_every`, `max_nonfinite_steps`, `layer_lr_decay`,
+`swa_last`) means "off / the
 default" at 0, and None is accepted the same way.
 
 Checkpoint layout under `out_dir`:
 
-    model.safetensors                 final weights (EMA weights when ema_decay is set)
+    model.safetensors                 final weights (EMA's when ema_decay is set; SWA mean with swa_last)
     history.csv                       one row per logged/evaluated step
     checkpoints/last/                 model.safetensors (raw weights), optimizer.pt, scheduler.pt,
-                                      ema.safetensors (if EMA), rng.pt (one entry per process),
-                                      history.json, state.json (written last: marks completeness)
+                                      ema.safetensors (if EMA), swa.safetensors (if SWA), rng.pt
+                                      (one entry per process), history.json, state.json (written last: marks completeness)
     checkpoints/best/                 model.safetensors (EMA weights when set) + best.json
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import json
 import logging
@@ -44,7 +46,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from vmmlib.adversarial import FGM, PGD, build_adversary
 from vmmlib.checkpoint import (
     EpochShuffleSampler,
     TrainState,
@@ -76,22 +79,11 @@ from vmmlib.checkpoint import (
     save_weights,
     write_history_csv,
 )
-from vmmlib.fit_args import check_fit_args, resolve_mixed_precision, result_args
-from vmmlib.optim import EMA, lr_multiplier, param_groups
+from vmmlib.fit_args import check_fit_args, check_same_run, resolve_mixed_precision, result_args, sum_terms
+from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups
 
-__all__ = [
-    "EMA",
-    "EpochShuffleSampler",
-    "FitResult",
-    "TrainState",
-    "check_fit_args",
-    "fit",
-    "load_weights",
-    "lr_multiplier",
-    "make_loader",
-    "param_groups",
-    "save_weights",
-]
+__all__ = ["EMA", "SWA", "EpochShuffleSampler", "FitResult", "TrainState", "check_fit_args", "fit"]
+__all__ += ["load_weights", "lr_multiplier", "make_loader", "param_groups", "save_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +99,7 @@ class FitResult:
         last_step: the step training ended at (== `steps`).
         resumed_from: the checkpoint step this call resumed from; 0 for a fresh run.
         paths: "out_dir", "model", "history", "last" and, when written, "best".
+        swa_steps: the steps whose weights SWA averaged into the final model (empty: SWA off).
     """
 
     history: pd.DataFrame
@@ -115,6 +108,7 @@ class FitResult:
     last_step: int
     resumed_from: int
     paths: dict[str, Path] = field(default_factory=dict)
+    swa_steps: list[int] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- fit
@@ -139,6 +133,13 @@ def fit(
     adam_eps: float = 1e-8,
     grad_clip: float | None = 1.0,
     ema_decay: float | None = 0.0,
+    adversarial: str | None = "none",
+    adv_epsilon: float = 1.0,
+    adv_alpha: float = 0.3,
+    adv_steps: int = 3,
+    adv_param_pattern: str = "word_embeddings",
+    layer_lr_decay: float | None = 0.0,
+    swa_last: int | None = 0,
     eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     eval_every: int | None = 0,
     metric: str | None = None,
@@ -182,6 +183,15 @@ def fit(
         grad_clip: max global grad norm (0: no clipping; the norm is still computed and logged).
         ema_decay: keep an EMA of the weights with this decay (0: off); evaluation, the best
             checkpoint and the final model use it.
+        adversarial: "none", "fgm" or "pgd" on the parameters matching `adv_param_pattern` (SPEC §4.5,
+            `vmmlib.adversarial`); the last adversarial loss is logged as `train/adv_loss`.
+        adv_epsilon, adv_alpha, adv_steps: FGM's step / PGD's L2 ball ε, PGD's step α and K (1.0, 0.3, 3).
+        adv_param_pattern: regex searched in parameter names (default: the text word-embedding table).
+        layer_lr_decay: in (0, 1] (0: off): rate × decay**depth, depth by `vmmlib.optim.layer_depth`
+            (head 0, top layer 1, embeddings deepest); groups logged as `lr/<backbone|others>/depth<d>`.
+        swa_last: the final model is the mean of the last this many snapshots (0: off), one every
+            `eval_every` steps plus the final weights (EMA's when on); evaluated as `swa/<key>`, it
+            becomes `checkpoints/best` when it beats the best evaluation.
         eval_fn: `eval_fn(model) -> {"metric": float}`, run in eval mode under no_grad every
             `eval_every` steps and at the end. It runs on every process; the main process's dict is
             used, so under DDP it should compute the full-validation metric there (e.g. with
@@ -222,12 +232,8 @@ def fit(
     """
     args = dict(locals())  # first statement: exactly the arguments
     check_fit_args(**{k: args[k] for k in inspect.signature(check_fit_args).parameters if k in args})
-    if metric is not None and eval_fn is None:
-        raise ValueError(f"metric={metric!r} needs an eval_fn")
     f = _prepare(model, train_loader, Path(out_dir), args)
-    rng_states, resumed_from = _resume(f, resume=resume, fingerprint=fingerprint, args=args)
-    rng = rng_states[min(f.accelerator.process_index, len(rng_states) - 1)] if rng_states else None
-    batches = resumable_batches(train_loader, f.loader, f.state, seed=seed, rng_state=rng)
+    batches, resumed_from = _start(f, train_loader, args)
     state, optimizer = f.state, f.optimizer
     bar = tqdm(
         total=steps, initial=state.step, desc="fit", disable=not (progress and f.is_main), dynamic_ncols=True
@@ -252,8 +258,8 @@ def fit(
             bar.update(1)
             if (log_every and step % log_every == 0) or step == steps:
                 history_row(f.rows, step, state.epoch).update({**lrs, **state.pop_window()})
-            if eval_fn is not None and eval_every and step % eval_every == 0:
-                _evaluate(f)
+            if eval_every and step % eval_every == 0:
+                _evaluation_step(f)
             if (save_every and step % save_every == 0) or _minutes_passed(f, last_save_time, save_minutes):
                 _save_last(f)
                 last_save_step, last_save_time = step, time.monotonic()
@@ -279,6 +285,8 @@ class _Fit:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loader: DataLoader  # as prepared
     ema: EMA | None
+    adversary: FGM | PGD | None
+    swa: SWA | None
     state: TrainState
     rows: list[dict[str, Any]]
     paths: dict[str, Path]
@@ -295,6 +303,8 @@ class _Fit:
 
 def _prepare(model: nn.Module, train_loader: DataLoader, out_dir: Path, args: dict[str, Any]) -> _Fit:
     """Build the accelerator, optimiser, schedule and EMA, and prepare model and loader."""
+    if args["metric"] is not None and args["eval_fn"] is None:
+        raise ValueError(f"metric={args['metric']!r} needs an eval_fn")
     precision = resolve_mixed_precision(args["mixed_precision"])
     accelerator = args["accelerator"]
     if accelerator is None:
@@ -313,29 +323,16 @@ def _prepare(model: nn.Module, train_loader: DataLoader, out_dir: Path, args: di
         )
     set_seed(args["seed"], device_specific=True)
     model.to(accelerator.device)  # before the optimiser: fused AdamW checks devices at construction
-    backbone_lr = args["backbone_lr"] or None
-    groups = param_groups(
-        model, lr=args["lr"], weight_decay=args["weight_decay"], backbone_lr=backbone_lr,
-        backbone_prefixes=args["backbone_prefixes"],
+    # The scheduler is not prepared: Accelerate's wrapper steps num_processes times per call; we step once.
+    optimizer, scheduler = make_optimizer(
+        model, **{k: args[k] for k in inspect.signature(make_optimizer).parameters if k in args and k != "model"},
+        fused=accelerator.device.type == "cuda",
     )  # fmt: skip
-    optimizer = torch.optim.AdamW(
-        groups, lr=args["lr"], eps=args["adam_eps"], fused=accelerator.device.type == "cuda"
-    )
-    warmup = args["warmup_steps"]
-    backbone_warmup = warmup if args["backbone_warmup_steps"] is None else args["backbone_warmup_steps"]
-    horizon = args["schedule_steps"] or args["steps"]
-    multipliers = [
-        functools.partial(
-            lr_multiplier,
-            warmup_steps=backbone_warmup if g["name"] == "backbone" else warmup,
-            total_steps=horizon,
-            schedule=args["schedule"],
-            decay_rate=args["decay_rate"],
-        )
-        for g in groups
-    ]
-    # Not prepared: Accelerate's scheduler wrapper steps num_processes times per call; we step once.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multipliers)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    adversary = build_adversary(
+        args["adversarial"], model, trainable, epsilon=args["adv_epsilon"], alpha=args["adv_alpha"],
+        steps=args["adv_steps"], pattern=args["adv_param_pattern"],
+    )  # fmt: skip
     prepared, optimizer, loader = accelerator.prepare(model, optimizer, train_loader)
     unwrapped = accelerator.unwrap_model(prepared)
     paths = {"out_dir": out_dir, "model": out_dir / "model.safetensors", "history": out_dir / "history.csv"}
@@ -343,8 +340,17 @@ def _prepare(model: nn.Module, train_loader: DataLoader, out_dir: Path, args: di
     return _Fit(
         accelerator=accelerator, model=prepared, unwrapped=unwrapped, optimizer=optimizer,
         scheduler=scheduler, loader=loader, ema=EMA(unwrapped, args["ema_decay"]) if args["ema_decay"] else None,
+        adversary=adversary, swa=SWA(args["swa_last"]) if args["swa_last"] else None,
         state=TrainState(seed=args["seed"], num_processes=world), rows=[], paths=paths, args=args,
     )  # fmt: skip
+
+
+def _start(f: _Fit, train_loader: DataLoader, args: dict[str, Any]) -> tuple[Iterator[Any], int]:
+    """Resume (or start afresh); the batches from the data position reached, and the step resumed from."""
+    rng_states, resumed_from = _resume(f, resume=args["resume"], fingerprint=args["fingerprint"], args=args)
+    rng = rng_states[min(f.accelerator.process_index, len(rng_states) - 1)] if rng_states else None
+    batches = resumable_batches(train_loader, f.loader, f.state, seed=args["seed"], rng_state=rng)
+    return batches, resumed_from
 
 
 def _resume(
@@ -364,7 +370,7 @@ def _resume(
         f.accelerator.wait_for_everyone()
         return None, 0
     saved = TrainState.from_dict(json.loads((last_dir / "state.json").read_text()))
-    _check_same_run(last_dir, saved, fingerprint, fit_args)
+    check_same_run(last_dir, saved, fingerprint, fit_args)
     if saved.step > args["steps"]:
         raise ValueError(
             f"{last_dir} is at step {saved.step} > steps={args['steps']}; raise steps or resume=False"
@@ -378,6 +384,8 @@ def _resume(
         if loaded["ema_state"] is None:
             raise FileNotFoundError(f"ema_decay is set but {last_dir} has no ema.safetensors")
         f.ema.load_state_dict(loaded["ema_state"])
+    if f.swa is not None:
+        f.swa.load_state_dict(loaded["swa_state"] or {})
     if f.state.seed != args["seed"] or f.state.num_processes != f.world:
         warnings.warn(
             f"resuming a run made with seed={f.state.seed} on {f.state.num_processes} processes "
@@ -392,24 +400,6 @@ def _resume(
     return loaded["rng_states"], f.state.step
 
 
-def _check_same_run(last_dir: Path, saved: TrainState, fingerprint: str | None, fit_args: dict) -> None:
-    """Raise ValueError when the checkpoint was made with another fingerprint or other arguments."""
-    differ = []
-    if saved.fit_args is not None:  # checkpoints written before fit recorded its arguments have none
-        differ = [
-            f"{k}: {saved.fit_args.get(k)!r} → {v!r}"
-            for k, v in fit_args.items()
-            if saved.fit_args.get(k) != v
-        ]
-    if saved.fingerprint != fingerprint and (saved.fit_args is not None or fingerprint is not None):
-        differ.append(f"fingerprint: {saved.fingerprint!r} → {fingerprint!r}")
-    if differ:
-        raise ValueError(
-            f"{last_dir} was made by a different run ({'; '.join(differ)}); refusing to resume it. "
-            "Pass resume=False to start afresh (it deletes the old checkpoints), or another out_dir."
-        )
-
-
 def _train_step(f: _Fit, objective: Callable, batch: Any) -> float | None:
     """One forward/backward/optimiser step; returns the loss, or None when the step was skipped.
 
@@ -419,13 +409,10 @@ def _train_step(f: _Fit, objective: Callable, batch: Any) -> float | None:
     state, args = f.state, f.args
     buffers = list(f.unwrapped.buffers())
     saved_buffers = [b.detach().clone() for b in buffers]  # small: norm statistics, position ids
-    if getattr(objective, "backward_inside", False):  # e.g. contrastive accumulation over cached features
-        terms = objective(f.model, batch, backward=f.accelerator.backward)
-        loss = _sum_terms({k: v.detach() for k, v in terms.items()})
-    else:
-        terms = objective(f.model, batch)
-        loss = _sum_terms(terms)
-        f.accelerator.backward(loss)
+    terms, loss = _loss_backward(f, objective, batch)
+    if f.adversary is not None:  # FGM / PGD: more forward + backward passes on perturbed embeddings
+        adv_loss = f.adversary.attack(lambda: _loss_backward(f, objective, batch)[1])
+        terms = {**terms, "adv_loss": adv_loss}
     params = [p for g in f.optimizer.param_groups for p in g["params"]]
     grad_norm = f.accelerator.clip_grad_norm_(params, args["grad_clip"] or math.inf)
     if grad_norm is None:  # DeepSpeed clips inside its engine
@@ -468,18 +455,31 @@ def _train_step(f: _Fit, objective: Callable, batch: Any) -> float | None:
     return None
 
 
-def _evaluate(f: _Fit) -> None:
-    """Run `eval_fn` (EMA weights applied), log it, and keep the best finite `metric` in checkpoints/best."""
+def _loss_backward(f: _Fit, objective: Callable, batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The objective's terms and their sum, after its backward pass (gradients accumulate)."""
+    if getattr(objective, "backward_inside", False):  # e.g. contrastive accumulation over cached features
+        terms = objective(f.model, batch, backward=f.accelerator.backward)
+        return terms, sum_terms({k: v.detach() for k, v in terms.items()})
+    terms = objective(f.model, batch)
+    loss = sum_terms(terms)
+    f.accelerator.backward(loss)
+    return terms, loss.detach()
+
+
+def _evaluate(f: _Fit, prefix: str = "eval") -> None:
+    """Run `eval_fn` (EMA weights applied, except for "swa": the model holds the SWA mean), log it as
+    `<prefix>/<key>`, and keep the best finite `metric` in checkpoints/best."""
     state, args, step = f.state, f.args, f.state.step
     metric = args["metric"]
-    with rng_preserved(), f.ema.applied(f.unwrapped) if f.ema is not None else nullcontext():
+    ema = f.ema is not None and prefix == "eval"
+    with rng_preserved(), f.ema.applied(f.unwrapped) if ema else nullcontext():
         f.model.eval()
         with torch.no_grad():
             metrics = {k: float(v) for k, v in args["eval_fn"](f.unwrapped).items()}
         f.model.train()
         if f.world > 1:
             metrics = broadcast_object_list([metrics])[0]
-        history_row(f.rows, step, state.epoch).update({f"eval/{k}": v for k, v in metrics.items()})
+        history_row(f.rows, step, state.epoch).update({f"{prefix}/{k}": v for k, v in metrics.items()})
         state.last_eval_step = step
         if metric is not None and metric not in metrics:
             raise KeyError(f"metric {metric!r} is not among eval_fn's keys {sorted(metrics)}")
@@ -529,6 +529,7 @@ def _save_last(f: _Fit) -> None:
             f.paths["last"], model=f.unwrapped, optimizer=f.optimizer, scheduler=f.scheduler,
             ema_state=f.ema.state_dict() if f.ema is not None else None, rng_states=rng_all,
             state=dataclasses.asdict(f.state), history_rows=f.rows,
+            swa_state=f.swa.state_dict() if f.swa is not None else None,
         )  # fmt: skip
         write_history_csv(f.rows, f.paths["history"])
     f.accelerator.wait_for_everyone()
@@ -545,6 +546,7 @@ def _finish(f: _Fit, resumed_from: int) -> FitResult:
     """Write the final weights (EMA when set) and history; build the result."""
     if f.ema is not None:
         f.ema.copy_to(f.unwrapped)  # the model leaves fit holding the weights of model.safetensors
+    swa_steps = _swa_finish(f) if f.swa is not None else []
     if not _weights_finite(f):
         ckpt = f.paths["out_dir"] / "checkpoints"
         fallback = find_checkpoint(ckpt / "best", marker="best.json") or find_checkpoint(
@@ -568,19 +570,25 @@ def _finish(f: _Fit, resumed_from: int) -> FitResult:
     state = f.state
     return FitResult(
         history=history_frame(f.rows), best_metric=state.best_metric, best_step=state.best_step,
-        last_step=state.step, resumed_from=resumed_from, paths=f.paths,
+        last_step=state.step, resumed_from=resumed_from, paths=f.paths, swa_steps=swa_steps,
     )  # fmt: skip
 
 
-def _sum_terms(terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Validate the objective's output and sum its terms in fp32."""
-    if not isinstance(terms, Mapping) or not terms:
-        raise TypeError(f"objective must return a non-empty dict of named scalar losses, got {type(terms)}")
-    for k, t in terms.items():
-        if not (torch.is_tensor(t) and t.numel() == 1 and t.is_floating_point()):
-            raise TypeError(f"loss term {k!r} must be a floating scalar tensor, got {t!r:.80}")
-    if {"grad_norm", "skipped"} & set(terms) or ("loss" in terms and len(terms) > 1):
-        raise ValueError(
-            f"term names {list(terms)} clash with the logged 'loss' (sum), 'grad_norm', 'skipped'"
-        )
-    return torch.stack([t.float().reshape(()) for t in terms.values()]).sum()
+def _evaluation_step(f: _Fit) -> None:
+    """Every `eval_every` steps: evaluate (with an `eval_fn`) and add the evaluated weights (EMA's when
+    on) to SWA's snapshots (with SWA)."""
+    if f.args["eval_fn"] is not None:
+        _evaluate(f)
+    if f.swa is not None:
+        with f.ema.applied(f.unwrapped) if f.ema is not None else nullcontext():
+            f.swa.add(f.state.step, f.unwrapped.state_dict())
+
+
+def _swa_finish(f: _Fit) -> list[int]:
+    """Load the SWA mean (the final weights count as the newest snapshot) and evaluate it as `swa/<key>`
+    (it becomes `checkpoints/best` when its `metric` beats the best). Returns the steps averaged."""
+    averaged, steps = f.swa.average(f.state.step, f.unwrapped.state_dict())
+    f.unwrapped.load_state_dict(averaged)
+    if f.args["eval_fn"] is not None:
+        _evaluate(f, prefix="swa")
+    return steps

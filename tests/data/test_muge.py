@@ -74,9 +74,10 @@ def test_sample_is_deterministic_in_the_raw_layout_with_real_jpegs(sample, tmp_p
     again = write_muge_sample(
         tmp_path / "again", train_texts=30, valid_texts=12, test_texts=8, distractors=6, seed=3
     )
-    names = sorted(p.name for p in sample.iterdir())
-    assert names == sorted(p.name for p in again.iterdir())
+    names = sorted(str(p.relative_to(sample)) for p in sample.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(again)) for p in again.rglob("*") if p.is_file())
     assert {f"{s}_{k}" for s in ("train", "valid", "test") for k in ("imgs.tsv", "texts.jsonl")} <= set(names)
+    assert any(n.startswith("online_cache/valid/") and n.endswith("/1.jpg") for n in names)
     for name in names:
         assert (sample / name).read_bytes() == (again / name).read_bytes(), name
     first = (sample / "valid_imgs.tsv").read_text().splitlines()[0].split("\t")
@@ -368,3 +369,17 @@ def test_real_photos_go_through_tsv_lmdb_dataset_and_model(tmp_path):
         out = model(**batch)
     assert out["image_features"].shape == out["text_features"].shape == (2, 64)
     torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(2))
+
+
+def test_a_rolled_back_lmdb_is_detected_and_the_split_rebuilt(sample, tmp_path):
+    """Commits are flushed once per stage; should a crash roll the LMDB back behind the entries the state
+    recorded, the rerun starts the split over instead of resuming past lost images."""
+    first = prepare_muge(sample, ["valid"], lmdb_dir=tmp_path, progress=False)["valid"]
+    state_path = tmp_path / "valid" / mp.STATE_FILE
+    state = json.loads(state_path.read_text())
+    state["done"], state["pairs"]["done"] = False, False
+    state["imgs"]["entries"] += 3  # the state believes in 3 images the LMDB no longer holds
+    state_path.write_text(json.dumps(state))
+    again = prepare_muge(sample, ["valid"], lmdb_dir=tmp_path, progress=False)["valid"]
+    assert not again.skipped and (again.images, again.pairs) == (first.images, first.pairs)
+    assert json.loads(state_path.read_text())["imgs"]["entries"] == first.images + 1  # + num_images

@@ -386,6 +386,7 @@ class AVFusionDataset(_RobustDataset):
         train: random clip placement and crop per (epoch, index); False: test clips, centre crop.
         title_only: keep the text before the first `#` (the derivative's title).
         audio_source: `file` (the manifest's audio column) or `video` (the video's soundtrack).
+        with_audio: False leaves `audio` out of the items (text + video models; no audio decoding).
         on_error: `next` (default when training) or `zeros` (default otherwise); module docstring.
         max_samples: keep only the first rows (the seed's max_train_samples / max_eval_samples).
     """
@@ -403,6 +404,7 @@ class AVFusionDataset(_RobustDataset):
         train: bool = True,
         title_only: bool = False,
         audio_source: str = "file",
+        with_audio: bool = True,
         on_error: str | None = None,
         max_samples: int | None = None,
         seed: int = 0,
@@ -415,7 +417,7 @@ class AVFusionDataset(_RobustDataset):
         super().__init__(len(self.rows), train, on_error, seed)
         self.roots = Path(video_root), Path(audio_root), Path(text_root)
         self.reader, self.tokenizer, self.max_text_len = reader, tokenizer, max_text_len
-        self.title_only, self.audio_source = title_only, audio_source
+        self.title_only, self.audio_source, self.with_audio = title_only, audio_source, with_audio
 
     def _text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = encode_texts(self.tokenizer, [text], self.max_text_len)
@@ -426,23 +428,21 @@ class AVFusionDataset(_RobustDataset):
         video = self.roots[0] / row["video"]
         audio = video if self.audio_source == "video" else self.roots[1] / row["audio"]
         text_ids, text_mask = self._text(_read_text(self.roots[2] / row["text"], self.title_only))
-        return {
-            "frames": self.reader.video(video, rng),
-            "audio": self.reader.audio(audio),
-            "text_ids": text_ids,
-            "text_mask": text_mask,
-            "id": row["video"],
-        }
+        item = {"frames": self.reader.video(video, rng), "text_ids": text_ids, "text_mask": text_mask}
+        if self.with_audio:
+            item["audio"] = self.reader.audio(audio)
+        return {**item, "id": row["video"]}
 
     def _zeros(self, i: int) -> dict:
         text_ids, text_mask = self._text("")
-        return {
+        item = {
             "frames": torch.zeros(self.reader.video_shape()),
-            "audio": torch.zeros(self.reader.audio_shape()),
             "text_ids": text_ids,
             "text_mask": text_mask,
-            "id": self.rows.iloc[i]["video"],
         }
+        if self.with_audio:
+            item["audio"] = torch.zeros(self.reader.audio_shape())
+        return {**item, "id": self.rows.iloc[i]["video"]}
 
 
 class VideoDataset(_RobustDataset):

@@ -8,15 +8,19 @@ What Chinese-CLIP's `build_lmdb_dataset` does not, and this does:
 
 - every image is checked: its base64 must decode (either alphabet) and Pillow must decode the
   result (`check="decode"`; JPEG at 1/8 scale, which still reads every entropy-coded byte), or, at
-  a fraction of the cost, `check="fast"`: every base64 character validated, the header parsed and
-  the end-of-image marker present (truncation caught, corrupt entropy data not). `workers`
+  a fraction of the cost, `check="fast"`: every base64 character validated, the file signature
+  (JPEG, PNG, GIF; other formats: the header, parsed by Pillow) and the end-of-image marker present
+  (truncation caught, corrupt entropy data not; as fast as Chinese-CLIP's unchecked builder,
+  `benchmarks/bench_muge.py prepare`). `workers`
   processes check in parallel; writing stays in file order. A bad line is reported with its file and line number and skipped (`on_error="skip"`) or raises
   (`"raise"`); the summary counts it. Nothing is dropped silently: a pair whose image was skipped
   or is absent from the TSV is counted and reported too (upstream would store it and crash on read).
 - images are stored first, pairs second, so only pairs whose image exists are written.
-- resumable: progress (byte offsets, counts, the first errors) is committed with every LMDB
-  transaction into `lmdb/{split}/vmm_prepare.json`; a rerun continues where it stopped, and a
-  finished split whose source files are unchanged is skipped. Changed sources start over.
+- resumable: progress (byte offsets, counts, entries, the first errors) is committed with every
+  LMDB transaction into `lmdb/{split}/vmm_prepare.json`; a rerun continues where it stopped, and a
+  finished split whose source files are unchanged is skipped. Changed sources start over. Commits
+  are flushed to disk once per stage, not each (a killed process loses nothing); should a machine
+  crash roll the LMDB back behind the recorded entries, the rerun starts the split over.
 - a stale LMDB is removed before a fresh build (reopening one keeps its old keys).
 """
 
@@ -160,8 +164,32 @@ class _Stage:
     def commit(self, env, puts: list, offset: int, line_no: int) -> None:
         put_batch(env, puts)
         puts.clear()
-        self.progress.update(offset=offset, line=line_no)
+        self.progress.update(offset=offset, line=line_no, entries=env.stat()["entries"])
         _write_state(self.state_path, self.state)
+
+    def finish(self, env) -> None:
+        """Flush the environment to disk, then mark the stage done."""
+        env.sync(True)
+        self.progress.update(done=True, entries=env.stat()["entries"])
+        _write_state(self.state_path, self.state)
+
+
+_WHITESPACE = b" \t\r\n\x0b\x0c"
+
+
+def _split_plain(raw: bytes) -> tuple[str, bytes] | None:
+    """(image id, base64) of a line `id<TAB>base64<newline>` with no other white space around them and
+    an ASCII id, sliced once; None for anything else (the general path then parses or reports it)."""
+    tab = raw.find(b"\t")
+    end = len(raw)
+    while end > tab + 1 and raw[end - 1] in _WHITESPACE:
+        end -= 1
+    if tab <= 0 or end == tab + 1 or raw[0] in _WHITESPACE or raw.find(b"\t", tab + 1, end) >= 0:
+        return None
+    head = raw[:tab]
+    if not head.isascii() or head[-1] in _WHITESPACE:
+        return None
+    return head.decode("ascii"), raw[tab + 1 : end]
 
 
 def _parsed_batches(tsv: Path, start: int, line_no: int, size: int) -> Iterator[list[tuple]]:
@@ -170,6 +198,13 @@ def _parsed_batches(tsv: Path, start: int, line_no: int, size: int) -> Iterator[
     batch = []
     for offset, raw in _iter_lines(tsv, start):
         line_no += 1
+        fast = _split_plain(raw)
+        if fast is not None:  # the common line: one copy of the base64 text, not three
+            batch.append((line_no, offset, *fast, None))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+            continue
         line = raw.strip()
         if line:
             parts = line.split(b"\t")
@@ -193,20 +228,45 @@ _B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-
 HEAD_CHARS = 1 << 13  # base64 characters decoded for a header check (6 KiB of image; longer: all of it)
 
 
+SIGNATURE_CHARS = 16  # base64 characters decoded for the file signature (12 bytes)
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+
+
+def _signature(head: bytes) -> str | None:
+    """The format whose magic number `head` starts with (JPEG, PNG, GIF), else None."""
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
 def check_encoded(b64: bytes, check: str = "decode") -> None:
     """Raise if base64 text (either alphabet) is not an image (`check` as in `check_image`).
 
     "fast" and "header" validate every character but decode only the head (and, for "fast", the
     tail) of the text, so their cost barely grows with the image; a header longer than the head
-    falls back to decoding the whole.
+    falls back to decoding the whole. "fast" reads the file signature itself for JPEG, PNG and GIF
+    (magic number, then the end-of-image marker: no header parse) and asks Pillow for the rest.
     """
     if check == "none":
         return
     if check == "decode":
         return check_image(decode_base64(b64), check)
-    body = b64.rstrip(b"=")
-    if body.translate(None, _B64_CHARS) or len(b64) - len(body) > 2 or len(body) % 4 == 1:
+    pad = len(b64) - len(b64.rstrip(b"=")) if b64[-1:] == b"=" else 0
+    # what is left after deleting the alphabets must be the trailing padding alone (no copy of the text)
+    if b64.translate(None, _B64_CHARS) != b"=" * pad or pad > 2 or (len(b64) - pad) % 4 == 1:
         raise ValueError("invalid base64: a character outside both alphabets, or a bad length")
+    if check == "fast":
+        image_format = _signature(decode_base64(b64[:SIGNATURE_CHARS]))
+        n = len(b64) - pad
+        if image_format is not None:  # a known signature: no header parse, the end marker decides
+            tail = decode_base64(b64[(n - 128) // 4 * 4 : n] if n > 128 else b64[:n])
+            if not _has_end_marker(tail, image_format):
+                raise ValueError(f"{image_format} data without its end-of-image marker: truncated")
+            return
+    body = b64[: len(b64) - pad]
     head = decode_base64(body[:HEAD_CHARS])
     try:
         with Image.open(io.BytesIO(head)) as image:
@@ -224,6 +284,8 @@ def check_encoded(b64: bytes, check: str = "decode") -> None:
 def _padded(b64: bytes) -> bytes:
     """The text as stored: unchanged when correctly padded, else with its padding restored (so
     Chinese-CLIP's `urlsafe_b64decode` reads it)."""
+    if len(b64) % 4 == 0:
+        return b64  # correctly padded (or a length no padding fixes, refused by the check)
     body = b64.rstrip(b"=")
     return body + b"=" * (-len(body) % 4)
 
@@ -296,8 +358,7 @@ def _store_images(
     counts["images"] = entries
     # exact across resumes: every valid line was put once, so the surplus over distinct keys repeats one
     counts["duplicate_images"] = counts.get("image_lines", 0) - entries
-    stage.progress["done"] = True
-    _write_state(stage.state_path, stage.state)
+    stage.finish(env)
 
 
 def _valid_id(value) -> bool:
@@ -355,8 +416,7 @@ def _store_pairs(
     counts["pairs"] = written
     stage.commit(env, puts, offset, line_no)
     put_batch(env, [(NUM_SAMPLES_KEY, str(written).encode("utf-8"))])
-    stage.progress["done"] = True
-    _write_state(stage.state_path, stage.state)
+    stage.finish(env)
 
 
 def _stored_image_ids(env) -> set[str]:
@@ -376,6 +436,23 @@ def _summary(split: str, state: dict, skipped: bool, seconds: float) -> PrepareS
         seconds=seconds,
         **{k: v for k, v in counts.items() if k in known},
     )
+
+
+def _rolled_back(out: Path, state: dict) -> bool:
+    """Whether an environment holds fewer entries than the state recorded at its last commit."""
+    for name in ("imgs", "pairs"):
+        expected = state.get(name, {}).get("entries")
+        if expected is None:
+            continue
+        if not (out / name / "data.mdb").is_file():
+            return True
+        env = open_env(out / name)
+        try:
+            if env.stat()["entries"] != expected:
+                return True
+        finally:
+            env.close()
+    return False
 
 
 def _fresh_state(out: Path, sources: dict) -> dict:
@@ -419,9 +496,11 @@ def prepare_split(
                 f"split {split} was prepared with {summary.problems} problem(s): {summary.errors[:3]}"
             )
         return summary
+    elif _rolled_back(out, state):  # a machine crash lost commits the state had recorded: start over
+        state = _fresh_state(out, sources)
     _write_state(state_path, state)
 
-    imgs_env = open_env(out / "imgs", write=True)
+    imgs_env = open_env(out / "imgs", write=True, sync=False)  # flushed once per stage (`_Stage.finish`)
     try:
         stage = _Stage(state, "imgs", state_path, on_error)
         if not stage.progress["done"]:
@@ -437,7 +516,7 @@ def prepare_split(
         image_ids = _stored_image_ids(imgs_env)
     finally:
         imgs_env.close()
-    pairs_env = open_env(out / "pairs", write=True)
+    pairs_env = open_env(out / "pairs", write=True, sync=False)
     try:
         stage = _Stage(state, "pairs", state_path, on_error)
         if not stage.progress["done"]:

@@ -83,12 +83,18 @@ def canonical_base64(text: str) -> str:
     return text + "=" * (-len(text) % 4)
 
 
-def open_env(path: str | Path, *, write: bool = False) -> lmdb.Environment:
-    """Open one LMDB environment (a folder) for reading, or for writing (created if missing)."""
+def open_env(path: str | Path, *, write: bool = False, sync: bool = True) -> lmdb.Environment:
+    """Open one LMDB environment (a folder) for reading, or for writing (created if missing).
+
+    Args:
+        sync: flush to disk at every commit (LMDB's default). False leaves flushing to the OS (a
+            killed process loses nothing; a machine crash may roll back the last commits, which
+            the caller detects) until `env.sync(True)`.
+    """
     path = Path(path)
     if write:
         path.mkdir(parents=True, exist_ok=True)
-        return lmdb.open(str(path), map_size=MAP_SIZE)
+        return lmdb.open(str(path), map_size=MAP_SIZE, sync=sync)
     if not (path / "data.mdb").is_file():
         raise FileNotFoundError(f"no LMDB environment at {path} (expected {path / 'data.mdb'})")
     return lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)

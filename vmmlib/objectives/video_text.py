@@ -259,3 +259,58 @@ def video_text_terms(
     if "clip" in terms:
         out["clip"] = clip_term(model, batch)
     return {t: out[t] for t in terms}
+
+
+def _has_clip_head(model) -> bool:
+    try:
+        return hasattr(model, "clip_embeddings") and model.logit_scale is not None
+    except (AttributeError, ValueError):  # a single stream built without pretraining heads
+        return False
+
+
+@torch.no_grad()
+def pretrain_accuracies(
+    model, batch: dict, tokens: TokenSpec | None = None, *, mlm_prob: float = 0.3, seed: int = 0
+) -> dict[str, tuple[int, int]]:
+    """Held-out accuracies of the pretraining tasks a model has heads for, as (correct, total) counts.
+
+    - `mlm`: masked tokens predicted exactly (masks drawn from `seed`, hidden from attention);
+    - `itm`: frame–text match / mismatch told apart under the seed's half-reversed shuffle;
+    - `clip`: in-batch video → title retrieval at rank 1 (models with `clip_embeddings` and a CLIP
+      temperature).
+
+    Args:
+        model: a single-stream model with pretraining heads, or any model with `clip_embeddings`.
+        batch: a WBDC batch (`title_ids`/`title_mask` needed for clip).
+
+    Returns:
+        {task: (correct, total)} for the tasks the model supports (empty when none).
+    """
+    tokens = tokens or TokenSpec()
+    out = {}
+    heads = getattr(model, "heads", None) is not None and hasattr(model, "mlm_logits")
+    ids, mask, frame_mask = batch["text_ids"], batch["text_mask"], batch["frame_mask"]
+    if heads:
+        feats = model.frame_features(batch["frames"], frame_mask)
+        generator = torch.Generator(device=ids.device).manual_seed(seed)
+        masked, labels = mlm_mask(
+            ids, mask, tokens.vocab_size, tokens.special_ids, mlm_prob, generator, tokens.mask_id
+        )
+        attn = mask * (labels == -100).to(mask.dtype)
+        hidden, _ = model.encode(masked, attn, feats, frame_mask)
+        chosen = labels != -100
+        pred = model.mlm_logits(hidden[:, : ids.shape[1]]).argmax(-1)
+        out["mlm"] = (int((pred[chosen] == labels[chosen]).sum()), int(chosen.sum()))
+        n = len(ids)
+        perm = itm_permutation(n, ids.device)
+        hidden, _ = model.encode(ids, mask, feats[perm], frame_mask[perm])
+        matched = perm == torch.arange(n, device=ids.device)
+        out["itm"] = (int((model.itm_logits(hidden).argmax(-1).bool() == matched).sum()), n)
+    if _has_clip_head(model) and "title_ids" in batch:
+        video, text = model.clip_embeddings(
+            batch["frames"], frame_mask, batch["title_ids"], batch["title_mask"]
+        )
+        sim = F.normalize(video.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T  # (B, B)
+        hits = sim.argmax(-1) == torch.arange(len(sim), device=sim.device)
+        out["clip"] = (int(hits.sum()), len(sim))
+    return out

@@ -22,6 +22,7 @@ FORMATS = {
     "yt8m": "vmmlib.submissions.yt8m",
     "wbdc": "vmmlib.submissions.wbdc",
     "muge": "vmmlib.submissions.muge",
+    "avfusion": "vmmlib.submissions.avfusion",
 }
 
 

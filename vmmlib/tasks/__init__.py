@@ -12,6 +12,9 @@ from vmmlib.tasks.contract import Task, bind
 _TASK_MODULES = {
     "qqbrowser": "vmmlib.tasks.qqbrowser",
     "yt8m": "vmmlib.tasks.yt8m",
+    "muge": "vmmlib.tasks.muge",
+    "wbdc": "vmmlib.tasks.wbdc",
+    "avfusion": "vmmlib.tasks.avfusion",
 }
 
 

@@ -1,0 +1,45 @@
+"""Training really learns: a short CPU retrieval fine-tune (contrastive loss, from scratch) lifts held-out
+text→video recall above the untrained model's, on real mp4 files with planted colour/motion topics."""
+
+import pytest
+import torch
+
+from vmmlib.losses import make_objective
+from vmmlib.tasks import get_task
+from vmmlib.train import fit, make_loader
+
+T = get_task("avfusion")
+MARGIN = (
+    0.08  # held-out t2v mean recall (R@1+R@5+R@10)/3 must rise by this (measured 0.19 → 0.33 in 40 steps)
+)
+
+
+@pytest.fixture
+def one_thread():
+    """Two threads per process thrash on a busy 2-core machine (10× slower here); one is enough."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_short_retrieval_finetune_beats_the_untrained_model_on_held_out_clips(tmp_path, one_thread):
+    root = T.make_sample(
+        tmp_path / "data", videos=64, val_videos=4, test_videos=4, num_frames=8, frame_size=32, seed=3
+    )
+    data = T.load(
+        root, num_frames=4, image_size=32, frame_strategy="uniform", max_text_len=16, with_audio=False
+    )
+    torch.manual_seed(0)
+    net = T.build_model(data, "avfusion_vt_tiny", {}, "")
+    train_set, held = T.finetune_datasets(data, 2, 0)
+    eval_fn = T.finetune_eval(data, held)
+    before = eval_fn(net)
+    objective = make_objective(T.finetune_objective, T.FINETUNE_TERMS, data, {"vtc": 1.0, "vtm": 0.0})
+    result = fit(
+        net, make_loader(train_set, 16, shuffle=True, seed=0, drop_last=True), objective, steps=40, lr=5e-3,
+        eval_fn=eval_fn, eval_every=40, metric=T.METRIC, out_dir=tmp_path / "run", progress=False,
+    )  # fmt: skip
+    assert result.best_metric > before[T.METRIC] + MARGIN, (before, result.best_metric)
+    after = result.history["eval/t2v_r10"].dropna().iloc[-1]
+    assert after > before["t2v_r10"], (before["t2v_r10"], after)

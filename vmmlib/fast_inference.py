@@ -1,0 +1,216 @@
+"""Faster inference backends for a trained model, for predictions under a time budget.
+
+The WBDC 2022 semi-final timed `inference.sh` and voided runs that were too slow; teams exported to
+ONNX / TensorRT (SPEC §9.1). `prepare(model, backend)` returns a module to predict with, called
+exactly like the model (`out = fast(**batch)`, a dict of tensors), so a task's prediction loop takes
+it unchanged (`predict_options={"infer_backend": "onnx"}`).
+
+Backends (`BACKENDS`):
+
+- "eager": the model itself in eval mode (fp32 on CPU; `vmmlib.predict` adds bf16 autocast on GPU).
+- "onnx": ONNX Runtime (CPU) on the graph `torch.onnx.export(dynamo=True)` makes of the model at its
+  first call, every input dimension dynamic; fp32, so it agrees with eager to ~1e-6. Needs the
+  optional packages `onnx`, `onnxscript` and `onnxruntime`.
+- "onnx_int8": the same graph with its MatMul weights quantised to int8 by ONNX Runtime's dynamic
+  quantisation (activations quantised per call).
+- "int8": PyTorch dynamic int8 quantisation of every `nn.Linear` (`torch.ao.quantization`); no extra
+  package.
+
+int8 paths trade a little accuracy for speed: check `argmax_agreement` on held-out batches before
+submitting with them (`benchmarks/bench_wbdc_inference.py` does).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["BACKENDS", "OnnxModule", "argmax_agreement", "prepare", "prepare_models", "throughput"]
+
+BACKENDS = ("eager", "onnx", "onnx_int8", "int8")
+
+
+def prepare(
+    model: nn.Module,
+    backend: str = "eager",
+    *,
+    threads: int | None = None,
+    export_dir: str | Path | None = None,
+) -> nn.Module:
+    """A module that predicts like `model` (same call, same output keys) on `backend`.
+
+    Args:
+        model: a trained model whose forward takes tensors as keywords and returns a dict of tensors.
+        backend: one of `BACKENDS`.
+        threads: intra-op threads of ONNX Runtime (None: `torch.get_num_threads()`).
+        export_dir: where the ONNX backends write `model.onnx` (None: a temporary folder).
+
+    Returns:
+        `model` in eval mode ("eager"), a quantised copy ("int8") or an `OnnxModule`; `model` itself
+        is left as it was otherwise.
+
+    Raises:
+        ValueError: an unknown backend (naming the valid ones).
+        ImportError: an ONNX backend without onnxruntime / onnxscript installed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown infer_backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    if backend == "eager":
+        return model.eval()
+    if backend == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+    for package in ("onnxruntime", "onnxscript", "onnx"):
+        try:
+            __import__(package)
+        except ImportError as err:
+            raise ImportError(
+                f"infer_backend={backend!r} needs {package}: pip install onnx onnxscript onnxruntime"
+            ) from err
+    return OnnxModule(model, quantize=backend == "onnx_int8", threads=threads, export_dir=export_dir)
+
+
+def prepare_models(
+    models: nn.Module | Iterable[nn.Module], backend: str = "eager", **options
+) -> tuple[list[nn.Module], torch.device | None]:
+    """What a task's `predict(..., infer_backend=...)` calls: each model through `prepare`, and the
+    device to predict on (None: the default, a GPU when present, for "eager"; the CPU otherwise, as
+    the int8 and ONNX Runtime backends run there). Pass both on to `vmmlib.predict.predict_all`.
+    """
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    prepared = [prepare(m, backend, **options) for m in models]
+    return prepared, (None if backend == "eager" else torch.device("cpu"))
+
+
+class OnnxModule(nn.Module):
+    """`model` run by ONNX Runtime on CPU; exported at the first call from that call's inputs.
+
+    The graph's inputs are the tensor keywords of that call that `model.forward` names; its outputs
+    the tensors of the returned dict, under the same keys (named `in_<key>` / `out_<key>` in the
+    graph, apart from its node names). Every dimension of every input is dynamic
+    (`torch.export.Dim.AUTO`). Outputs come back as torch tensors on the inputs' device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        quantize: bool = False,
+        threads: int | None = None,
+        export_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        self._model = [model]  # a list: not a submodule, so `.to()` / `.eval()` leave it alone
+        self.quantize, self.threads = quantize, threads
+        self.export_dir = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="vmm_onnx_"))
+        if not export_dir:  # a temporary folder goes when the module does
+            weakref.finalize(self, shutil.rmtree, self.export_dir, ignore_errors=True)
+        self.session = None
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        params = inspect.signature(model.forward).parameters.values()
+        self._named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    def export(self, example: dict[str, torch.Tensor]) -> Path:
+        """Export the model with `example` inputs and open the ONNX Runtime session; the .onnx path."""
+        import onnxruntime as ort
+
+        model = self._model[0]
+        was_training, device = model.training, next(model.parameters()).device
+        model.cpu().eval()
+        names = [k for k in example if k in self._named] or list(example)
+        example = {k: example[k].cpu() for k in names}
+        with torch.no_grad():
+            self.outputs = [k for k, v in model(**example).items() if torch.is_tensor(v)]
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        path = self.export_dir / "model.onnx"
+        dims = {k: dict.fromkeys(range(v.ndim), torch.export.Dim.AUTO) for k, v in example.items()}
+        program = torch.onnx.export(
+            _DictToTuple(model, names, self.outputs), tuple(example.values()), dynamo=True,
+            dynamic_shapes=(tuple(dims.values()),), input_names=[f"in_{k}" for k in names], output_names=[f"out_{k}" for k in self.outputs], verbose=False,
+        )  # fmt: skip
+        program.save(str(path))
+        model.to(device).train(was_training)
+        if self.quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantised = self.export_dir / "model.int8.onnx"
+            quantize_dynamic(str(path), str(quantised), weight_type=QuantType.QInt8)
+            path = quantised
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name.removeprefix("in_") for i in self.session.get_inputs()]
+        return path
+
+    def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        if self.session is None:
+            self.export(tensors)
+        missing = [k for k in self.inputs if k not in tensors]
+        if missing:
+            raise KeyError(f"the ONNX graph needs inputs {missing}; the batch has {sorted(tensors)}")
+        device = next(iter(tensors.values())).device
+        feeds = {f"in_{k}": tensors[k].detach().cpu().numpy() for k in self.inputs}
+        values = self.session.run([f"out_{k}" for k in self.outputs], feeds)
+        return {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in zip(self.outputs, values)}
+
+
+class _DictToTuple(nn.Module):
+    """Positional inputs (in `names` order) → the model's dict outputs as a tuple in `outputs` order:
+    the plain signature `torch.export` traces."""
+
+    def __init__(self, model: nn.Module, names: list[str], outputs: list[str]):
+        super().__init__()
+        self.model, self.names, self.outputs = model, names, outputs
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(**dict(zip(self.names, inputs)))
+        return tuple(out[k] for k in self.outputs)
+
+
+@torch.no_grad()
+def argmax_agreement(
+    reference: Callable[..., dict], fast: Callable[..., dict], batches: Iterable[dict], key: str = "logits"
+) -> float:
+    """Fraction of rows whose argmax over `key` is the same for both modules (1.0: all agree).
+
+    Args:
+        batches: dicts of tensors as the modules take them (e.g. `vmmlib.predict.tensors(batch)`).
+    """
+    same = total = 0
+    for batch in batches:
+        a = reference(**batch)[key].float().argmax(-1)
+        b = fast(**batch)[key].float().argmax(-1)
+        same += int((a == b).sum())
+        total += a.numel()
+    return same / max(total, 1)
+
+
+@torch.no_grad()
+def throughput(
+    module: Callable[..., dict], batches: list[dict], *, warmup: int = 1, repeats: int = 1
+) -> float:
+    """Items per second of `module` over `batches` (after `warmup` batches, best of `repeats` passes)."""
+    for batch in batches[:warmup]:
+        module(**batch)
+    items = sum(len(next(iter(b.values()))) for b in batches)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            module(**batch)
+        best = min(best, time.perf_counter() - start)
+    return items / best

@@ -1,0 +1,508 @@
+"""Task `avfusion`: text + audio + video fusion from raw files (seed 004), ALPRO-style downstream.
+
+Data: `vmmlib.data.avfusion` (manifests, jsonl annotations, PyAV decoding, fbank), opened by `load`
+as `vmmlib.data.avfusion_folder.AVFusionData`; sample data: `vmmlib.data.sample_avfusion`; model:
+`vmmlib.models.avfusion`; pretraining: the five terms of `vmmlib.objectives.avfusion` (mlm,
+video_mae, audio_mae, vtm, vtc) over the training manifest's (video, audio, text) triples.
+
+Downstream (the reader option `downstream`):
+
+- `retrieval` (default): text→video retrieval ranked by the contrastive cosine of the unimodal
+  embeddings, optionally re-ranked in each caption's top k by the ITM head (`rerank_k`, ALPRO
+  scores every pair with ITM, quadratic). `METRIC` "score" = text→video mean recall
+  (R@1 + R@5 + R@10) / 3 as a **fraction** in [0, 1] (ALPRO prints percent); `oof_breakdown` and
+  the fold table add R@1/5/10 both ways, medianR and meanR (1-indexed, ALPRO), and the unreadable
+  videos counted.
+- `qa`: open-ended video QA, a classifier over the training answer vocabulary; "score" = overall
+  accuracy (fraction); the breakdown gives per-type accuracy (what/who/how/where/when).
+
+`PRETRAIN_METRIC` is the same text→video mean recall, on the validation manifest (each video
+against its own text file), held out from pretraining. Folds: `fold_options` `scheme="clips"` (a
+seeded k-fold of the training split's videos; galleries are each fold's held-out videos) or
+`scheme="val"` (n_folds = 1: the val split, ALPRO's protocol). Out-of-fold arrays carry the split
+they score (`split`), shown in the fold table. Unreadable files are skipped and counted (`skipped`).
+
+References: Li et al., "Align and Prompt: Video-and-Language Pre-training with Entity Prompts"
+(ALPRO), CVPR 2022; seed 004 (SPEC §1.5, §2.4–2.6, §3.11, §9.3).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch.nn.functional as F
+
+from vmmlib.data import avfusion_folder as AF
+from vmmlib.data.avfusion import (
+    ClipReader,
+    build_deberta_tokenizer,
+    load_text_tokenizer,
+    special_token_ids,
+)
+from vmmlib.data.sample_avfusion import write_avfusion_sample
+from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
+from vmmlib.explore import ExploreReport
+from vmmlib.io.media import MediaError, probe_media
+from vmmlib.objectives.avfusion import pretrain_terms
+from vmmlib.runs import call_with_options, check_choice
+from vmmlib.tasks import avfusion_predict as P
+
+NAME = "avfusion"
+METRIC = "score"  # retrieval: text→video mean recall (fraction); qa: overall accuracy (fraction)
+PRETRAIN_METRIC = METRIC  # text→video mean recall on the validation manifest
+SUBMISSION = "avfusion"  # jsonl (or csv): caption → ranked videos, or question → answer
+BACKBONE_PREFIXES = ("text.", "video.", "audio.")  # DeBERTa-v2, VideoMAE, ViT-MAE (pretrained folders)
+PRETRAIN_TERMS = ("mlm", "video_mae", "audio_mae", "vtm", "vtc")
+FINETUNE_TERMS = ("vtc", "vtm", "qa")
+CLIP_MEANS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+              "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}  # fmt: skip
+
+
+def make_sample(out_dir: str | Path, **options) -> Path:
+    """Write sample data in the real layout (see `write_avfusion_sample` for the options)."""
+    return call_with_options(write_avfusion_sample, out_dir, options=options, what="sample option")
+
+
+# --- opening a folder -----------------------------------------------------------------------------
+
+
+def load(
+    data_dir: str | Path,
+    *,
+    text_model_dir: str = "",
+    downstream: str = "retrieval",
+    num_frames: int = 16,
+    image_size: int = 224,
+    resize: int = 0,
+    frame_strategy: str = "rate",
+    frame_sample_rate: int = 4,
+    test_clips: int = 1,
+    normalize: str = "imagenet",
+    audio_mode: str = "fbank",
+    audio_freq: int = 128,
+    audio_time: int = 1024,
+    audio_image_size: int = 224,
+    with_audio: bool = True,
+    audio_source: str = "file",
+    title_only: bool = False,
+    max_text_len: int = 40,
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
+    video_ext: str = ".mp4",
+    seed: int = 0,
+) -> AF.AVFusionData:
+    """Open an avfusion folder (layout: `vmmlib.data.avfusion_folder`).
+
+    Args:
+        text_model_dir: a local Hugging Face folder whose tokenizer is used; "" uses `data_dir/tokenizer`
+            (the sample's), else one built from the folder's texts.
+        downstream: `retrieval` or `qa` (module docstring).
+        num_frames, image_size, resize, frame_strategy, frame_sample_rate: clip sampling (seed 004:
+            16 frames `rate` 4 at 224; ALPRO: 8 frames (16 for QA) `uniform`, resize 256 → 224).
+        test_clips: clips per video at test time (similarities averaged over them, ALPRO's mean).
+        normalize: frame mean/std, `imagenet` (VideoMAE) or `clip` (ALPRO).
+        audio_mode, audio_freq, audio_time, audio_image_size: fbank (1, freq, time) or waveform image.
+        with_audio: decode audio for downstream videos (from their soundtrack); models with an audio
+            tower need it. audio_source: pretraining audio from the manifest's `file` or the `video`.
+        title_only: keep a text file's part before `#` (the seed derivative's title).
+        max_text_len: tokens per caption / question / text.
+        max_train_samples, max_eval_samples: keep the first N training / evaluation annotations (0: all).
+    """
+    check_choice("downstream", downstream, AF.DOWNSTREAMS)
+    check_choice("normalize", normalize, CLIP_MEANS)
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data folder {root} does not exist (`vmm sample avfusion {root}` writes one)"
+        )
+    mean, std = CLIP_MEANS[normalize]
+    common = dict(num_frames=num_frames, image_size=image_size, resize=resize or None, frame_strategy=frame_strategy,
+                  frame_sample_rate=frame_sample_rate, mean=mean, std=std, audio_mode=audio_mode,
+                  audio_freq=audio_freq, audio_time=audio_time, audio_image_size=audio_image_size)  # fmt: skip
+    return AF.AVFusionData(
+        root, tokenizer=_tokenizer(root, text_model_dir), reader=ClipReader(**common),
+        eval_reader=ClipReader(**common, num_clips=test_clips), downstream=downstream,
+        max_text_len=max_text_len, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        with_audio=with_audio, title_only=title_only, audio_source=audio_source, video_ext=video_ext, seed=seed,
+    )  # fmt: skip
+
+
+def _tokenizer(root: Path, text_model_dir: str):
+    if text_model_dir:
+        return load_text_tokenizer(text_model_dir)
+    if (root / "tokenizer").is_dir():
+        return load_text_tokenizer(root / "tokenizer")
+    texts = [(root / "text" / t).read_text(encoding="utf-8") for t in sorted(
+        p.name for p in (root / "text").glob("*.txt"))] if (root / "text").is_dir() else []  # fmt: skip
+    for path in sorted((root / "retrieval").glob("*.jsonl")) + sorted((root / "qa").glob("*.jsonl")):
+        texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise FileNotFoundError(
+            f"{root} has no tokenizer/ folder and no texts to build one; pass text_model_dir"
+        )
+    return build_deberta_tokenizer(texts)
+
+
+# --- explore ----------------------------------------------------------------------------------------
+
+
+def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
+    """Summarise an avfusion folder: annotations per split (manifest rows, captions, questions),
+    frames per video, durations, audio presence, text lengths, QA answers and question types, and
+    the unreadable videos counted (`unreadable` per split).
+
+    Args:
+        max_items_per_split: probe at most this many videos of each split (0: all).
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data folder {root} does not exist (`vmm sample avfusion {root}` writes one)"
+        )
+    data = AF.AVFusionData(root, tokenizer=None, reader=ClipReader(), eval_reader=ClipReader(), downstream="retrieval",
+                           max_text_len=0, max_train_samples=0, max_eval_samples=0, with_audio=False,
+                           title_only=False, audio_source="file", video_ext=".mp4", seed=0)  # fmt: skip
+    rows, split_rows, text_lens, examples = [], [], [], []
+    for split, videos, texts, extra in _annotated_splits(data):
+        probed = videos[:max_items_per_split] if max_items_per_split else videos
+        items = [_probe(data, split, v) for v in P.progress(probed, f"probing {split}", progress)]
+        rows += items
+        text_lens += [len(t.split()) for t in texts]
+        examples += [{"split": split, "video": v, "text": t} for v, t in list(zip(videos, texts))[:2]]
+        split_rows.append({"split": split, "files": len(set(videos)), "items": len(texts), **extra,
+                           "unreadable": sum(1 - r["readable"] for r in items),
+                           "no_audio": sum(1 - r["has_audio"] for r in items if r["readable"])})  # fmt: skip
+    qa = [r for s in AF.SPLITS if (data.root / "qa" / f"{s}.jsonl").is_file() for r in data.qa(s)]
+    train_qa = data.qa("train") if (data.root / "qa" / "train.jsonl").is_file() else []
+    return ExploreReport(
+        splits=pd.DataFrame(split_rows).fillna(0),
+        items=pd.DataFrame(rows),
+        distributions=["num_frames", "duration", "fps"],
+        label_counts=pd.Series(Counter(r["answer"] for r in train_qa), name="questions", dtype=int),
+        category_counts=pd.Series(
+            Counter(r["answer_type"] or "(none)" for r in qa), name="questions", dtype=int
+        ),
+        targets=pd.Series(text_lens, name="words", dtype=float),
+        target_name="text length (words)",
+        examples=pd.DataFrame(examples),
+    )
+
+
+def _annotated_splits(data: AF.AVFusionData):
+    """(split name, video files, texts, extra counts) of every annotation file present."""
+    for split, name in AF.MANIFESTS.items():
+        if (data.root / name).is_file():
+            rows = data.manifest(split)
+            texts = data.manifest_retrieval(split)[0].captions
+            missing = sum(not (data.root / "audio" / a).is_file() for a in rows["audio"])
+            yield f"manifest/{split}", list(rows["video"]), texts, {"missing_audio_files": missing}
+    for split in AF.SPLITS:
+        if (data.root / "retrieval" / f"{split}.jsonl").is_file():
+            r = data.retrieval(split)
+            yield f"retrieval/{split}", [c + data.video_ext for c in r.clips], r.captions, {}
+        if (data.root / "qa" / f"{split}.jsonl").is_file():
+            q = data.qa(split)
+            videos = list(dict.fromkeys(str(x["video_id"]) + data.video_ext for x in q))
+            yield (
+                f"qa/{split}",
+                videos,
+                [x["question"] for x in q],
+                {"answers": len({x["answer"] for x in q})},
+            )
+
+
+def _probe(data: AF.AVFusionData, split: str, video: str) -> dict:
+    row = {"split": split, "id": video, "readable": 1, "num_frames": 0, "duration": 0.0, "fps": 0.0,
+           "has_audio": 0}  # fmt: skip
+    try:
+        info = probe_media(data.video_root / video)
+    except MediaError:
+        row["readable"] = 0
+        return row
+    row.update(
+        num_frames=info.num_frames, duration=info.duration, fps=info.fps, has_audio=int(info.sample_rate > 0)
+    )
+    return row
+
+
+# --- model ------------------------------------------------------------------------------------------
+
+DATA_SIZED = (
+    "num_frames",
+    "image_size",
+    "audio_freq",
+    "audio_time",
+    "vocab_size",
+    "num_classes",
+    "max_text_len",
+)
+
+
+def build_model(data: AF.AVFusionData, model: str, model_options: dict, text_model_dir: str):
+    """A registered avfusion model sized to the data: frames, frame size, spectrogram, vocabulary, answer
+    classes (QA) and text length come from the reader options (refused in `model_options`);
+    `text_model_dir` loads a local DeBERTa-v2."""
+    from vmmlib.models import create_model
+
+    options = dict(model_options or {})
+    fixed = sorted(set(options) & {*DATA_SIZED, "text_model_dir"})
+    if fixed:
+        raise ValueError(f"model option(s) {', '.join(fixed)} come from the data options or text_model_dir; "
+                         "leave them out of model_options")  # fmt: skip
+    reader = data.reader
+    audio = (
+        (reader.audio_freq, reader.audio_time)
+        if reader.audio_mode == "fbank"
+        else (reader.audio_image_size,) * 2
+    )
+    sized = dict(num_frames=reader.num_frames, image_size=reader.image_size, audio_freq=audio[0], audio_time=audio[1],
+                 num_classes=data.num_classes(), max_text_len=max(64, data.max_text_len))  # fmt: skip
+    if text_model_dir:
+        sized["text_model_dir"] = str(text_model_dir)
+    else:
+        sized["vocab_size"] = len(data.tokenizer)
+    net = create_model(model, **options, **sized)
+    if net.audio is not None and not data.with_audio:
+        raise ValueError(f"{model} has an audio tower but the data option with_audio is False; "
+                         "use an avfusion_vt* model or with_audio=True")  # fmt: skip
+    return net
+
+
+# --- pretraining ------------------------------------------------------------------------------------
+
+
+def pretrain_dataset(data: AF.AVFusionData):
+    """The training manifest's (video, audio, text) triples (max_train_samples), random clips."""
+    return AF.TrainItems(data.pretrain_items())
+
+
+def pretrain_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, mlm_prob: float = 0.3,
+                       video_mask_ratio: float = 0.9, video_masking: str = "tube", audio_mask_ratio: float = 0.3,
+                       match_ratio: float = 0.5, norm_pix: bool = True, temperature: float = 0.07):  # fmt: skip
+    """Seed 004's five terms (`vmmlib.objectives.avfusion.pretrain_terms`): MLM 30 %, VideoMAE tube mask
+    90 % with an exact count per video (`video_masking="seed_gaussian"` with ratio 0.8: the seed's
+    draw), audio MAE 30 %, video–text matching on shuffled pairs, video–text contrastive."""
+    tok = data.tokenizer
+    options = dict(mask_id=tok.mask_token_id, special_ids=special_token_ids(tok), terms=terms, mlm_prob=mlm_prob,
+                   video_mask_ratio=video_mask_ratio, video_masking=video_masking, audio_mask_ratio=audio_mask_ratio,
+                   match_ratio=match_ratio, norm_pix=norm_pix, temperature=temperature)  # fmt: skip
+
+    def objective(model, batch):
+        return pretrain_terms(model, batch, **options)
+
+    return objective
+
+
+def pretrain_eval(data: AF.AVFusionData, *, rerank_k: int = 0):
+    """Text→video mean recall (fraction) on the validation manifest: each video against its text file."""
+    split, videos = data.manifest_retrieval("validation")
+
+    def eval_fn(model) -> dict:
+        sim, skips = P.retrieval_scores(model, data, split, videos, rerank_k=rerank_k)
+        return {**_retrieval_summary(sim, split.text_to_video), "skipped": float(skips.count)}
+
+    return eval_fn
+
+
+def _retrieval_summary(sim: np.ndarray, text_to_video: np.ndarray) -> dict[str, float]:
+    return P.recall_metrics(*P.ranks(sim, text_to_video))
+
+
+# --- fine-tuning ------------------------------------------------------------------------------------
+
+
+def finetune_datasets(
+    data: AF.AVFusionData, n_folds: int, fold: int, *, scheme: str = "clips", seed: int = 42
+):
+    """(training items, held-out indices) of a fold: `clips` holds out every n-th training video (seeded),
+    with all its captions / questions; `val` trains on the whole training split and holds out the val split
+    (n_folds = 1). Held-out indices point into `data.holdout_split`'s videos (retrieval) or questions (QA)."""
+    train_videos, held = data.fold_indices(n_folds, fold, scheme, seed)
+    if data.downstream == "retrieval":
+        split = data.retrieval("train").subset(train_videos)
+        return AF.TrainItems(data.caption_items(split)), held
+    keep = {data.fold_videos()[i] for i in train_videos}
+    records = [r for r in data.qa("train") if str(r["video_id"]) in keep]
+    return AF.TrainItems(data.qa_items(records, train=True)), held
+
+
+def finetune_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, temperature: float = 0.07,
+                       match_ratio: float = 0.5, label_smoothing: float = 0.0):  # fmt: skip
+    """Retrieval: `vtc` (ALPRO's contrastive loss) + `vtm` (matching on shuffled pairs); QA: `qa`, the answer
+    classifier's cross-entropy (answers outside the training vocabulary ignored)."""
+    allowed = ("qa",) if data.downstream == "qa" else ("vtc", "vtm")
+    wrong = sorted(set(terms) - set(allowed))
+    if wrong:
+        raise ValueError(f"term(s) {', '.join(wrong)} do not apply to downstream {data.downstream!r}; "
+                         f"it takes {', '.join(allowed)} (set the others to 0)")  # fmt: skip
+    tok = data.tokenizer
+
+    def objective(model, batch):
+        if data.downstream == "qa":
+            out = model(frames=batch["frames"], text_ids=batch["text_ids"], text_mask=batch["text_mask"],
+                        audio=batch.get("audio"))  # fmt: skip
+            return {"qa": F.cross_entropy(out["qa_logits"].float(), batch["labels"], ignore_index=-100,
+                                          label_smoothing=label_smoothing)}  # fmt: skip
+        return pretrain_terms(model, batch, mask_id=tok.mask_token_id, special_ids=special_token_ids(tok),
+                              terms=terms, match_ratio=match_ratio, temperature=temperature)  # fmt: skip
+
+    return objective
+
+
+def _held_out(data: AF.AVFusionData, val_idx: np.ndarray):
+    """The fold's held-out retrieval split (gallery = its videos) or QA records."""
+    if data.downstream == "retrieval":
+        source = data.retrieval(data.holdout_split)
+        return source.subset(val_idx) if data.holdout_split == "train" else source
+    if data.holdout_split == "val":
+        return data.qa("val")
+    held = {data.fold_videos()[i] for i in val_idx}
+    return [r for r in data.qa("train") if str(r["video_id"]) in held]
+
+
+def finetune_eval(data: AF.AVFusionData, val_idx: np.ndarray, *, rerank_k: int = 0):
+    """`METRIC` on the fold's held-out videos: text→video mean recall within their gallery (retrieval), or
+    overall accuracy of their questions (QA)."""
+    held = _held_out(data, val_idx)
+
+    def eval_fn(model) -> dict:
+        oof = _predict_held(model, data, held, 0, rerank_k)
+        return oof_breakdown(oof, data) | {METRIC: oof_scorer([oof], data)([1.0])}
+
+    return eval_fn
+
+
+def _predict_held(model, data, held, fold: int, rerank_k: int) -> dict[str, np.ndarray]:
+    if data.downstream == "retrieval":
+        videos = data.videos(held.clips)
+        sim, skips = P.retrieval_scores(model, data, held, videos, rerank_k=rerank_k)
+        return P.pair_arrays(sim, held, fold, data.holdout_split, skips, videos)
+    probs, skips = P.qa_probabilities([model], data, held)
+    return P.qa_arrays(probs, held, data.answers, fold, data.holdout_split, skips)
+
+
+def predict_fold(model, data: AF.AVFusionData, val_idx: np.ndarray, fold: int, *, rerank_k: int = 0):
+    """Out-of-fold predictions of the held-out videos. Retrieval: every (caption, gallery video) pair's
+    score (`rerank_k` > 0: each caption's top k re-scored by ITM) as flat arrays text_id, clip, score,
+    gt, fold, split, skipped; QA: question_id, probs (Q, answers), answer, answer_type, fold, split."""
+    return _predict_held(model, data, _held_out(data, val_idx), fold, rerank_k)
+
+
+def fold_table(oof: dict, data: AF.AVFusionData) -> pd.DataFrame:
+    """Per fold (and all folds): the split scored, queries, gallery videos, unreadable videos, and the
+    metrics (retrieval: R@K both ways, medianR, meanR; QA: overall and per-type accuracy)."""
+    rows = []
+    for fold in [*np.unique(oof["fold"]).tolist(), "all"]:
+        part = oof if fold == "all" else {k: v[oof["fold"] == fold] for k, v in oof.items()}
+        rows.append({"fold": fold, "split": ",".join(sorted(set(part["split"].tolist()))),
+                     **P.counts(part), **oof_breakdown(part, data)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def plot_fold(table: pd.DataFrame, title: str = ""):
+    """Bars of the per-fold metrics (recall@K both ways, or accuracy per question type)."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in table.columns if c.endswith(("_r1", "_r5", "_r10", "_acc"))]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(cols) * len(table)), 3.2))
+    width = 0.8 / len(table)
+    for j, (_, row) in enumerate(table.iterrows()):
+        ax.bar(
+            np.arange(len(cols)) + j * width, row[cols].to_numpy(float), width, label=f"fold {row['fold']}"
+        )
+    ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2, cols, rotation=30)
+    ax.set(ylim=(0, 1.05), title=f"{title} ({table['split'].iloc[-1]} split)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- out-of-fold scores and test predictions ----------------------------------------------------------
+
+
+def oof_scorer(oofs: list[dict], data: AF.AVFusionData, *, file_format: str = "jsonl", top_k: int = 0):
+    """score(weights) → out-of-fold `METRIC` of the weighted ensemble: the weighted sum of the models'
+    pair scores, ranked within each fold's gallery, ranks pooled over folds (retrieval); or the weighted
+    sum of answer probabilities, argmax (QA). The alignment is done once here. `file_format` and `top_k`
+    shape only the submission file (`write_submission`)."""
+    aligned = P.align_oofs(oofs)
+
+    def score(weights) -> float:
+        if len(weights) != len(oofs):
+            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
+        return P.score_aligned(aligned, weights)[METRIC]
+
+    return score
+
+
+def oof_breakdown(oof: dict, data: AF.AVFusionData) -> dict[str, float]:
+    """Retrieval: t2v/v2t R@1/5/10 (fractions), medianR, meanR; QA: overall and per-type accuracy."""
+    metrics = P.score_aligned(P.align_oofs([oof]), [1.0])
+    return {k: v for k, v in metrics.items() if k != METRIC}
+
+
+def predict(models: list, data: AF.AVFusionData, split: str, *, rerank_k: int = 0,
+            progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+    """A split scored by a model's fold models. Retrieval: {ids (caption ids as text), text_ids, video_ids,
+    sim (T, V): the folds' mean score}; QA: {ids, question_id, probs (Q, A): the folds' mean, answers}."""
+    check_choice("split", split, AF.SPLITS)
+    if data.downstream == "retrieval":
+        held = data.retrieval(split)
+        videos = data.videos(held.clips)
+        sims = [
+            P.retrieval_scores(m, data, held, videos, rerank_k=rerank_k, progress=progress)[0] for m in models
+        ]
+        return {"ids": held.text_ids.astype(str), "text_ids": held.text_ids, "video_ids": np.asarray(held.clips, str),
+                "sim": np.mean(sims, 0).astype(np.float32)}  # fmt: skip
+    records = data.qa(split)
+    probs, _ = P.qa_probabilities(models, data, records, progress=progress)
+    ids = np.array([r["question_id"] for r in records], np.int64)
+    return {
+        "ids": ids.astype(str),
+        "question_id": ids,
+        "probs": probs,
+        "answers": np.asarray(data.answers.answers, str),
+    }
+
+
+ENSEMBLE_OPTIONS = ("file_format", "top_k")
+
+
+def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
+    """Nothing is searched besides the weights; `file_format` (jsonl | csv) and `top_k` (ranked videos per
+    caption, 0: the whole gallery, which medianR / meanR need) shape the file."""
+    unknown = sorted(set(options) - set(ENSEMBLE_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown ensemble option(s) {', '.join(unknown)}; avfusion takes {', '.join(ENSEMBLE_OPTIONS)}"
+        )
+    return {}
+
+
+def write_submission(out_dir: str | Path, predictions: list[dict], weights, *, file_format: str = "jsonl",
+                     top_k: int = 0) -> Path:  # fmt: skip
+    """The weighted ensemble written as `submission.<jsonl|csv>`: each caption's videos ranked by the
+    weighted sum of the models' scores, or each question's answer by the weighted sum of probabilities."""
+    from vmmlib.submissions import avfusion as fmt
+
+    check_choice("file_format", file_format, fmt.FILE_FORMATS)
+    path = Path(out_dir) / f"submission.{file_format}"
+    if "sim" in predictions[0]:
+        text_ids, video_ids = P.check_same(predictions, ("text_ids", "video_ids"))
+        sim = sum(w * p["sim"].astype(np.float64) for w, p in zip(weights, predictions))
+        order = np.argsort(-sim, axis=1, kind="stable")[:, : top_k or None]
+        return fmt.write_rankings(path, text_ids.tolist(), [video_ids[o].tolist() for o in order])
+    question_ids, answers = P.check_same(predictions, ("question_id", "answers"))
+    probs = sum(w * p["probs"].astype(np.float64) for w, p in zip(weights, predictions))
+    return fmt.write_answers(path, question_ids.tolist(), answers[probs.argmax(1)].tolist())
+
+
+def required_ids(data: AF.AVFusionData, split: str) -> list[tuple[str, int]]:
+    """("text", caption id) of every caption and ("question", question id) of every question of `split`
+    (those whose annotation exists); a submission must hold all those of its kind."""
+    from vmmlib.submissions import avfusion as fmt
+
+    return fmt.required_ids(data_dir=data.root, split=split)

@@ -1,0 +1,604 @@
+"""Task `muge`: Chinese text → image retrieval (MUGE; seed 002, Online-CNCLIP on Chinese-CLIP).
+
+Data: `{split}_imgs.tsv` + `{split}_texts.jsonl` prepared into Chinese-CLIP's LMDB layout
+(`vmm prepare muge DATA_DIR`, `vmmlib.data.muge_prepare`); readers, tokenisation and batches in
+`vmmlib.data.muge`; sample data `vmmlib.data.sample_muge` (raw files, the prepared LMDB and an
+online-learning cache). Model: the CLIP dual encoder `vmmlib.models.clip_dual` (`cnclip_vitb16`,
+`cnclip_vitb16_tiny`). Training: the symmetric contrastive loss over the gathered batch
+(`vmmlib.contrastive`), optionally accumulated over chunks with cached features (`{"accumulate": 8}`:
+8 chunks give the negatives of the whole batch) or Online-CNCLIP's prior-reweighted loss.
+
+Metric: `mean_recall` = (R@1 + R@5 + R@10) / 3 of text → image retrieval over the **whole validation
+gallery**, as a fraction, in the official evaluator's semantics (a query hits at K when any of its
+images is in its first K; ties: the earlier gallery image first). Image → text (the evaluator's
+transposed annotation: every image some query points to) is reported apart (`i2t_*`), and so is
+the in-batch accuracy Chinese-CLIP logs as its validation (`*_in_batch_acc`, not recall).
+
+Folds: training reads the train split; there is one fold, `n_folds=1, fold=0`, whose held-out
+items are the valid split's queries (`val_idx` = their rows in `valid_texts.jsonl`), ranked
+against every valid image. Predictions are features: text ids (Q,), text features (Q, E), image ids
+(G,), image features (G, E); rankings are computed from them by chunked exact products
+(`vmmlib.metrics.muge.similarity_top_k`, bounded memory for 100k+ galleries). Several fold models'
+features are concatenated with the query side scaled by 1/F, so one product gives the mean of
+their similarity matrices; the ensemble does the same with the model weights (Online-CNCLIP's
+weighted sum of similarity matrices), or merges the models' top lists by rank vote.
+
+Online learning (`predict_options={"online_cache": DIR, ...}`, `vmmlib.online`): before scoring a
+split, a copy of the model takes one AdamW step per batch of queries on the (cached image, query
+text) pairs of `DIR/<split>/<query>/1.jpg` for `online_epochs` rounds; out-of-fold predictions then
+also keep the offline features (`offline_*`), so both figures are reported.
+
+The logit-scale clamp ([0, ln 100] after every optimiser step, as Chinese-CLIP): `fit` has no
+after-step hook, so the objective clamps at the start of each call (before the next forward, so no
+forward ever sees an unclamped scale) and `finetune_eval` clamps before scoring (the checkpoints
+`fit` saves after an evaluation are clamped).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vmmlib import contrastive as C
+from vmmlib.data import muge as D
+from vmmlib.data.image_transforms import EvalTransform, build_transform
+from vmmlib.data.muge_prepare import prepare_muge, split_files
+from vmmlib.data.sample_muge import write_muge_sample
+from vmmlib.data.tokenize import tokenizer_for
+from vmmlib.explore import ExploreReport
+from vmmlib.metrics import muge as M
+from vmmlib.predict import predict_batches
+from vmmlib.ranking import TTA_RANK_DECAY, rank_vote
+from vmmlib.runs import call_with_options, check_choice
+
+NAME = "muge"
+METRIC = "mean_recall"
+PRETRAIN_METRIC = METRIC  # pretraining keeps the checkpoint with the best validation mean recall
+SUBMISSION = "muge"
+PRETRAIN_TERMS = FINETUNE_TERMS = ("contrastive",)
+BACKBONE_PREFIXES = ("visual.", "text.")  # the ViT and BERT towers; projections and logit scale at `lr`
+COMBINE = ("similarity", "rank")
+
+
+# --- sample data, explore ------------------------------------------------------------------------
+
+
+def make_sample(out_dir: str | Path, *, prepare: bool = True, **options) -> Path:
+    """Write sample data in the raw layout (`write_muge_sample` options) and, with `prepare`, build its
+    LMDB as `vmm prepare muge` does."""
+    out = call_with_options(write_muge_sample, out_dir, options=options, what="sample option")
+    if prepare:
+        prepare_muge(out, progress=False)
+    return out
+
+
+def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
+    """Queries per split (text length, images per query), the images queries point to (long tail),
+    the queries' last two characters (the product word: a rough category), examples.
+
+    Args:
+        max_items_per_split: read at most this many queries of each split (0: all).
+    """
+    rows, examples, split_rows, per_image = [], [], [], Counter()
+    for split in D.SPLITS:
+        images, texts = split_files(data_dir, split)
+        if not texts.is_file():
+            continue
+        queries = D.read_texts(texts)[: max_items_per_split or None]
+        n_images = 0
+        if images.is_file():
+            with open(images, "rb") as f:
+                n_images = sum(1 for line in f if line.strip())
+        split_rows.append({"split": split, "files": int(images.is_file()) + 1, "items": len(queries),
+                           "images": n_images})  # fmt: skip
+        for q in queries:
+            per_image.update(q["image_ids"])
+            rows.append({"split": split, "id": q["text_id"], "text_len": len(q["text"]),
+                         "positives": len(q["image_ids"]), "num_frames": 1})  # fmt: skip
+        examples += [{"split": split, "text_id": q["text_id"], "text": q["text"], "image_ids": q["image_ids"][:5]}
+                     for q in queries[:3]]  # fmt: skip
+    if not rows:
+        raise FileNotFoundError(f"{data_dir} holds no {{train,valid,test}}_texts.jsonl")
+    items = pd.DataFrame(rows)
+    labelled = items[items["split"] != "test"]
+    return ExploreReport(
+        splits=pd.DataFrame(split_rows),
+        items=items,
+        distributions=["text_len", "positives"],
+        label_counts=pd.Series(per_image, name="queries", dtype=int) if per_image else pd.Series([0]),
+        category_counts=_prefix_counts(data_dir, max_items_per_split),
+        targets=labelled["positives"].astype(float).rename("images per query"),
+        target_name="images per query",
+        examples=pd.DataFrame(examples),
+    )
+
+
+def _prefix_counts(data_dir: str | Path, max_items: int) -> pd.Series:
+    """Queries by their last two characters (the product word in MUGE's shopping queries)."""
+    counts: Counter = Counter()
+    for split in ("train", "valid"):
+        path = split_files(data_dir, split)[1]
+        if path.is_file():
+            counts.update(q["text"][-2:] for q in D.read_texts(path)[: max_items or None])
+    return pd.Series(counts, name="queries", dtype=int)
+
+
+# --- data, model --------------------------------------------------------------------------------
+
+
+@dataclass
+class MugeData:
+    """An opened MUGE folder: tokenizer, image settings and the prepared LMDB splits (`load`)."""
+
+    data_dir: Path
+    tokenizer: object
+    context_length: int
+    image_size: int
+    use_augment: bool
+    max_frames: int
+    lmdb_dir: Path
+    _texts: dict = field(default_factory=dict, repr=False)
+    _stores: dict = field(default_factory=dict, repr=False)  # one LMDB handle per split and process
+
+    def text_tokenizer(self):
+        """The tokenizer; an error naming the options when the folder has none (e.g. 40_ensemble needs none)."""
+        if self.tokenizer is None:
+            raise FileNotFoundError(
+                f"no tokenizer: {self.data_dir / 'vocab.txt'} not found; pass data_options vocab_path "
+                "(Chinese-CLIP's vocab.txt) or a text_model_dir"
+            )
+        return self.tokenizer
+
+    def store(self, split: str):
+        if split not in self._stores:
+            store = D.lmdb_split(self.data_dir, split, self.lmdb_dir)
+            if not store.has_images:
+                raise FileNotFoundError(
+                    f"{self.lmdb_dir / split} holds no prepared LMDB: run `vmm prepare muge {self.data_dir}`"
+                )
+            self._stores[split] = store
+        return self._stores[split]
+
+    def texts(self, split: str) -> list[dict]:
+        if split not in self._texts:
+            self._texts[split] = D.read_texts(split_files(self.data_dir, split)[1])
+        return self._texts[split]
+
+    def queries(self, split: str, rows=None) -> D.MugeTextDataset:
+        texts = self.texts(split)
+        texts = texts if rows is None else [texts[int(i)] for i in rows]
+        return D.MugeTextDataset(texts, self.text_tokenizer(), context_length=self.context_length)
+
+    def gallery(self, split: str) -> D.MugeImageDataset:
+        return D.MugeImageDataset(self.store(split), transform=EvalTransform(self.image_size),
+                                  max_frames=self.max_frames)  # fmt: skip
+
+    def pairs(self, split: str, train: bool = True) -> D.MugePairDataset:
+        transform = build_transform(train, self.image_size, self.use_augment)
+        return D.MugePairDataset(self.store(split), self.text_tokenizer(), transform,
+                                 context_length=self.context_length, max_frames=self.max_frames)  # fmt: skip
+
+
+def load(
+    data_dir: str | Path,
+    *,
+    text_model_dir: str | Path = "",
+    vocab_path: str | Path | None = None,
+    context_length: int = D.CONTEXT_LENGTH,
+    image_size: int = 224,
+    use_augment: bool = True,
+    max_frames: int = 1,
+    lmdb_dir: str | Path | None = None,
+) -> MugeData:
+    """Open a MUGE folder (the notebooks' `data_options` are these keyword arguments).
+
+    Args:
+        text_model_dir: a local Hugging Face text model whose saved tokenizer tokenises the queries.
+        vocab_path: the BERT vocabulary otherwise (default `data_dir/vocab.txt`; the real release has
+            none: give Chinese-CLIP's 21,128-token vocabulary).
+        context_length: text length L (52 Chinese-CLIP, 24 Online-CNCLIP).
+        image_size: the side images are squashed (evaluation) or cropped (training) to.
+        use_augment: training transform with AutoAugment (Chinese-CLIP `--use-augment`), else the squash.
+        max_frames: frames taken from a multi-frame image (their embeddings are averaged).
+        lmdb_dir: the prepared LMDB root (default `data_dir/lmdb`).
+    """
+    data_dir = Path(data_dir)
+    vocab = Path(vocab_path) if vocab_path else data_dir / "vocab.txt"
+    if context_length < 3 or image_size < 8 or max_frames < 1:
+        raise ValueError(f"need context_length >= 3, image_size >= 8, max_frames >= 1; got "
+                         f"{context_length}, {image_size}, {max_frames}")  # fmt: skip
+    return MugeData(
+        data_dir=data_dir, tokenizer=tokenizer_for(text_model_dir, vocab) if text_model_dir or vocab.is_file() else None,
+        context_length=context_length,
+        image_size=image_size, use_augment=use_augment, max_frames=max_frames,
+        lmdb_dir=Path(lmdb_dir) if lmdb_dir else data_dir / "lmdb",
+    )  # fmt: skip
+
+
+def build_model(data: MugeData, model: str, model_options: dict, text_model_dir: str):
+    """A registered CLIP dual encoder at the data's image size, its text tower sized to the tokenizer
+    (or loaded from `text_model_dir`)."""
+    from vmmlib.models import create_model
+
+    fixed = sorted({"image_size", "vocab_size", "text_model_dir"} & set(model_options or {}))
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)} come(s) from the data options / text_model_dir; "
+                         "leave them out of model_options")  # fmt: skip
+    sizes = (
+        {"text_model_dir": str(text_model_dir)}
+        if text_model_dir
+        else {"vocab_size": len(data.text_tokenizer())}
+    )
+    return create_model(model, image_size=data.image_size, **sizes, **(model_options or {}))
+
+
+# --- objectives ---------------------------------------------------------------------------------
+
+
+def _chunks(batch: dict, n: int) -> list[dict]:
+    size = len(batch["text_ids"])
+    if size % n:
+        raise ValueError(f"accumulate={n} must divide the batch size {size}")
+    keys = ("frames", "frame_mask", "text_ids", "text_mask")
+    return [{k: batch[k][s : s + size // n] for k in keys} for s in range(0, size, size // n)]
+
+
+def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: int = 1,
+                       prior_tau: float | None = None, gather: bool = True,
+                       gather_with_grad: bool = False):  # fmt: skip
+    """The symmetric contrastive loss of the batch's (image, text) pairs over every process's batch.
+
+    Args:
+        terms: ("contrastive",).
+        accumulate: split each batch into this many chunks and accumulate with cached features
+            (`vmmlib.contrastive.accumulate_contrastive`): the loss and gradients of the whole batch,
+            one chunk's activations in memory. The objective then runs its own backward passes
+            (`backward_inside`); called without `backward` it uses `loss.backward()` and returns a
+            term whose own gradient is zero.
+        prior_tau: Online-CNCLIP's prior-reweighted loss at this temperature (the seed's 1000).
+        gather, gather_with_grad: Chinese-CLIP's feature gathering (`vmmlib.contrastive.clip_loss`).
+    """
+    check_choice("term", "contrastive", terms)  # the only term
+    if int(accumulate) < 1:
+        raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+    options = {"gather": gather, "gather_with_grad": gather_with_grad, "prior_tau": prior_tau}
+
+    def objective(model, batch, backward=None):
+        net = getattr(model, "module", model)
+        net.clamp_logit_scale()  # after the previous optimiser step (fit has no after-step hook)
+        if accumulate == 1 and backward is None:
+            out = model(frames=batch["frames"], frame_mask=batch["frame_mask"],
+                        text_ids=batch["text_ids"], text_mask=batch["text_mask"])  # fmt: skip
+            return {"contrastive": C.clip_loss(out["image_features"], out["text_features"],
+                                               out["logit_scale"], **options)}  # fmt: skip
+        no_sync = getattr(model, "no_sync", None)
+        terms = C.accumulate_contrastive(model, _chunks(batch, int(accumulate)), backward=backward,
+                                         no_sync=no_sync, **options)  # fmt: skip
+        if backward is None:  # called through a wrapper that runs backward on the returned term
+            return {"contrastive": terms["contrastive"] + 0.0 * net.logit_scale}
+        return {"contrastive": terms["contrastive"]}
+
+    objective.backward_inside = int(accumulate) > 1  # type: ignore[attr-defined]
+    return objective
+
+
+def pretrain_objective(data: MugeData, terms: tuple[str, ...], **options):
+    """Contrastive pretraining on the train pairs: the same loss and options as `finetune_objective`."""
+    return finetune_objective(data, terms, **options)
+
+
+def pretrain_dataset(data: MugeData):
+    """The train split's (image, text) pairs with the training transform."""
+    return data.pairs("train", train=True)
+
+
+def finetune_datasets(data: MugeData, n_folds: int, fold: int):
+    """(train pairs, the valid queries' rows): MUGE has one fold, its valid split (n_folds=1, fold=0)."""
+    if n_folds != 1 or fold != 0:
+        raise ValueError(f"muge has one fold (the valid split): use n_folds=1, fold=0, got {n_folds}, {fold}")
+    return data.pairs("train", train=True), np.arange(len(data.texts("valid")))
+
+
+# --- features, evaluation -----------------------------------------------------------------------
+
+
+def _ids(values) -> np.ndarray:
+    values = list(values)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, np.int64)
+    return np.asarray([str(v) for v in values])
+
+
+def _text_features(model, queries, batch_size: int = 256) -> np.ndarray:
+    step = lambda m, b: m(text_ids=b["text_ids"], text_mask=b["text_mask"])["text_features"]  # noqa: E731
+    out = [f for _, f in predict_batches(model, queries, step, batch_size=batch_size, collate_fn=D.collate)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _image_features(model, gallery, batch_size: int = 64) -> np.ndarray:
+    step = lambda m, b: m(frames=b["frames"], frame_mask=b["frame_mask"])["image_features"]  # noqa: E731
+    out = [f for _, f in predict_batches(model, gallery, step, batch_size=batch_size, collate_fn=D.collate)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def finetune_eval(data: MugeData, val_idx: np.ndarray, *, batch_size: int = 128):
+    """Mean recall (text → image over the whole valid gallery), R@K, image → text, in-batch accuracy."""
+    queries = data.queries("valid", val_idx)
+    gallery = data.gallery("valid")
+    truth = queries.image_ids
+
+    def eval_fn(model) -> dict:
+        getattr(model, "module", model).clamp_logit_scale()
+        texts, images = _text_features(model, queries), _image_features(model, gallery)
+        scores = M.retrieval_scores(texts, images, truth, gallery.image_ids)
+        return {**scores, **M.batched_in_batch_accuracy(texts, images, truth, gallery.image_ids, batch_size)}
+
+    return eval_fn
+
+
+def pretrain_eval(data: MugeData):
+    """`finetune_eval` on every valid query."""
+    return finetune_eval(data, np.arange(len(data.texts("valid"))))
+
+
+# --- predictions: features (and online learning) -------------------------------------------------
+
+
+@dataclass
+class OnlineOptions:
+    """`predict_options` of online learning (`vmmlib.online.online_adapt`); no cache: off."""
+
+    cache: str = ""
+    lr: float = 0.75e-5
+    epochs: int = 1
+    batch_size: int = 128
+    prior_tau: float | None = None
+
+    def root(self, data: MugeData, split: str) -> Path | None:
+        """`<cache>/<split>`; a relative cache folder is relative to the data folder."""
+        if not self.cache:
+            return None
+        root = Path(self.cache)
+        return (root if root.is_absolute() else data.data_dir / root) / split
+
+
+def _split_features(model, data: MugeData, split: str, rows, online: OnlineOptions) -> dict:
+    """{text_features, image_features} of a split's queries (`rows`) and gallery, after online
+    adaptation when `online.cache` is set (then also `offline_*`, and the cache counts)."""
+    from vmmlib.online import online_adapt
+
+    queries, gallery = data.queries(split, rows), data.gallery(split)
+    out = {"text_features": _text_features(model, queries), "image_features": _image_features(model, gallery)}
+    root = online.root(data, split)
+    if root is None:
+        return out
+    ids, mask = D.tokenize(data.tokenizer, queries.texts, data.context_length)
+    adapted, report = online_adapt(
+        model, queries.texts, torch.from_numpy(ids), torch.from_numpy(mask), root, EvalTransform(data.image_size),
+        lr=online.lr, epochs=online.epochs, batch_size=online.batch_size, prior_tau=online.prior_tau,
+    )  # fmt: skip
+    counts = np.array([report.used, len(report.missing), len(report.broken)], np.int64)
+    return {"text_features": _text_features(adapted, queries), "image_features": _image_features(adapted, gallery),
+            "offline_text_features": out["text_features"], "offline_image_features": out["image_features"],
+            "online_cache_counts": counts}  # fmt: skip
+
+
+def predict_fold(model, data: MugeData, val_idx: np.ndarray, fold: int, *, online_cache: str = "",
+                 online_lr: float = 0.75e-5, online_epochs: int = 1, online_batch_size: int = 128,
+                 online_prior_tau: float | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Features of the held-out valid queries and of the whole valid gallery.
+
+    Args:
+        online_cache: a cache root holding `valid/<query>/1.jpg` (relative: to the data folder);
+            "" predicts offline. online_lr, online_epochs, online_batch_size, online_prior_tau:
+            `vmmlib.online.online_adapt` (the seed validates with 1 round).
+
+    Returns:
+        {text_ids (Q,), text_features (Q, E), image_ids (G,), image_features (G, E), fold (Q,)}, and
+        with online learning `offline_text_features`, `offline_image_features`, `online_cache_counts`
+        (used, missing, broken).
+    """
+    online = OnlineOptions(online_cache, online_lr, online_epochs, online_batch_size, online_prior_tau)
+    queries = data.queries("valid", val_idx)
+    features = _split_features(model, data, "valid", val_idx, online)
+    return {"text_ids": _ids(queries.text_ids), "image_ids": _ids(data.gallery("valid").image_ids), **features,
+            "fold": np.full(len(queries), fold, np.int64)}  # fmt: skip
+
+
+def predict(models: list, data: MugeData, split: str, *, online_cache: str = "", online_lr: float = 0.75e-5,
+            online_epochs: int = 1, online_batch_size: int = 128,
+            online_prior_tau: float | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Features of a split's queries and gallery by a model's fold models, each adapted online first
+    when `online_cache` is set (the seed's test-time `max_epochs` = `online_epochs`). Fold models are
+    merged by concatenating their features, the text side scaled by 1/F: one product then gives the
+    mean of the folds' similarity matrices.
+
+    Returns:
+        {text_ids (Q,), text_features (Q, F·E), image_ids (G,), image_features (G, F·E)}.
+    """
+    online = OnlineOptions(online_cache, online_lr, online_epochs, online_batch_size, online_prior_tau)
+    parts = [_split_features(m, data, split, None, online) for m in models]
+    return {
+        "text_ids": _ids(data.queries(split).text_ids),
+        "text_features": np.concatenate([p["text_features"] / len(parts) for p in parts], 1),
+        "image_ids": _ids(data.gallery(split).image_ids),
+        "image_features": np.concatenate([p["image_features"] for p in parts], 1),
+    }
+
+
+def merge_oof(parts: list[dict]) -> dict[str, np.ndarray]:
+    """The one fold's out-of-fold features (muge has one fold: the valid split)."""
+    if len(parts) != 1:
+        raise ValueError(f"muge has one fold (the valid split); got {len(parts)} fold results")
+    return parts[0]
+
+
+# --- out-of-fold scores, ensemble, submission --------------------------------------------------
+
+
+def _aligned(arrays: list[dict], side: str) -> list[np.ndarray]:
+    """Each prediction's `{side}_features` rows in the first prediction's `{side}_ids` order."""
+    ref = arrays[0][f"{side}_ids"].tolist()
+    out = []
+    for a in arrays:
+        row = {v: i for i, v in enumerate(a[f"{side}_ids"].tolist())}
+        if set(row) != set(ref):
+            raise ValueError(
+                f"the models' predictions hold different {side} ids: were they made on one split?"
+            )
+        out.append(np.asarray(a[f"{side}_features"])[[row[v] for v in ref]])
+    return out
+
+
+def _combined(preds: list[dict], weights) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted similarity Σ w_m T_m I_mᵀ as one pair of (Q, ΣE) and (G, ΣE) feature matrices."""
+    if len(weights) != len(preds):
+        raise ValueError(f"{len(weights)} weights for {len(preds)} models")
+    texts, images = _aligned(preds, "text"), _aligned(preds, "image")
+    return (np.concatenate([float(w) * t for w, t in zip(weights, texts)], 1), np.concatenate(images, 1))
+
+
+def _top10(preds: list[dict], weights, combine: str, rank_decay: float, rank_depth: int, rankings=None):
+    """Top-10 ranking of the weighted ensemble (gallery columns of `preds[0]["image_ids"]`)."""
+    check_choice("combine", combine, COMBINE)
+    if combine == "similarity":
+        texts, images = _combined(preds, weights)
+        return M.similarity_top_k(texts, images, 10, query_ids=preds[0]["text_ids"])
+    if rankings is None:
+        rankings = [M.similarity_top_k(t, i, rank_depth, query_ids=preds[0]["text_ids"])
+                    for t, i in zip(_aligned(preds, "text"), _aligned(preds, "image"))]  # fmt: skip
+    return rank_vote(rankings, weights, rank_decay=rank_decay, top_k=10)
+
+
+def oof_scorer(oofs: list[dict], data: MugeData, *, combine: str = "similarity",
+               rank_decay: float = TTA_RANK_DECAY, rank_depth: int = 100, keys: str = "text_id"):  # fmt: skip
+    """score(weights, rank_decay=...) -> valid text→image mean recall of the weighted ensemble.
+
+    `combine="similarity"`: the weighted sum of the models' similarity matrices (Online-CNCLIP's
+    8-model ensemble), ranked over the whole gallery by chunked products; `"rank"`: each model's
+    top-`rank_depth` list merged by the rank vote w_m · w0 / (i + w0) (`vmmlib.ranking.rank_vote`),
+    scored on its top 10 by the official evaluator's recall. `keys` only shapes the submission.
+    """
+    check_choice("combine", combine, COMBINE)
+    truth_of = {r["text_id"]: r["image_ids"] for r in data.texts("valid")}
+    ids = oofs[0]["text_ids"].tolist()
+    truth = [truth_of[q] for q in ids]
+    image_ids = oofs[0]["image_ids"]
+    texts, images = _aligned(oofs, "text"), _aligned(oofs, "image")
+    t2i = M.positive_columns(truth, image_ids)[0]
+    rankings = None
+    if combine == "rank":
+        rankings = [M.similarity_top_k(t, i, rank_depth, query_ids=ids) for t, i in zip(texts, images)]
+    default_decay = rank_decay
+
+    def score(weights, rank_decay: float = default_decay) -> float:
+        if len(weights) != len(oofs):
+            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
+        if combine == "similarity":
+            q = np.concatenate([float(w) * t for w, t in zip(weights, texts)], 1)
+            return M.recall_from_ranks(M.feature_ranks(q, np.concatenate(images, 1), t2i))["mean_recall"]
+        vote = rank_vote(rankings, weights, rank_decay=rank_decay, top_k=10)
+        return M.recall_at_k(vote.to_submission(image_ids), dict(zip(ids, truth)))["mean_recall"]
+
+    return score
+
+
+def _truth(oof: dict, data: MugeData) -> list[list]:
+    truth_of = {r["text_id"]: r["image_ids"] for r in data.texts("valid")}
+    return [truth_of[q] for q in oof["text_ids"].tolist()]
+
+
+def oof_breakdown(oof: dict, data: MugeData) -> dict[str, float]:
+    """R@1/5/10 text → image (`t2i_r*`), image → text (`i2t` mean recall, `i2t_r*`), and, for online
+    predictions, the offline features' scores (`offline`, `offline_i2t`)."""
+    truth = _truth(oof, data)
+    scores = M.retrieval_scores(oof["text_features"], oof["image_features"], truth, oof["image_ids"])
+    out = {f"t2i_r{k}": scores[f"r{k}"] for k in M.KS}
+    out["i2t"] = scores["i2t_mean_recall"]
+    out.update({f"i2t_r{k}": scores[f"i2t_r{k}"] for k in M.KS})
+    if "offline_text_features" in oof:
+        off = M.retrieval_scores(
+            oof["offline_text_features"], oof["offline_image_features"], truth, oof["image_ids"]
+        )
+        out.update(offline=off["mean_recall"], offline_i2t=off["i2t_mean_recall"])
+    return out
+
+
+def fold_table(oof: dict, data: MugeData) -> pd.DataFrame:
+    """Per valid query: text, positives, the 1-based rank of its best image (online and offline)."""
+    truth = _truth(oof, data)
+    t2i = M.positive_columns(truth, oof["image_ids"])[0]
+    text_of = {r["text_id"]: r["text"] for r in data.texts("valid")}
+    table = pd.DataFrame({"text_id": oof["text_ids"], "text": [text_of[q] for q in oof["text_ids"].tolist()],
+                          "positives": [len(t) for t in truth],
+                          "rank": M.feature_ranks(oof["text_features"], oof["image_features"], t2i) + 1})  # fmt: skip
+    if "offline_text_features" in oof:
+        table["offline_rank"] = (
+            M.feature_ranks(oof["offline_text_features"], oof["offline_image_features"], t2i) + 1
+        )
+    return table
+
+
+def plot_fold(table: pd.DataFrame, title: str = ""):
+    """R@1/5/10 (online and offline when both exist) and the histogram of best-positive ranks."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    columns = [c for c in ("offline_rank", "rank") if c in table]
+    width = 0.8 / len(columns)
+    for j, col in enumerate(columns):
+        recalls = [(table[col] <= k).mean() for k in M.KS]
+        x = np.arange(len(M.KS)) + j * width
+        left.bar(
+            x, recalls, width, label="online" if col == "rank" and len(columns) > 1 else col.replace("_", " ")
+        )
+        for xi, y in zip(x, recalls):
+            left.annotate(f"{y:.2f}", (xi, y), ha="center", va="bottom", fontsize=8)
+    left.set(title="text → image recall", xticks=np.arange(len(M.KS)) + 0.4 - width / 2,
+             xticklabels=[f"R@{k}" for k in M.KS], ylim=(0, 1.1))  # fmt: skip
+    left.legend()
+    right.hist(np.minimum(table["rank"], 50), bins=50, range=(1, 51), color="tab:orange")
+    right.set(title="rank of the best positive (capped at 50)", xlabel="rank", ylabel="queries")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+ENSEMBLE_OPTIONS = ("combine", "rank_decay", "rank_depth", "keys")
+
+
+def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
+    """Searched besides the model weights: the rank decay w0 in [0, 10] when `combine="rank"` and w0
+    is not fixed; nothing for the similarity sum."""
+    unknown = sorted(set(options) - set(ENSEMBLE_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown ensemble option(s) {', '.join(unknown)}; muge takes {', '.join(ENSEMBLE_OPTIONS)}"
+        )
+    check_choice("combine", options.get("combine", "similarity"), COMBINE)
+    if options.get("combine") == "rank" and "rank_decay" not in options:
+        return {"rank_decay": (0.0, 10.0)}
+    return {}
+
+
+def write_submission(out_dir: str | Path, predictions: list[dict], weights, *, combine: str = "similarity",
+                     rank_decay: float = TTA_RANK_DECAY, rank_depth: int = 100,
+                     keys: str = "text_id") -> Path:  # fmt: skip
+    """The weighted ensemble's top 10 images per query, as `oof_scorer` combines them, written to
+    `test_predictions.jsonl` (`keys`: "text_id" Chinese-CLIP, "query_id" Tianchi / Online-CNCLIP)."""
+    from vmmlib.submissions import muge as jsonl
+
+    ranking = _top10(predictions, weights, combine, rank_decay, rank_depth)
+    image_ids = np.asarray(predictions[0]["image_ids"])
+    return jsonl.write(Path(out_dir) / "test_predictions.jsonl", predictions[0]["text_ids"].tolist(),
+                       image_ids[ranking.index].tolist(), keys=keys)  # fmt: skip
+
+
+def required_ids(data: MugeData, split: str) -> list:
+    """The text ids of the split's queries (every one needs a line)."""
+    return [r["text_id"] for r in data.texts(split)]
