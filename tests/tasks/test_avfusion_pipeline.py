@@ -4,13 +4,9 @@ notebooks with `task: avfusion` end to end on real mp4 files: the notebooks' own
 validate), the index carries both retrieval directions' recall, and `vmm validate` / `vmm evaluate`
 accept the submission."""
 
-import json
 from pathlib import Path
 
-import yaml
-
 from vmmlib.cli import main
-from vmmlib.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps than the demo, same recipes
@@ -24,23 +20,8 @@ SHORT = {  # step name → extra `set` values: fewer steps than the demo, same r
 }
 
 
-def test_the_avfusion_sample_pipeline_runs_every_notebook_end_to_end(tmp_path):
-    spec = yaml.safe_load((ROOT / "params/pipelines/avfusion_sample.yaml").read_text())
-    spec["run_dir"] = str(tmp_path / "run")
-    spec["data"]["dir"] = str(tmp_path / "data")
-    assert [s["name"] for s in spec["steps"]] == list(SHORT)
-    for step in spec["steps"]:
-        step["notebook"] = str(ROOT / step["notebook"])
-        step["params"] = str(ROOT / step["params"])
-        step["set"] = {**step.get("set", {}), **SHORT[step["name"]]}
-    path = tmp_path / "pipe.yaml"
-    path.write_text(yaml.safe_dump(spec))
-
-    results = run_pipeline(path, progress=False)
-    assert {r["name"]: r["status"] for r in results} == {r["name"]: "ok" for r in results}, [
-        r["error"] for r in results if r["error"]
-    ]
-    index = {s["name"]: s["metrics"] for s in json.loads((tmp_path / "run/index.json").read_text())["steps"]}
+def test_the_avfusion_sample_pipeline_runs_every_notebook_end_to_end(tmp_path, run_short_pipeline):
+    index = run_short_pipeline("avfusion_sample", SHORT)
     for model in ("cos", "itm"):
         inference = index[f"inference-{model}"]
         assert {f"score_oof_{d}_r{k}" for d in ("t2v", "v2t") for k in (1, 5, 10)} <= set(inference)

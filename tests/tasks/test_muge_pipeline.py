@@ -3,13 +3,9 @@ with `task: muge` end to end: the notebooks' own asserts hold (fine-tuning impro
 the ensemble is no worse than its best model, the jsonl validates), and the index shows recall per
 model in both directions, with and without online learning, and for the ensemble."""
 
-import json
 from pathlib import Path
 
-import yaml
-
 from vmmlib.cli import main
-from vmmlib.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps than the demo, same recipes
@@ -22,25 +18,19 @@ SHORT = {  # step name → extra `set` values: fewer steps than the demo, same r
 }
 
 
-def test_the_muge_sample_pipeline_runs_every_notebook_end_to_end(tmp_path):
-    spec = yaml.safe_load((ROOT / "params/pipelines/muge_sample.yaml").read_text())
-    spec["run_dir"] = str(tmp_path / "run")
-    spec["data"]["dir"] = str(tmp_path / "data")
-    spec["data"]["sample"] = {"seed": 0, "image_size": 64, "train_texts": 300, "valid_texts": 60,
-                              "test_texts": 30, "distractors": 30, "novel_topics": 8}  # fmt: skip
-    assert [s["name"] for s in spec["steps"]] == list(SHORT)
-    for step in spec["steps"]:
-        step["notebook"] = str(ROOT / step["notebook"])
-        step["params"] = str(ROOT / step["params"])
-        step["set"] = {**step.get("set", {}), **SHORT[step["name"]]}
-    path = tmp_path / "pipe.yaml"
-    path.write_text(yaml.safe_dump(spec))
+SAMPLE = {
+    "seed": 0,
+    "image_size": 64,
+    "train_texts": 300,
+    "valid_texts": 60,
+    "test_texts": 30,
+    "distractors": 30,
+    "novel_topics": 8,
+}
 
-    results = run_pipeline(path, progress=False)
-    assert {r["name"]: r["status"] for r in results} == {r["name"]: "ok" for r in results}, [
-        r["error"] for r in results if r["error"]
-    ]
-    index = {s["name"]: s["metrics"] for s in json.loads((tmp_path / "run/index.json").read_text())["steps"]}
+
+def test_the_muge_sample_pipeline_runs_every_notebook_end_to_end(tmp_path, run_short_pipeline):
+    index = run_short_pipeline("muge_sample", SHORT, sample=SAMPLE)
     for model in ("vit", "prior"):
         finetune = index[f"finetune-{model}"]
         assert finetune["mean_recall"] > finetune["mean_recall_before"]

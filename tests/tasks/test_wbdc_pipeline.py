@@ -4,13 +4,9 @@ fold, the ensemble is no worse than its best model, result.csv validates), the e
 teacher file a distilled student trains on, the index carries the F1-mean rows of every model, the
 ensembles and the student, and `vmm validate wbdc` accepts the submission."""
 
-import json
 from pathlib import Path
 
-import yaml
-
 from vmmlib.cli import main
-from vmmlib.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps and folds than the demo, same recipes
@@ -27,27 +23,11 @@ SHORT = {  # step name → extra `set` values: fewer steps and folds than the de
 }
 
 
-def test_the_wbdc_sample_pipeline_runs_every_notebook_end_to_end(tmp_path):
-    spec = yaml.safe_load((ROOT / "params/pipelines/wbdc_sample.yaml").read_text())
-    spec["run_dir"] = str(tmp_path / "run")
-    spec["data"]["dir"] = str(tmp_path / "data")
-    spec["data"]["sample"] = {"labeled": 160, "unlabeled": 80, "test": 20, "raw_frame_videos": 2, "seed": 0}
-    assert [s["name"] for s in spec["steps"]] == list(SHORT)
-    for step in spec["steps"]:
-        step["notebook"] = str(ROOT / step["notebook"])
-        step["params"] = str(ROOT / step["params"])
-        step["set"] = {**step.get("set", {}), **SHORT[step["name"]]}
-        if "folds" in step:
-            step["folds"] = 2
-            step["set"]["n_folds"] = 2
-    path = tmp_path / "pipe.yaml"
-    path.write_text(yaml.safe_dump(spec))
+SAMPLE = {"labeled": 160, "unlabeled": 80, "test": 20, "raw_frame_videos": 2, "seed": 0}
 
-    results = run_pipeline(path, progress=False)
-    assert {r["name"]: r["status"] for r in results} == {r["name"]: "ok" for r in results}, [
-        r["error"] for r in results if r["error"]
-    ]
-    index = {s["name"]: s["metrics"] for s in json.loads((tmp_path / "run/index.json").read_text())["steps"]}
+
+def test_the_wbdc_sample_pipeline_runs_every_notebook_end_to_end(tmp_path, run_short_pipeline):
+    index = run_short_pipeline("wbdc_sample", SHORT, sample=SAMPLE, folds=2, n_folds=True)
     for model in ("pretrained", "scratch", "student"):
         assert (
             0 < index[f"inference-{model}"]["mean_f1_oof"] <= 1 and index[f"inference-{model}"]["folds"] == 2

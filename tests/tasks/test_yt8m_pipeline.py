@@ -3,13 +3,9 @@ five notebooks with `task: yt8m` end to end: the notebooks' own asserts hold (fi
 every fold, the ensemble is no worse than its best model, the CSV validates), the index carries
 the per-shift out-of-fold scores, and `vmm validate` accepts the submission."""
 
-import json
 from pathlib import Path
 
-import yaml
-
 from vmmlib.cli import main
-from vmmlib.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps and folds than the demo, same recipes
@@ -24,26 +20,11 @@ SHORT = {  # step name → extra `set` values: fewer steps and folds than the de
 }
 
 
-def test_the_yt8m_sample_pipeline_runs_every_notebook_end_to_end(tmp_path):
-    spec = yaml.safe_load((ROOT / "params/pipelines/yt8m_sample.yaml").read_text())
-    spec["run_dir"] = str(tmp_path / "run")
-    spec["data"]["dir"] = str(tmp_path / "data")
-    spec["data"]["sample"] = {"seed": 0, "videos": 120, "validate_videos": 96, "test_videos": 20}
-    assert [s["name"] for s in spec["steps"]] == list(SHORT)
-    for step in spec["steps"]:
-        step["notebook"] = str(ROOT / step["notebook"])
-        step["params"] = str(ROOT / step["params"])
-        step["set"] = {**step.get("set", {}), **SHORT[step["name"]]}
-        if "folds" in step:
-            step["folds"] = 2
-    path = tmp_path / "pipe.yaml"
-    path.write_text(yaml.safe_dump(spec))
+SAMPLE = {"seed": 0, "videos": 120, "validate_videos": 96, "test_videos": 20}
 
-    results = run_pipeline(path, progress=False)
-    assert {r["name"]: r["status"] for r in results} == {r["name"]: "ok" for r in results}, [
-        r["error"] for r in results if r["error"]
-    ]
-    index = {s["name"]: s["metrics"] for s in json.loads((tmp_path / "run/index.json").read_text())["steps"]}
+
+def test_the_yt8m_sample_pipeline_runs_every_notebook_end_to_end(tmp_path, run_short_pipeline):
+    index = run_short_pipeline("yt8m_sample", SHORT, sample=SAMPLE, folds=2)
     for model in ("bert", "mean"):
         inference = index[f"inference-{model}"]
         assert {f"segment_map_oof_shift{s}" for s in ("-1", "+0", "+1")} <= set(inference)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vmmlib.data.image_transforms import EvalTransform
+from vmmlib.data.image_transforms import EvalTransform, build_transform
 from vmmlib.data.muge_prepare import SPLITS, MugeDataError, parse_text_line, split_files
-from vmmlib.data.tokenize import encode_texts
+from vmmlib.data.tokenize import encode_texts, tokenizer_for
 from vmmlib.io.lmdb_store import LMDBSplit
 
 CONTEXT_LENGTH = 52  # Chinese-CLIP's default; Online-CNCLIP uses 24
@@ -247,3 +248,95 @@ def collate(items: list[dict]) -> dict:
         if key in items[0]:
             batch[key] = [it[key] for it in items]
     return batch
+
+
+# --- an opened MUGE folder (what the task's `load` returns) -----------------------------------
+
+
+@dataclass
+class MugeData:
+    """An opened MUGE folder: tokenizer, image settings and the prepared LMDB splits (`load`)."""
+
+    data_dir: Path
+    tokenizer: object
+    context_length: int
+    image_size: int
+    use_augment: bool
+    max_frames: int
+    lmdb_dir: Path
+    _texts: dict = field(default_factory=dict, repr=False)
+    _stores: dict = field(default_factory=dict, repr=False)  # one LMDB handle per split and process
+
+    def text_tokenizer(self):
+        """The tokenizer; an error naming the options when the folder has none (e.g. 40_ensemble needs none)."""
+        if self.tokenizer is None:
+            raise FileNotFoundError(
+                f"no tokenizer: {self.data_dir / 'vocab.txt'} not found; pass data_options vocab_path "
+                "(Chinese-CLIP's vocab.txt) or a text_model_dir"
+            )
+        return self.tokenizer
+
+    def store(self, split: str):
+        if split not in self._stores:
+            store = lmdb_split(self.data_dir, split, self.lmdb_dir)
+            if not store.has_images:
+                raise FileNotFoundError(
+                    f"{self.lmdb_dir / split} holds no prepared LMDB: run `vmm prepare muge {self.data_dir}`"
+                )
+            self._stores[split] = store
+        return self._stores[split]
+
+    def texts(self, split: str) -> list[dict]:
+        if split not in self._texts:
+            self._texts[split] = read_texts(split_files(self.data_dir, split)[1])
+        return self._texts[split]
+
+    def queries(self, split: str, rows=None) -> MugeTextDataset:
+        texts = self.texts(split)
+        texts = texts if rows is None else [texts[int(i)] for i in rows]
+        return MugeTextDataset(texts, self.text_tokenizer(), context_length=self.context_length)
+
+    def gallery(self, split: str) -> MugeImageDataset:
+        return MugeImageDataset(self.store(split), transform=EvalTransform(self.image_size),
+                                  max_frames=self.max_frames)  # fmt: skip
+
+    def pairs(self, split: str, train: bool = True) -> MugePairDataset:
+        transform = build_transform(train, self.image_size, self.use_augment)
+        return MugePairDataset(self.store(split), self.text_tokenizer(), transform,
+                                 context_length=self.context_length, max_frames=self.max_frames)  # fmt: skip
+
+
+def load(
+    data_dir: str | Path,
+    *,
+    text_model_dir: str | Path = "",
+    vocab_path: str | Path | None = None,
+    context_length: int = CONTEXT_LENGTH,
+    image_size: int = 224,
+    use_augment: bool = True,
+    max_frames: int = 1,
+    lmdb_dir: str | Path | None = None,
+) -> MugeData:
+    """Open a MUGE folder (the notebooks' `data_options` are these keyword arguments).
+
+    Args:
+        text_model_dir: a local Hugging Face text model whose saved tokenizer tokenises the queries.
+        vocab_path: the BERT vocabulary otherwise (default `data_dir/vocab.txt`; the real release has
+            none: give Chinese-CLIP's 21,128-token vocabulary).
+        context_length: text length L (52 Chinese-CLIP, 24 Online-CNCLIP).
+        image_size: the side images are squashed (evaluation) or cropped (training) to.
+        use_augment: training transform with AutoAugment (Chinese-CLIP `--use-augment`), else the squash.
+        max_frames: frames taken from a multi-frame image (their embeddings are averaged).
+        lmdb_dir: the prepared LMDB root (default `data_dir/lmdb`).
+    """
+    data_dir = Path(data_dir)
+    vocab = Path(vocab_path) if vocab_path else data_dir / "vocab.txt"
+    if context_length < 3 or image_size < 8 or max_frames < 1:
+        raise ValueError(f"need context_length >= 3, image_size >= 8, max_frames >= 1; got "
+                         f"{context_length}, {image_size}, {max_frames}")  # fmt: skip
+    return MugeData(
+        data_dir=data_dir, tokenizer=tokenizer_for(text_model_dir, vocab) if text_model_dir or vocab.is_file() else None,
+        context_length=context_length,
+        image_size=image_size, use_augment=use_augment, max_frames=max_frames,
+        lmdb_dir=Path(lmdb_dir) if lmdb_dir else data_dir / "lmdb",
+    )  # fmt: skip
