@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vmmlib.data.video_transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
+from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vmmlib.io.media import MediaError
 
 # ------------------------------------------------------------------------------------------ backbone

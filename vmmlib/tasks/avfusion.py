@@ -42,6 +42,7 @@ from vmmlib.data.avfusion import (
     load_text_tokenizer,
     special_token_ids,
 )
+from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
 from vmmlib.data.sample_avfusion import write_avfusion_sample
 from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vmmlib.explore import ExploreReport
@@ -57,8 +58,8 @@ SUBMISSION = "avfusion"  # jsonl (or csv): caption → ranked videos, or questio
 BACKBONE_PREFIXES = ("text.", "video.", "audio.")  # DeBERTa-v2, VideoMAE, ViT-MAE (pretrained folders)
 PRETRAIN_TERMS = ("mlm", "video_mae", "audio_mae", "vtm", "vtc")
 FINETUNE_TERMS = ("vtc", "vtm", "qa")
-CLIP_MEANS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-              "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}  # fmt: skip
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+              "clip": (CLIP_MEAN, CLIP_STD)}  # fmt: skip
 
 
 def make_sample(out_dir: str | Path, **options) -> Path:
@@ -112,13 +113,13 @@ def load(
         max_train_samples, max_eval_samples: keep the first N training / evaluation annotations (0: all).
     """
     check_choice("downstream", downstream, AF.DOWNSTREAMS)
-    check_choice("normalize", normalize, CLIP_MEANS)
+    check_choice("normalize", normalize, NORMALIZATIONS)
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(
             f"data folder {root} does not exist (`vmm sample avfusion {root}` writes one)"
         )
-    mean, std = CLIP_MEANS[normalize]
+    mean, std = NORMALIZATIONS[normalize]
     common = dict(num_frames=num_frames, image_size=image_size, resize=resize or None, frame_strategy=frame_strategy,
                   frame_sample_rate=frame_sample_rate, mean=mean, std=std, audio_mode=audio_mode,
                   audio_freq=audio_freq, audio_time=audio_time, audio_image_size=audio_image_size)  # fmt: skip
