@@ -1,15 +1,16 @@
 """MUGE speed, each ratio measured in the same run: `vmm prepare muge` against Chinese-CLIP's own LMDB builder,
 and chunked top-10 retrieval over a 100k-image gallery against a full-matrix argsort.
 
-    python benchmarks/bench_muge.py prepare --images 4000 --check fast --reps 3
+    python benchmarks/bench_muge.py prepare --images 20000 --check fast --reps 3
     python benchmarks/bench_muge.py retrieval --queries 2000 --gallery 100000 --dim 512
 
 prepare: a `train_imgs.tsv` of `--images` real JPEGs (the sample generator's topic images at `--size` px,
 base64, ~`--distinct` distinct ones repeated under new ids) and a `train_texts.jsonl` of one query per
 image. (a) `cn_clip.preprocess.build_lmdb_dataset` (installed with `pip install --no-deps cn-clip`, run
 in this process as its `__main__`, its tqdm silenced), which checks nothing; (b) `prepare_muge(check=...)`,
-which checks every image: `fast` validates every base64 character, parses the header and requires the
-end-of-image marker; `decode` has Pillow decode each image. Interleaved repetitions, best of `--reps`;
+which checks every image: `fast` validates every base64 character, reads the file signature and requires
+the end-of-image marker; `decode` has Pillow decode each image. `--workers` as `prepare_muge` (default:
+its own choice, one checking process per spare CPU for a TSV of 256 MiB or more). Interleaved repetitions, best of `--reps`;
 prints images/s of each and the ratio (b) / (a). The two LMDBs are checked identical.
 
 retrieval: random L2-normalised float32 features. (a) `sim = Q Gᵀ` in full, `argsort` per row, first 10;
@@ -145,11 +146,11 @@ def main() -> None:
     )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("prepare")
-    p.add_argument("--images", type=int, default=4000)
-    p.add_argument("--distinct", type=int, default=200)
+    p.add_argument("--images", type=int, default=20000)
+    p.add_argument("--distinct", type=int, default=2000)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--check", default="fast", choices=["decode", "fast", "header", "none"])
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, help="checking processes (default: prepare_muge's own choice)")
     p.add_argument("--reps", type=int, default=3)
     p.set_defaults(func=bench_prepare)
     p = sub.add_parser("retrieval")

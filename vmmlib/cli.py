@@ -183,7 +183,11 @@ def _add_prepare_parser(sub) -> None:
     p.add_argument("--check", choices=["decode", "fast", "header", "none"], default="fast",
                    help="how each image is checked (fast: every base64 character, signature, end marker; "
                         "decode: Pillow decodes it, ~5x slower)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=0, help="processes checking images (0: this one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes checking images (0: this one; default: CPUs - 1 for a large TSV)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_prepare)
 

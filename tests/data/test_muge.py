@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vmmlib.data.image_checks as image_checks
 import vmmlib.data.muge_prepare as mp
 from vmmlib.data.muge import (
     MugeImageDataset,
@@ -187,7 +188,7 @@ def test_bad_lines_are_reported_with_file_and_line_skipped_and_counted(tmp_path)
 def test_prepare_resumes_after_an_interruption_and_skips_a_finished_split(sample, tmp_path, monkeypatch):
     reference = prepare_muge(sample, ["train"], lmdb_dir=tmp_path / "ref", progress=False)["train"]
     calls = {"n": 0}
-    real_check = mp.check_image
+    real_check = image_checks.check_image
 
     def flaky(raw, check="decode"):
         calls["n"] += 1
@@ -195,7 +196,7 @@ def test_prepare_resumes_after_an_interruption_and_skips_a_finished_split(sample
             raise KeyboardInterrupt
         real_check(raw, check)
 
-    monkeypatch.setattr(mp, "check_image", flaky)
+    monkeypatch.setattr(image_checks, "check_image", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare_muge(sample, ["train"], lmdb_dir=tmp_path / "out", commit_every=5, progress=False)
     state = json.loads((tmp_path / "out" / "train" / mp.STATE_FILE).read_text())
@@ -211,6 +212,41 @@ def test_prepare_resumes_after_an_interruption_and_skips_a_finished_split(sample
     assert again.skipped and calls["n"] == 23 + reference.images - 20
 
 
+def test_a_kill_while_the_pairs_are_stored_resumes_without_rereading_the_images(
+    sample, tmp_path, monkeypatch
+):
+    reference = prepare_muge(sample, ["train"], lmdb_dir=tmp_path / "ref", progress=False)["train"]
+    calls = {"n": 0}
+    real_parse = mp.parse_text_line
+
+    def flaky(line):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise KeyboardInterrupt
+        return real_parse(line)
+
+    monkeypatch.setattr(mp, "parse_text_line", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_muge(sample, ["train"], lmdb_dir=tmp_path / "out", commit_every=5, progress=False)
+    state = json.loads((tmp_path / "out" / "train" / mp.STATE_FILE).read_text())
+    committed = state["pairs"]["line"]  # commits come every 5 pairs, not lines
+    assert 0 < committed < 12 and not state["imgs"]["done"]  # images are marked done with the pairs
+    checked = []
+    monkeypatch.setattr(image_checks, "check_image", lambda raw, check="decode": checked.append(raw))
+    resumed = prepare_muge(sample, ["train"], lmdb_dir=tmp_path / "out", commit_every=5, progress=False)[
+        "train"
+    ]
+    assert checked == [] and calls["n"] == 12 + (reference.texts - committed)
+    assert (resumed.images, resumed.pairs, resumed.texts, resumed.duplicate_images) == (
+        reference.images,
+        reference.pairs,
+        reference.texts,
+        reference.duplicate_images,
+    )
+    for env in ("imgs", "pairs"):
+        assert _dump_env(tmp_path / "out" / "train" / env) == _dump_env(tmp_path / "ref" / "train" / env)
+
+
 def test_parallel_checking_writes_the_same_lmdb_and_the_fast_check_catches_truncation(sample, tmp_path):
     serial = prepare_muge(sample, ["valid"], lmdb_dir=tmp_path / "serial", progress=False)["valid"]
     parallel = prepare_muge(
@@ -220,25 +256,66 @@ def test_parallel_checking_writes_the_same_lmdb_and_the_fast_check_catches_trunc
     for env in ("imgs", "pairs"):
         assert _dump_env(tmp_path / "par" / "valid" / env) == _dump_env(tmp_path / "serial" / "valid" / env)
     jpeg = _jpeg(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8))
-    mp.check_image(jpeg, "fast")
+    image_checks.check_image(jpeg, "fast")
     for check in ("fast", "decode"):
         with pytest.raises((OSError, ValueError), match="truncated"):
-            mp.check_image(jpeg[: len(jpeg) - 40], check)
-    mp.check_image(jpeg[: len(jpeg) - 40], "header")  # the header alone does not notice
+            image_checks.check_image(jpeg[: len(jpeg) - 40], check)
+    image_checks.check_image(jpeg[: len(jpeg) - 40], "header")  # the header alone does not notice
     text = base64.b64encode(jpeg)
     for check in ("fast", "header", "decode"):
-        mp.check_encoded(text, check)
-        mp.check_encoded(base64.urlsafe_b64encode(jpeg).rstrip(b"="), check)
+        image_checks.check_encoded(text, check)
+        image_checks.check_encoded(base64.urlsafe_b64encode(jpeg).rstrip(b"="), check)
         with pytest.raises(ValueError, match="base64"):
-            mp.check_encoded(text[:100] + b"*" + text[101:], check)
+            image_checks.check_encoded(text[:100] + b"*" + text[101:], check)
     with pytest.raises(ValueError, match="truncated"):
-        mp.check_encoded(base64.b64encode(jpeg[:-40]), "fast")
+        image_checks.check_encoded(base64.b64encode(jpeg[:-40]), "fast")
     out = io.BytesIO()  # a header longer than the decoded head (a 30 KB ICC profile): decoded whole
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(out, format="JPEG", icc_profile=bytes(30000))
-    assert len(out.getvalue()) > 3 * mp.HEAD_CHARS // 4
-    mp.check_encoded(base64.b64encode(out.getvalue()), "fast")
+    assert len(out.getvalue()) > 3 * image_checks.HEAD_CHARS // 4
+    image_checks.check_encoded(base64.b64encode(out.getvalue()), "fast")
     with pytest.raises(ValueError, match="truncated"):
-        mp.check_encoded(base64.b64encode(out.getvalue()[:-2]), "fast")
+        image_checks.check_encoded(base64.b64encode(out.getvalue()[:-2]), "fast")
+
+
+def test_checking_workers_read_the_same_lines_as_the_serial_pass_whatever_the_line_shapes(tmp_path):
+    """Workers re-read their batch's byte range from the file: blank lines, CRLF, stray blanks, extra
+    fields, bad bytes and a last line without a newline must split into the same entries and verdicts."""
+    rng = np.random.default_rng(5)
+    good = [base64.b64encode(_jpeg(rng.integers(0, 255, (16, 16, 3), np.uint8))) for _ in range(4)]
+    lines = [
+        b"1\t" + good[0] + b"\n",
+        b"\n",
+        b"2\t" + good[1] + b"\r\n",
+        b"  3\t" + good[2] + b"  \n",
+        b"4\t" + good[3] + b"\textra\n",
+        b"\xff\xfe\t" + good[0] + b"\n",
+        b"5\t" + good[1][:50] + b"*" + good[1][51:] + b"\n",
+        b"\n\n",
+        b"6\t" + good[2][:-40] + b"\n",
+        b"7\t" + base64.urlsafe_b64encode(base64.b64decode(good[3])).rstrip(b"="),
+    ]
+    (tmp_path / "train_imgs.tsv").write_bytes(b"".join(lines))
+    texts = [{"text_id": i, "text": f"q{i}", "image_ids": [i]} for i in range(1, 8)]
+    (tmp_path / "train_texts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in texts))
+    runs = {}
+    for workers in (0, 1, 2):
+        with pytest.warns(UserWarning):
+            runs[workers] = prepare_muge(
+                tmp_path,
+                lmdb_dir=tmp_path / f"w{workers}",
+                check="fast",
+                workers=workers,
+                commit_every=2,
+                progress=False,
+            )["train"]
+    assert runs[0].images == 4 and runs[0].bad_images == 4  # ids 1, 2, 3, 7 stored; 4, ÿþ, 5, 6 refused
+    bad_lines = [e.split(": ", 1)[0].rsplit(":", 1)[1] for e in runs[0].errors[:4]]
+    assert bad_lines == ["5", "6", "7", "10"]  # the blank pair is lines 8 and 9
+    for workers in (1, 2):
+        assert runs[workers].errors == [e.replace("/w0/", f"/w{workers}/") for e in runs[0].errors]
+        for env in ("imgs", "pairs"):
+            stored = _dump_env(tmp_path / f"w{workers}" / "train" / env)
+            assert stored == _dump_env(tmp_path / "w0" / "train" / env)
 
 
 def test_changed_sources_rebuild_from_scratch_without_stale_keys(tmp_path):

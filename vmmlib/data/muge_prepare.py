@@ -6,53 +6,56 @@
 
 What Chinese-CLIP's `build_lmdb_dataset` does not, and this does:
 
-- every image is checked: its base64 must decode (either alphabet) and Pillow must decode the
-  result (`check="decode"`; JPEG at 1/8 scale, which still reads every entropy-coded byte), or, at
-  a fraction of the cost, `check="fast"`: every base64 character validated, the file signature
-  (JPEG, PNG, GIF; other formats: the header, parsed by Pillow) and the end-of-image marker present
-  (truncation caught, corrupt entropy data not; as fast as Chinese-CLIP's unchecked builder,
-  `benchmarks/bench_muge.py prepare`). `workers`
-  processes check in parallel; writing stays in file order. A bad line is reported with its file and line number and skipped (`on_error="skip"`) or raises
-  (`"raise"`); the summary counts it. Nothing is dropped silently: a pair whose image was skipped
-  or is absent from the TSV is counted and reported too (upstream would store it and crash on read).
+- every image is checked (`vmmlib.data.image_checks`): its base64 must decode (either alphabet) and
+  Pillow must decode the result (`check="decode"`; JPEG at 1/8 scale, which still reads every
+  entropy-coded byte), or, at a fraction of the cost, `check="fast"`: every base64 character
+  validated, the file signature (JPEG, PNG, GIF; other formats: the header, parsed by Pillow) and
+  the end-of-image marker present (truncation caught, corrupt entropy data not; faster than
+  Chinese-CLIP's unchecked builder, `benchmarks/bench_muge.py prepare`). `workers` processes check
+  batches in parallel, each reading its batch's bytes itself, while this one parses the
+  memory-mapped file and writes in file order. A bad line is reported with its file and line
+  number and skipped (`on_error="skip"`) or raises (`"raise"`); the summary counts it. Nothing is
+  dropped silently: a pair whose image was skipped or is absent from the TSV is counted and
+  reported too (upstream would store it and crash on read).
 - images are stored first, pairs second, so only pairs whose image exists are written.
 - resumable: progress (byte offsets, counts, entries, the first errors) is committed with every
   LMDB transaction into `lmdb/{split}/vmm_prepare.json`; a rerun continues where it stopped, and a
   finished split whose source files are unchanged is skipped. Changed sources start over. Commits
-  are flushed to disk once per stage, not each (a killed process loses nothing); should a machine
-  crash roll the LMDB back behind the recorded entries, the rerun starts the split over.
+  are flushed to disk once per stage, not each (a killed process loses nothing; the images flush
+  while the pairs are stored); should a machine crash roll the LMDB back behind the recorded
+  entries, the rerun starts the split over.
 - a stale LMDB is removed before a fresh build (reopening one keeps its old keys).
 """
 
 from __future__ import annotations
 
-import io
 import json
+import mmap
 import os
 import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm.auto import tqdm
 
+from vmmlib.data.image_checks import CHECKS, check_encoded
 from vmmlib.io.lmdb_store import (
     NUM_IMAGES_KEY,
     NUM_SAMPLES_KEY,
-    decode_base64,
     dumps_pair,
     open_env,
     put_batch,
 )
 
 SPLITS = ("train", "valid", "test")
-CHECKS = ("decode", "fast", "header", "none")
 ON_ERROR = ("skip", "raise")
 STATE_FILE = "vmm_prepare.json"
 STATE_VERSION = 1
+READ_BUFFER = 1 << 20
 MAX_REPORTED = 50  # error messages kept in the summary; every one is counted
 
 
@@ -89,36 +92,6 @@ def split_files(data_dir: str | Path, split: str) -> tuple[Path, Path]:
     return root / f"{split}_imgs.tsv", root / f"{split}_texts.jsonl"
 
 
-def _has_end_marker(raw: bytes, image_format: str | None) -> bool:
-    tail = raw[-64:].rstrip(b"\x00")  # some encoders pad after the end marker
-    if image_format == "JPEG":
-        return tail.endswith(b"\xff\xd9")
-    if image_format == "PNG":
-        return b"IEND" in raw[-12:]
-    if image_format == "GIF":
-        return tail.endswith(b"\x3b")
-    return True
-
-
-def check_image(raw: bytes, check: str = "decode") -> None:
-    """Raise if `raw` is not an image Pillow can read.
-
-    Args:
-        check: "decode" (decode it; JPEG at 1/8 scale, which still reads every entropy-coded byte, so
-            truncation anywhere is caught), "fast" (header, plus the end-of-image marker of JPEG, PNG
-            and GIF: catches truncation, not corrupted data, at a few µs), "header" (format and size
-            only) or "none".
-    """
-    if check == "none":
-        return
-    with Image.open(io.BytesIO(raw)) as image:
-        if check == "decode":
-            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG only
-            image.load()
-        elif check == "fast" and not _has_end_marker(raw, image.format):
-            raise ValueError(f"{image.format} data without its end-of-image marker: truncated")
-
-
 def _fingerprint(paths: Sequence[Path]) -> dict[str, list[int]]:
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
 
@@ -131,7 +104,7 @@ def _write_state(path: Path, state: dict) -> None:
 
 def _iter_lines(path: Path, offset: int) -> Iterator[tuple[int, bytes]]:
     """(byte offset after the line, raw line) from `offset` on."""
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=READ_BUFFER) as f:  # 1 MiB: a long line no longer spans 3 reads
         f.seek(offset)
         for line in f:
             offset += len(line)
@@ -167,9 +140,10 @@ class _Stage:
         self.progress.update(offset=offset, line=line_no, entries=env.stat()["entries"])
         _write_state(self.state_path, self.state)
 
-    def finish(self, env) -> None:
-        """Flush the environment to disk, then mark the stage done."""
-        env.sync(True)
+    def finish(self, env, *, flush: bool = True) -> None:
+        """Flush the environment to disk (unless the caller did), then mark the stage done."""
+        if flush:
+            env.sync(True)
         self.progress.update(done=True, entries=env.stat()["entries"])
         _write_state(self.state_path, self.state)
 
@@ -177,108 +151,68 @@ class _Stage:
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
-def _split_plain(raw: bytes) -> tuple[str, bytes] | None:
-    """(image id, base64) of a line `id<TAB>base64<newline>` with no other white space around them and
-    an ASCII id, sliced once; None for anything else (the general path then parses or reports it)."""
-    tab = raw.find(b"\t")
-    end = len(raw)
-    while end > tab + 1 and raw[end - 1] in _WHITESPACE:
+def _split_plain(buf, a: int, b: int) -> tuple[str, bytes, None] | None:
+    """(image id, base64) of the line `buf[a:b]` when it is `id<TAB>base64<newline>` with no other
+    white space around them and an ASCII id, sliced once out of `buf`; None for anything else (the
+    general path then parses or reports it)."""
+    tab = buf.find(b"\t", a, b)
+    end = b
+    while end > tab + 1 and buf[end - 1] in _WHITESPACE:
         end -= 1
-    if tab <= 0 or end == tab + 1 or raw[0] in _WHITESPACE or raw.find(b"\t", tab + 1, end) >= 0:
+    if tab <= a or end == tab + 1 or buf[a] in _WHITESPACE or buf.find(b"\t", tab + 1, end) >= 0:
         return None
-    head = raw[:tab]
+    head = buf[a:tab]
     if not head.isascii() or head[-1] in _WHITESPACE:
         return None
-    return head.decode("ascii"), raw[tab + 1 : end]
+    return head.decode("ascii"), buf[tab + 1 : end], None
 
 
-def _parsed_batches(tsv: Path, start: int, line_no: int, size: int) -> Iterator[list[tuple]]:
-    """Lines from byte `start` on, `size` per batch, as (line_no, offset after, image_id, base64 bytes
-    or None, problem or None); blank lines are dropped. The base64 text stays bytes (no copy to str)."""
-    batch = []
-    for offset, raw in _iter_lines(tsv, start):
-        line_no += 1
-        fast = _split_plain(raw)
-        if fast is not None:  # the common line: one copy of the base64 text, not three
-            batch.append((line_no, offset, *fast, None))
-            if len(batch) >= size:
-                yield batch
-                batch = []
-            continue
-        line = raw.strip()
-        if line:
-            parts = line.split(b"\t")
-            try:
-                image_id = parts[0].decode("utf-8")
-            except UnicodeDecodeError:
-                image_id = ""
-            if len(parts) != 2 or not image_id:
-                problem = f"expected 'image_id<TAB>base64' with a UTF-8 id, got {len(parts)} field(s)"
-                batch.append((line_no, offset, None, None, problem))
-            else:
-                batch.append((line_no, offset, image_id, parts[1], None))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
-HEAD_CHARS = 1 << 13  # base64 characters decoded for a header check (6 KiB of image; longer: all of it)
-
-
-SIGNATURE_CHARS = 16  # base64 characters decoded for the file signature (12 bytes)
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-)
-
-
-def _signature(head: bytes) -> str | None:
-    """The format whose magic number `head` starts with (JPEG, PNG, GIF), else None."""
-    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
-
-
-def check_encoded(b64: bytes, check: str = "decode") -> None:
-    """Raise if base64 text (either alphabet) is not an image (`check` as in `check_image`).
-
-    "fast" and "header" validate every character but decode only the head (and, for "fast", the
-    tail) of the text, so their cost barely grows with the image; a header longer than the head
-    falls back to decoding the whole. "fast" reads the file signature itself for JPEG, PNG and GIF
-    (magic number, then the end-of-image marker: no header parse) and asks Pillow for the rest.
-    """
-    if check == "none":
-        return
-    if check == "decode":
-        return check_image(decode_base64(b64), check)
-    pad = len(b64) - len(b64.rstrip(b"=")) if b64[-1:] == b"=" else 0
-    # what is left after deleting the alphabets must be the trailing padding alone (no copy of the text)
-    if b64.translate(None, _B64_CHARS) != b"=" * pad or pad > 2 or (len(b64) - pad) % 4 == 1:
-        raise ValueError("invalid base64: a character outside both alphabets, or a bad length")
-    if check == "fast":
-        image_format = _signature(decode_base64(b64[:SIGNATURE_CHARS]))
-        n = len(b64) - pad
-        if image_format is not None:  # a known signature: no header parse, the end marker decides
-            tail = decode_base64(b64[(n - 128) // 4 * 4 : n] if n > 128 else b64[:n])
-            if not _has_end_marker(tail, image_format):
-                raise ValueError(f"{image_format} data without its end-of-image marker: truncated")
-            return
-    body = b64[: len(b64) - pad]
-    head = decode_base64(body[:HEAD_CHARS])
+def _parse_line(raw: bytes) -> tuple[str | None, bytes | None, str | None] | None:
+    """(image id, base64, problem) of any line; None for a blank one."""
+    line = raw.strip()
+    if not line:
+        return None
+    parts = line.split(b"\t")
     try:
-        with Image.open(io.BytesIO(head)) as image:
-            image_format = image.format
-    except Exception:  # noqa: BLE001 - the head ended inside the header: decode it all
-        if len(body) <= HEAD_CHARS:
-            raise
-        return check_image(decode_base64(body), "fast" if check == "fast" else "header")
-    if check == "fast":
-        tail = head if len(body) <= HEAD_CHARS else decode_base64(body[(len(body) - 128) // 4 * 4 :])
-        if not _has_end_marker(tail, image_format):
-            raise ValueError(f"{image_format} data without its end-of-image marker: truncated")
+        image_id = parts[0].decode("utf-8")
+    except UnicodeDecodeError:
+        image_id = ""
+    if len(parts) != 2 or not image_id:
+        return None, None, f"expected 'image_id<TAB>base64' with a UTF-8 id, got {len(parts)} field(s)"
+    return image_id, parts[1], None
+
+
+def _parsed_batches(
+    tsv: Path, start: int, line_no: int, size: int, end: int | None = None
+) -> Iterator[list[tuple]]:
+    """Lines from byte `start` on (to `end`), `size` per batch, as (line_no, offset after, image_id,
+    base64 bytes or None, problem or None); blank lines are dropped. A batch ends right after its
+    last entry, so it covers the bytes from the previous batch's last offset to its own.
+
+    The file is memory-mapped: the base64 text is copied once, from the page cache into the bytes
+    object stored, where reading lines would copy it three times (buffer, line, slice).
+    """
+    with open(tsv, "rb") as f:
+        stop = os.fstat(f.fileno()).st_size if end is None else end
+        if start >= stop:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            buf.madvise(mmap.MADV_SEQUENTIAL)
+            batch, pos = [], start
+            while pos < stop:
+                newline = buf.find(b"\n", pos, stop)
+                after = stop if newline < 0 else newline + 1
+                line_no += 1
+                fields = _split_plain(buf, pos, after) or _parse_line(buf[pos:after])
+                pos = after
+                if fields is None:
+                    continue
+                batch.append((line_no, after, *fields))
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
 
 
 def _padded(b64: bytes) -> bytes:
@@ -303,9 +237,19 @@ def _check_batch(batch: list[tuple], check: str) -> list[str | None]:
     return verdicts
 
 
-def _checked(batches: Iterator[list[tuple]], check: str, workers: int) -> Iterator[tuple[list, list]]:
-    """(batch, verdicts) in file order; with `workers`, checked in that many processes, a bounded
-    window of batches ahead (memory stays flat whatever the file size)."""
+def _check_range(tsv: Path, start: int, end: int, line_no: int, check: str) -> list[str | None]:
+    """`_check_batch` of the entries between bytes `start` and `end`, read here: a worker process
+    gets four numbers, not the images (sending them would cost the parent more than checking)."""
+    batch = next(_parsed_batches(tsv, start, line_no, size=end - start + 1, end=end), [])
+    return _check_batch(batch, check)
+
+
+def _checked(
+    batches: Iterator[list[tuple]], check: str, workers: int, tsv: Path, start: int, line_no: int
+) -> Iterator[tuple[list, list]]:
+    """(batch, verdicts) in file order; with `workers`, checked in that many processes that read
+    their batch's bytes themselves, a bounded window of batches ahead (memory stays flat whatever
+    the file size), while this process parses and writes."""
     if workers <= 0:
         for batch in batches:
             yield batch, _check_batch(batch, check)
@@ -316,13 +260,28 @@ def _checked(batches: Iterator[list[tuple]], check: str, workers: int) -> Iterat
     with ProcessPoolExecutor(workers) as pool:
         window: deque = deque()
         for batch in batches:
-            window.append((batch, pool.submit(_check_batch, batch, check)))
-            if len(window) >= 2 * workers:
-                done, future = window.popleft()
-                yield done, future.result()
+            window.append((batch, pool.submit(_check_range, tsv, start, batch[-1][1], line_no, check)))
+            start, line_no = batch[-1][1], batch[-1][0]
+            if len(window) >= 4 * workers:
+                yield _verdicts(*window.popleft())
         while window:
-            done, future = window.popleft()
-            yield done, future.result()
+            yield _verdicts(*window.popleft())
+
+
+def _verdicts(batch: list, future) -> tuple[list, list]:
+    verdicts = future.result()
+    if len(verdicts) != len(batch):  # the file changed under us
+        raise RuntimeError(f"a checking worker read {len(verdicts)} entries where {len(batch)} were parsed")
+    return batch, verdicts
+
+
+AUTO_WORKERS_FROM = 256 << 20  # bytes of TSV from which checking workers pay for their start
+
+
+def _default_workers(tsv: Path) -> int:
+    if tsv.stat().st_size < AUTO_WORKERS_FROM:
+        return 0
+    return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
 
 
 def _store_images(
@@ -335,7 +294,8 @@ def _store_images(
     bar.set_description(f"{tsv.name}")
     offset = start
     with env.begin() as txn:
-        for batch, verdicts in _checked(_parsed_batches(tsv, start, line_no, commit_every), check, workers):
+        batches = _parsed_batches(tsv, start, line_no, commit_every)
+        for batch, verdicts in _checked(batches, check, workers, tsv, start, line_no):
             puts = []
             for (line_no, _, image_id, b64, _), problem in zip(batch, verdicts):
                 if problem is not None:
@@ -358,7 +318,8 @@ def _store_images(
     counts["images"] = entries
     # exact across resumes: every valid line was put once, so the surplus over distinct keys repeats one
     counts["duplicate_images"] = counts.get("image_lines", 0) - entries
-    stage.finish(env)
+    stage.progress["entries"] = entries + 1  # the count key too: a resume must not see a rollback
+    _write_state(stage.state_path, stage.state)
 
 
 def _valid_id(value) -> bool:
@@ -469,7 +430,7 @@ def prepare_split(
     on_error: str = "skip",
     check: str = "decode",
     commit_every: int = 1000,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
 ) -> PrepareSummary:
     """Convert one split (see `prepare_muge`)."""
@@ -500,29 +461,37 @@ def prepare_split(
         state = _fresh_state(out, sources)
     _write_state(state_path, state)
 
-    imgs_env = open_env(out / "imgs", write=True, sync=False)  # flushed once per stage (`_Stage.finish`)
+    imgs_env = open_env(out / "imgs", write=True, sync=False)  # flushed once per stage
     try:
-        stage = _Stage(state, "imgs", state_path, on_error)
-        if not stage.progress["done"]:
+        images = _Stage(state, "imgs", state_path, on_error)
+        if not images.progress["done"]:
             _store_images(
                 tsv,
                 imgs_env,
-                stage,
+                images,
                 check=check,
                 commit_every=commit_every,
-                workers=workers,
+                workers=_default_workers(tsv) if workers is None else workers,
                 progress=progress,
             )
         image_ids = _stored_image_ids(imgs_env)
+        # the images go to disk while the pairs are stored (an fsync releases the GIL); the image
+        # stage is marked done once they are there (a kill before: the rerun finds nothing left to read)
+        with ThreadPoolExecutor(1) as flusher:
+            flushed = flusher.submit(imgs_env.sync, True)
+            pairs_env = open_env(out / "pairs", write=True, sync=False)
+            try:
+                pairs = _Stage(state, "pairs", state_path, on_error)
+                if not pairs.progress["done"]:
+                    _store_pairs(
+                        jsonl, pairs_env, image_ids, pairs, commit_every=commit_every, progress=progress
+                    )
+            finally:
+                pairs_env.close()
+            flushed.result()
+        images.finish(imgs_env, flush=False)
     finally:
         imgs_env.close()
-    pairs_env = open_env(out / "pairs", write=True, sync=False)
-    try:
-        stage = _Stage(state, "pairs", state_path, on_error)
-        if not stage.progress["done"]:
-            _store_pairs(jsonl, pairs_env, image_ids, stage, commit_every=commit_every, progress=progress)
-    finally:
-        pairs_env.close()
     state["done"] = True
     _write_state(state_path, state)
     return _summary(split, state, False, time.perf_counter() - start)
@@ -536,7 +505,7 @@ def prepare_muge(
     on_error: str = "skip",
     check: str = "decode",
     commit_every: int = 1000,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, PrepareSummary]:
     """Convert MUGE's `{split}_imgs.tsv` + `{split}_texts.jsonl` into Chinese-CLIP's LMDB layout.
@@ -549,7 +518,9 @@ def prepare_muge(
         check: "decode" (Pillow decodes every image), "fast" (header and end-of-image marker),
             "header" (format and size only), "none" (see `check_image`).
         commit_every: lines per LMDB transaction (and per resume checkpoint).
-        workers: processes that check images (0: in this process); writing stays in order.
+        workers: processes that check images while this one parses and writes (0: this one does
+            it all); default one fewer than the CPUs this process may use (at most 8) for a TSV of
+            256 MiB or more, else 0 (starting processes costs more than checking a small file).
         progress: show a tqdm bar per file.
 
     Returns:

@@ -102,12 +102,8 @@ def open_env(path: str | Path, *, write: bool = False, sync: bool = True) -> lmd
 
 def put_batch(env: lmdb.Environment, items: Iterable[tuple[bytes, bytes]]) -> int:
     """Write key/value pairs in one transaction; returns how many."""
-    n = 0
     with env.begin(write=True) as txn:
-        for key, value in items:
-            txn.put(key, value)
-            n += 1
-    return n
+        return txn.cursor().putmulti(items)[0]  # (consumed, added)
 
 
 class LMDBSplit:
