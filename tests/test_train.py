@@ -794,3 +794,63 @@ def test_an_objective_that_runs_its_own_backward_trains_as_a_plain_one(tmp_path)
     )
     history = pd.read_csv(tmp_path / "inside" / "history.csv")
     assert {"train/mse", "train/l1"} <= set(history.columns)
+
+
+class ClampedNet(TinyNet):
+    """TinyNet whose head bias is held in [-0.05, 0.05] by `after_optimizer_step` (as CLIP's scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_steps = 0
+
+    def after_optimizer_step(self):
+        self.after_steps += 1
+        with torch.no_grad():
+            self.head.bias.clamp_(-0.05, 0.05)
+
+
+def test_after_optimizer_step_runs_after_every_step_taken_and_before_the_ema(tmp_path):
+    obj = NonFiniteAt(nan_loss=(3,))  # a skipped step: no optimiser step, no hook
+    model = ClampedNet()
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        run_fit(model, tmp_path, obj=obj, steps=10, lr=0.5, ema_decay=0.5, save_every=5)
+    assert model.after_steps == 9
+    seen = [w["head.bias"].abs().max().item() for w in obj.seen[1:]]
+    assert max(seen) <= 0.05 + 1e-7 and max(seen) == pytest.approx(0.05)  # clamped, and the clamp bit
+    for f in tmp_path.rglob("*.safetensors"):  # the EMA is a mean of clamped weights: inside too
+        assert load_file(f)["head.bias"].abs().max().item() <= 0.05 + 1e-7, f
+    free = TinyNet()
+    run_fit(free, tmp_path / "free", obj=objective, steps=10, lr=0.5, ema_decay=0.5)
+    assert free.head.bias.abs().max().item() > 0.05  # without the hook the same run leaves the band
+
+
+class Recording:
+    """The plain objective, recording the weights each call sees."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, model, batch):
+        self.seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return objective(model, batch)
+
+
+def test_reset_optimizer_resumes_with_fresh_moments_on_the_new_schedule_at_the_checkpoint_step(tmp_path):
+    args = {"steps": 20, "schedule_steps": 20, "warmup_steps": 0, "weight_decay": 0.0, "log_every": 1}
+    run_fit(TinyNet(), tmp_path, **{**args, "steps": 10})
+    with pytest.raises(ValueError, match=r"lr: 0.01 → 0.005"):
+        run_fit(TinyNet(), tmp_path, **{**args, "lr": 5e-3})
+    kept, reset = Recording(), Recording()
+    run_fit(TinyNet(), tmp_path / "exact", **{**args, "steps": 10})  # the same first 10 steps
+    run_fit(TinyNet(seed=7), tmp_path / "exact", obj=kept, **{**args, "steps": 12})  # resumed, moments kept
+    result = run_fit(TinyNet(seed=3), tmp_path, obj=reset, reset_optimizer=True, **{**args, "lr": 5e-3})
+    assert result.resumed_from == 10 and result.last_step == 20
+    lr_11 = result.history.set_index("step").loc[11, "lr/others"]
+    assert lr_11 == pytest.approx(5e-3 * (20 - 10) / 20)  # this run's linear decay, at step 10
+    before, after = reset.seen[0], reset.seen[1]
+    assert same_tensors(before, kept.seen[0])  # the checkpoint's weights, whatever the model began with
+    step = (after["head.weight"] - before["head.weight"]).abs()
+    # Adam's first step from fresh moments moves each weight by the learning rate (m̂/√v̂ = ±1)
+    torch.testing.assert_close(step, torch.full_like(step, lr_11), rtol=1e-3, atol=0)
+    kept_step = (kept.seen[1]["head.weight"] - kept.seen[0]["head.weight"]).abs()
+    assert kept_step.max() > 1.5 * kept_step.min()  # the kept moments do not

@@ -258,10 +258,10 @@ def load_training_checkpoint(
     last_dir: str | Path,
     *,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
 ) -> dict[str, Any]:
-    """Load model, optimizer and scheduler states in place from `last_dir`.
+    """Load model, optimizer and scheduler states in place from `last_dir` (None: leave that one be).
 
     Returns:
         {"state": dict, "history_rows": list, "rng_states": list, "ema_state": dict or None,
@@ -269,8 +269,14 @@ def load_training_checkpoint(
     """
     last_dir = Path(last_dir)
     load_weights(model, last_dir / "model.safetensors")
-    optimizer.load_state_dict(torch.load(last_dir / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(last_dir / "scheduler.pt", map_location="cpu", weights_only=True))
+    if optimizer is not None:
+        optimizer.load_state_dict(
+            torch.load(last_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+        )
+    if scheduler is not None:
+        scheduler.load_state_dict(
+            torch.load(last_dir / "scheduler.pt", map_location="cpu", weights_only=True)
+        )
     ema_file, swa_file = last_dir / "ema.safetensors", last_dir / "swa.safetensors"
     return {
         "state": json.loads((last_dir / "state.json").read_text()),

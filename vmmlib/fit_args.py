@@ -172,16 +172,23 @@ def result_args(args: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(out))
 
 
-def check_same_run(last_dir: Any, saved: Any, fingerprint: str | None, fit_args: dict[str, Any]) -> None:
+# the optimiser's own settings: a resume with `reset_optimizer` may change them
+OPTIMIZER_ARGS = ("lr", "backbone_lr", "weight_decay", "warmup_steps", "backbone_warmup_steps", "schedule")
+OPTIMIZER_ARGS += ("schedule_steps", "decay_rate", "adam_eps", "layer_lr_decay")
+
+
+def check_same_run(
+    last_dir: Any, saved: Any, fingerprint: str | None, fit_args: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> None:
     """Raise ValueError when the checkpoint in `last_dir` (its `TrainState` `saved`) was made with
-    another fingerprint or other result-shaping arguments (`result_args`) than this run's."""
+    another fingerprint or other result-shaping arguments (`result_args`, less `ignore`) than this run's."""
     differ = []
     if saved.fit_args is not None:  # checkpoints written before fit recorded its arguments have none
         keys = list(fit_args) + [k for k in saved.fit_args if k not in fit_args]
         differ = [
             f"{k}: {saved.fit_args.get(k)!r} → {fit_args.get(k)!r}"
             for k in keys
-            if saved.fit_args.get(k) != fit_args.get(k)
+            if k not in ignore and saved.fit_args.get(k) != fit_args.get(k)
         ]
     if saved.fingerprint != fingerprint and (saved.fit_args is not None or fingerprint is not None):
         differ.append(f"fingerprint: {saved.fingerprint!r} → {fingerprint!r}")

@@ -313,3 +313,12 @@ class SWA:
             s, name = key.split("/", 1)
             self.snapshots.setdefault(int(s), {})[name] = t.clone()
         self.snapshots = dict(sorted(self.snapshots.items()))
+
+
+def position_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Move a fresh `LambdaLR` to `step` without stepping through the ones before (a resume with a
+    reset optimiser): each group's lr becomes its base lr × its multiplier at `step`."""
+    scheduler.last_epoch = step - 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        scheduler.step()  # → last_epoch = step, lrs from the multipliers

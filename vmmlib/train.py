@@ -79,8 +79,15 @@ from vmmlib.checkpoint import (
     save_weights,
     write_history_csv,
 )
-from vmmlib.fit_args import check_fit_args, check_same_run, resolve_mixed_precision, result_args, sum_terms
-from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups
+from vmmlib.fit_args import (
+    OPTIMIZER_ARGS,
+    check_fit_args,
+    check_same_run,
+    resolve_mixed_precision,
+    result_args,
+    sum_terms,
+)
+from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups, position_scheduler
 
 __all__ = ["EMA", "SWA", "EpochShuffleSampler", "FitResult", "TrainState", "check_fit_args", "fit"]
 __all__ += ["load_weights", "lr_multiplier", "make_loader", "param_groups", "save_weights"]
@@ -147,6 +154,7 @@ def fit(
     save_every: int | None = 0,
     save_minutes: float | None = 0.0,
     resume: bool = True,
+    reset_optimizer: bool = False,
     fingerprint: str | None = None,
     max_nonfinite_steps: int | None = 5,
     mixed_precision: str = "auto",
@@ -159,7 +167,9 @@ def fit(
 
     Args:
         model: the module to train, in place. After `fit` it holds the final weights (the EMA weights
-            when `ema_decay` is set), the ones written to `out_dir/model.safetensors`.
+            when `ema_decay` is set), the ones written to `out_dir/model.safetensors`. A model with an
+            `after_optimizer_step()` method has it called after every optimiser step taken (before
+            the EMA update): constraints such as CLIP's logit-scale clamp.
         train_loader: a plain torch DataLoader, iterated epoch by epoch (see `make_loader`).
         objective: `objective(model, batch) -> {"term": scalar tensor}`; `fit` sums the terms and logs
             each as `train/<term>` and the sum as `train/loss`. `model` is the Accelerate-prepared one
@@ -205,6 +215,11 @@ def fit(
             (0: off). A rerun after a kill resumes from it.
         resume: continue from `out_dir/checkpoints/last` if it exists; False deletes what an earlier
             fit wrote in `out_dir` and starts over.
+        reset_optimizer: on a resume, take the weights, EMA/SWA, step, data position and RNG from the
+            checkpoint but start AdamW's moments afresh, on this run's schedule at the checkpoint's
+            step; the optimiser's settings (`vmmlib.fit_args.OPTIMIZER_ARGS`: lr, warmup, schedule,
+            ...) may then differ from the checkpoint's (Chinese-CLIP's `--reset-optimizer`). The
+            fingerprint must still match: a notebook's run folder pins its parameters.
         fingerprint: a string identifying what made this run beyond `fit`'s own arguments (e.g. a hash
             of the notebook's parameters, `vmmlib.runs.params_fingerprint`). It is stored in the
             checkpoint; resuming a checkpoint with another fingerprint, or made with other
@@ -370,14 +385,20 @@ def _resume(
         f.accelerator.wait_for_everyone()
         return None, 0
     saved = TrainState.from_dict(json.loads((last_dir / "state.json").read_text()))
-    check_same_run(last_dir, saved, fingerprint, fit_args)
+    reset = args["reset_optimizer"]
+    check_same_run(last_dir, saved, fingerprint, fit_args, ignore=OPTIMIZER_ARGS if reset else ())
     if saved.step > args["steps"]:
         raise ValueError(
             f"{last_dir} is at step {saved.step} > steps={args['steps']}; raise steps or resume=False"
         )
     loaded = load_training_checkpoint(
-        last_dir, model=f.unwrapped, optimizer=f.optimizer, scheduler=f.scheduler
+        last_dir,
+        model=f.unwrapped,
+        optimizer=None if reset else f.optimizer,
+        scheduler=None if reset else f.scheduler,
     )
+    if reset:  # fresh moments; this run's schedule, at the checkpoint's step
+        position_scheduler(f.scheduler, saved.step)
     f.state, f.rows = TrainState.from_dict(loaded["state"]), loaded["history_rows"]
     f.state.fingerprint, f.state.fit_args = fingerprint, fit_args
     if f.ema is not None:
@@ -430,6 +451,9 @@ def _train_step(f: _Fit, objective: Callable, batch: Any) -> float | None:
     loss_value, norm_value, buffers_value, *term_values = values.tolist()
     if math.isfinite(loss_value) and math.isfinite(norm_value) and buffers_value == 1.0:
         f.optimizer.step()
+        after_step = getattr(f.unwrapped, "after_optimizer_step", None)
+        if after_step is not None:  # the model's own constraint (CLIP's logit-scale clamp), EMA sees it
+            after_step()
         if f.ema is not None:
             f.ema.update(f.unwrapped)
         state.nonfinite_in_a_row = 0

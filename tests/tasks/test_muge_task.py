@@ -1,5 +1,5 @@
 """Task `muge` wiring: chunked retrieval equals the full-matrix reference, the ensemble is the weighted sum
-of similarity matrices, submissions validate, accumulation and the logit-scale clamp in the objective,
+of similarity matrices, submissions validate, accumulation, the logit-scale clamp after each optimiser step,
 online learning reads only the cache, folds and options are checked."""
 
 import json
@@ -13,6 +13,7 @@ import torch
 
 from vmmlib.data import muge as D
 from vmmlib.data.image_transforms import EvalTransform
+from vmmlib.io.feature_jsonl import read_features
 from vmmlib.metrics import muge as M
 from vmmlib.online import cache_path, load_cache, online_adapt
 from vmmlib.submissions import muge as jsonl
@@ -84,6 +85,14 @@ def test_the_ensemble_scores_the_weighted_sum_of_similarity_matrices_like_the_of
     assert jsonl.validate(path, text_ids) == []
     first = json.loads(path.read_text().splitlines()[0])
     assert first == {"query_id": 100, "item_ids": predictions[100]}
+    # the ensemble's features in Chinese-CLIP's layout: their plain product ranks the same top 10
+    key_t, t_ids, t_feat = read_features(tmp_path / "test_texts.txt_feat.jsonl")
+    key_i, i_ids, i_feat = read_features(tmp_path / "test_imgs.img_feat.jsonl")
+    assert (key_t, key_i, t_ids) == ("text_id", "image_id", text_ids) and t_feat.shape == (30, 16)
+    assert i_ids == image_ids
+    np.testing.assert_allclose(t_feat @ i_feat.T, sim, rtol=1e-5, atol=1e-6)  # the weighted sum
+    ranked = np.argsort(-(t_feat @ i_feat.T), axis=1, kind="stable")[:, :10]
+    assert {q: [i_ids[j] for j in row] for q, row in zip(t_ids, ranked)} == predictions
     rank = T.oof_scorer([a, b], data, combine="rank")
     assert 0 <= rank([1.0, 1.0], rank_decay=2.0) <= 1
     assert T.ensemble_search_space({"combine": "rank"}) == {"rank_decay": (0.0, 10.0)}
@@ -92,14 +101,11 @@ def test_the_ensemble_scores_the_weighted_sum_of_similarity_matrices_like_the_of
         T.ensemble_search_space({"decay": 1})
 
 
-def test_accumulated_objective_gives_the_whole_batch_gradients_and_clamps_the_logit_scale(data, net):
+def test_accumulated_objective_gives_the_whole_batch_gradients(data, net):
     batch = D.collate([data.pairs("train", train=False)[i] for i in range(8)])
     net.eval()  # no dropout: one pass and four chunks see the same network
-    with torch.no_grad():
-        net.logit_scale.fill_(7.0)  # above ln 100: the next objective call clamps it first
     whole = T.finetune_objective(data, ("contrastive",))
     loss = whole(net, batch)["contrastive"]
-    assert net.logit_scale.item() == pytest.approx(np.log(100))
     loss.backward()
     reference = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
     net.zero_grad()
@@ -191,3 +197,21 @@ def test_vmm_prepare_muge_prints_its_summary(data, capsys):
     assert main(["prepare", "muge", str(data.data_dir), "--splits", "valid", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["valid"]["images"] == data.store("valid").num_images and summary["valid"]["problems"] == 0
+
+
+def test_fit_clamps_the_logit_scale_after_every_optimiser_step(data, net, tmp_path):
+    from vmmlib.train import fit, make_loader
+
+    contrastive = T.finetune_objective(data, ("contrastive",))
+    seen = []
+
+    def pushed_up(model, batch):  # a loss that drives the scale up as hard as it can
+        seen.append(getattr(model, "module", model).logit_scale.item())
+        return {"contrastive": contrastive(model, batch)["contrastive"] - 100 * model.logit_scale}
+
+    with torch.no_grad():
+        net.logit_scale.fill_(np.log(100) - 0.1)
+    loader = make_loader(data.pairs("train", train=False), 8, shuffle=True, seed=0)
+    fit(net, loader, pushed_up, steps=4, lr=0.3, out_dir=tmp_path, progress=False)
+    assert seen[0] == pytest.approx(np.log(100) - 0.1) and seen[1:] == [pytest.approx(np.log(100))] * 3
+    assert net.logit_scale.item() == pytest.approx(np.log(100))

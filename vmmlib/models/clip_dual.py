@@ -228,6 +228,10 @@ class ClipDual(nn.Module):
         """Clamp the log-scale to [0, ln 100]; call after every optimiser step (Chinese-CLIP does)."""
         self.logit_scale.clamp_(0.0, self.cfg.logit_scale_max)
 
+    def after_optimizer_step(self) -> None:
+        """`vmmlib.train.fit` calls this after every optimiser step: the logit-scale clamp."""
+        self.clamp_logit_scale()
+
 
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 

@@ -28,10 +28,8 @@ split, a copy of the model takes one AdamW step per batch of queries on the (cac
 text) pairs of `DIR/<split>/<query>/1.jpg` for `online_epochs` rounds; out-of-fold predictions then
 also keep the offline features (`offline_*`), so both figures are reported.
 
-The logit-scale clamp ([0, ln 100] after every optimiser step, as Chinese-CLIP): `fit` has no
-after-step hook, so the objective clamps at the start of each call (before the next forward, so no
-forward ever sees an unclamped scale) and `finetune_eval` clamps before scoring (the checkpoints
-`fit` saves after an evaluation are clamped).
+The logit-scale clamp ([0, ln 100] after every optimiser step, as Chinese-CLIP) is the model's
+`after_optimizer_step`, which `fit` calls after each step.
 """
 
 from __future__ import annotations
@@ -180,8 +178,6 @@ def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: in
     options = {"gather": gather, "gather_with_grad": gather_with_grad, "prior_tau": prior_tau}
 
     def objective(model, batch, backward=None):
-        net = getattr(model, "module", model)
-        net.clamp_logit_scale()  # after the previous optimiser step (fit has no after-step hook)
         if accumulate == 1 and backward is None:
             out = model(frames=batch["frames"], frame_mask=batch["frame_mask"],
                         text_ids=batch["text_ids"], text_mask=batch["text_mask"])  # fmt: skip
@@ -191,7 +187,7 @@ def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: in
         terms = C.accumulate_contrastive(model, _chunks(batch, int(accumulate)), backward=backward,
                                          no_sync=no_sync, **options)  # fmt: skip
         if backward is None:  # called through a wrapper that runs backward on the returned term
-            return {"contrastive": terms["contrastive"] + 0.0 * net.logit_scale}
+            return {"contrastive": terms["contrastive"] + 0.0 * getattr(model, "module", model).logit_scale}
         return {"contrastive": terms["contrastive"]}
 
     objective.backward_inside = int(accumulate) > 1  # type: ignore[attr-defined]
@@ -244,7 +240,6 @@ def finetune_eval(data: MugeData, val_idx: np.ndarray, *, batch_size: int = 128)
     truth = queries.image_ids
 
     def eval_fn(model) -> dict:
-        getattr(model, "module", model).clamp_logit_scale()
         texts, images = _text_features(model, queries), _image_features(model, gallery)
         scores = M.retrieval_scores(texts, images, truth, gallery.image_ids)
         return {**scores, **M.batched_in_batch_accuracy(texts, images, truth, gallery.image_ids, batch_size)}
@@ -501,13 +496,24 @@ def write_submission(out_dir: str | Path, predictions: list[dict], weights, *, c
                      rank_decay: float = TTA_RANK_DECAY, rank_depth: int = 100,
                      keys: str = "text_id") -> Path:  # fmt: skip
     """The weighted ensemble's top 10 images per query, as `oof_scorer` combines them, written to
-    `test_predictions.jsonl` (`keys`: "text_id" Chinese-CLIP, "query_id" Tianchi / Online-CNCLIP)."""
+    `test_predictions.jsonl` (`keys`: "text_id" Chinese-CLIP, "query_id" Tianchi / Online-CNCLIP).
+
+    With `combine="similarity"` the ensemble's features go beside it in Chinese-CLIP's layout,
+    `test_texts.txt_feat.jsonl` and `test_imgs.img_feat.jsonl`: each model's features side by
+    side, the query side scaled by the model's weight, so their plain product is the ensemble's
+    similarity (Chinese-CLIP's `make_topk_predictions.py` ranks them into the same top 10).
+    """
+    from vmmlib.io.feature_jsonl import feature_file, write_features
     from vmmlib.submissions import muge as jsonl
 
     ranking = _top10(predictions, weights, combine, rank_decay, rank_depth)
-    image_ids = np.asarray(predictions[0]["image_ids"])
-    return jsonl.write(Path(out_dir) / "test_predictions.jsonl", predictions[0]["text_ids"].tolist(),
-                       image_ids[ranking.index].tolist(), keys=keys)  # fmt: skip
+    image_ids, text_ids = np.asarray(predictions[0]["image_ids"]), predictions[0]["text_ids"].tolist()
+    if combine == "similarity":
+        texts, images = _combined(predictions, weights)
+        write_features(feature_file(out_dir, "test", "text_id"), "text_id", text_ids, texts)
+        write_features(feature_file(out_dir, "test", "image_id"), "image_id", image_ids.tolist(), images)
+    return jsonl.write(Path(out_dir) / "test_predictions.jsonl", text_ids, image_ids[ranking.index].tolist(),
+                       keys=keys)  # fmt: skip
 
 
 def required_ids(data: MugeData, split: str) -> list:
