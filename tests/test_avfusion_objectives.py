@@ -7,6 +7,7 @@ import torch
 from transformers import VideoMAEConfig
 from transformers.models.videomae.modeling_videomae import VideoMAEPatchEmbeddings
 
+from vmmlib.losses import info_nce
 from vmmlib.objectives.avfusion import (
     PRETRAIN_TERMS,
     corrupt_batch,
@@ -122,6 +123,24 @@ def test_each_term_is_finite_and_decreases_over_a_few_steps_on_a_tiny_batch(term
 def test_all_terms_in_one_pass_and_the_seed_mask_option():
     model = tiny_model()
     terms = pretrain_terms(model, make_batch(), mask_id=4, special_ids=SPECIALS, video_masking="seed_gaussian",
-                           video_mask_ratio=0.8, generator=torch.Generator().manual_seed(0))  # fmt: skip
+                           video_mask_ratio=0.8, clean_alignment=False,
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert set(terms) == set(PRETRAIN_TERMS)
     assert all(torch.isfinite(t) for t in terms.values())
+
+
+def test_alignment_terms_see_the_clean_inputs_unless_the_seeds_single_pass_is_asked():
+    model, batch = tiny_model().eval(), make_batch()
+    with torch.no_grad():
+        out = model(**batch)  # whole clips, uncorrupted text
+    clean_vtc = info_nce(out["video_embedding"], out["text_embedding"], 0.07)
+    both = pretrain_terms(model, batch, mask_id=4, special_ids=SPECIALS, generator=torch.Generator().manual_seed(0))
+    assert set(both) == set(PRETRAIN_TERMS) and list(both) == list(PRETRAIN_TERMS)
+    torch.testing.assert_close(both["vtc"], clean_vtc)
+    alone = pretrain_terms(model, batch, mask_id=4, special_ids=SPECIALS, terms=("mlm", "video_mae", "audio_mae"),
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    for term in alone:  # the reconstruction terms: the same masks (drawn first) give the same values
+        torch.testing.assert_close(both[term], alone[term])
+    single = pretrain_terms(model, batch, mask_id=4, special_ids=SPECIALS, clean_alignment=False,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert not torch.allclose(single["vtc"], clean_vtc)  # 90 % of the tubes hidden, MLM-corrupted text

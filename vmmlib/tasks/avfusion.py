@@ -282,14 +282,17 @@ def pretrain_dataset(data: AF.AVFusionData):
 
 def pretrain_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, mlm_prob: float = 0.3,
                        video_mask_ratio: float = 0.9, video_masking: str = "tube", audio_mask_ratio: float = 0.3,
-                       match_ratio: float = 0.5, norm_pix: bool = True, temperature: float = 0.07):  # fmt: skip
+                       match_ratio: float = 0.5, norm_pix: bool = True, temperature: float = 0.07,
+                       clean_alignment: bool = True):  # fmt: skip
     """Seed 004's five terms (`vmmlib.objectives.avfusion.pretrain_terms`): MLM 30 %, VideoMAE tube mask
     90 % with an exact count per video (`video_masking="seed_gaussian"` with ratio 0.8: the seed's
-    draw), audio MAE 30 %, video–text matching on shuffled pairs, video–text contrastive."""
+    draw), audio MAE 30 %, video–text matching on shuffled pairs, video–text contrastive; the
+    alignment terms on a clean second pass (`clean_alignment=False`: the seed's one masked pass)."""
     tok = data.tokenizer
     options = dict(mask_id=tok.mask_token_id, special_ids=special_token_ids(tok), terms=terms, mlm_prob=mlm_prob,
                    video_mask_ratio=video_mask_ratio, video_masking=video_masking, audio_mask_ratio=audio_mask_ratio,
-                   match_ratio=match_ratio, norm_pix=norm_pix, temperature=temperature)  # fmt: skip
+                   match_ratio=match_ratio, norm_pix=norm_pix, temperature=temperature,
+                   clean_alignment=clean_alignment)  # fmt: skip
 
     def objective(model, batch):
         return pretrain_terms(model, batch, **options)
