@@ -134,7 +134,9 @@ def test_alignment_terms_see_the_clean_inputs_unless_the_seeds_single_pass_is_as
     with torch.no_grad():
         out = model(**batch)  # whole clips, uncorrupted text
     clean_vtc = info_nce(out["video_embedding"], out["text_embedding"], 0.07)
-    both = pretrain_terms(model, batch, mask_id=4, special_ids=SPECIALS, generator=torch.Generator().manual_seed(0))
+    both = pretrain_terms(
+        model, batch, mask_id=4, special_ids=SPECIALS, generator=torch.Generator().manual_seed(0)
+    )
     assert set(both) == set(PRETRAIN_TERMS) and list(both) == list(PRETRAIN_TERMS)
     torch.testing.assert_close(both["vtc"], clean_vtc)
     alone = pretrain_terms(model, batch, mask_id=4, special_ids=SPECIALS, terms=("mlm", "video_mae", "audio_mae"),
