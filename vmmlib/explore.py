@@ -49,12 +49,15 @@ def plot_distributions(report: ExploreReport):
 
 
 def plot_label_long_tail(report: ExploreReport):
-    counts = np.sort(report.label_counts.to_numpy())[::-1]
+    counts = np.sort(report.label_counts.to_numpy(dtype=float))[::-1]
+    counts = counts[counts > 0]  # a log axis shows labels that occur
     fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.set(xlabel="label rank", ylabel="videos", title="Label frequency (long tail)")
+    if not len(counts):  # unlabelled data (a test split, `vmm extract` output): say so, no empty log axes
+        ax.text(0.5, 0.5, "no labels in this data", ha="center", va="center", transform=ax.transAxes)
+        return fig
     ax.plot(np.arange(1, len(counts) + 1), counts, marker=".", linestyle="none")
-    ax.set(
-        xscale="log", yscale="log", xlabel="label rank", ylabel="videos", title="Label frequency (long tail)"
-    )
+    ax.set(xscale="log", yscale="log")
     return fig
 
 
