@@ -152,7 +152,7 @@ _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
 def _split_plain(buf, a: int, b: int) -> tuple[str, bytes, None] | None:
-    """(image id, base64) of the line `buf[a:b]` when it is `id<TAB>base64<newline>` with no other
+    """(image id, base64, None) of the line `buf[a:b]` when it is `id<TAB>base64<newline>` with no other
     white space around them and an ASCII id, sliced once out of `buf`; None for anything else (the
     general path then parses or reports it)."""
     tab = buf.find(b"\t", a, b)
