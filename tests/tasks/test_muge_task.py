@@ -5,6 +5,7 @@ online learning reads only the cache, folds and options are checked."""
 import json
 import shutil
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -215,3 +216,26 @@ def test_fit_clamps_the_logit_scale_after_every_optimiser_step(data, net, tmp_pa
     fit(net, loader, pushed_up, steps=4, lr=0.3, out_dir=tmp_path, progress=False)
     assert seen[0] == pytest.approx(np.log(100) - 0.1) and seen[1:] == [pytest.approx(np.log(100))] * 3
     assert net.logit_scale.item() == pytest.approx(np.log(100))
+
+
+def test_chinese_clips_own_top_k_script_ranks_the_written_features_into_the_submission(tmp_path, monkeypatch):
+    """`cn_clip/eval/make_topk_predictions.py` (run as its `__main__`, on CPU: `.cuda()` made a no-op)
+    reads the ensemble's feature files and writes the same top 10 as `write_submission`."""
+    import runpy
+    import sys
+
+    cn_clip = pytest.importorskip("cn_clip")
+    rng = np.random.default_rng(4)
+    text_ids, image_ids = list(range(10, 40)), list(range(700, 780))
+    preds = [_oof(rng, text_ids, image_ids), _oof(rng, text_ids, image_ids)]
+    ours = jsonl.read(T.write_submission(tmp_path, preds, [0.7, 0.4]))
+    script = Path(cn_clip.__file__).parent / "eval" / "make_topk_predictions.py"
+    out = tmp_path / "cn_clip_predictions.jsonl"
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+    monkeypatch.setattr(sys, "argv", [str(script), "--image-feats", str(tmp_path / "test_imgs.img_feat.jsonl"),
+                                      "--text-feats", str(tmp_path / "test_texts.txt_feat.jsonl"),
+                                      "--output", str(out)])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runpy.run_path(str(script), run_name="__main__")
+    assert jsonl.read(out) == ours and len(ours) == 30
