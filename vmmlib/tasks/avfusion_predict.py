@@ -226,7 +226,9 @@ def score_aligned(aligned: dict, weights) -> dict[str, float]:
         )
         asked = {k for k, (_, count) in acc.pop("ratios").items() if count}  # "<type>_ratio" of asked types
         # a type with no question here is left out (ALPRO's evaluator, `vmm evaluate`, prints it as 0)
-        out = {k: v / 100 for k, v in acc.items() if k == "overall_acc" or f"{k[: -len('_acc')]}_ratio" in asked}
+        out = {
+            k: v / 100 for k, v in acc.items() if k == "overall_acc" or f"{k[: -len('_acc')]}_ratio" in asked
+        }
         return {METRIC: out.pop("overall_acc"), "overall_acc": acc["overall_acc"] / 100, **out}
     t2v, v2t = [], []
     for part, T, V, gt in aligned["blocks"]:
