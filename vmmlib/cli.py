@@ -252,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="where the videos go (default: the test split: test_a, test_a, test)")
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video")
     p.add_argument("--max-frames", type=int, default=300, help="at most this many frames per video")
-    p.add_argument("--batch-size", type=int, default=64, help="frames per backbone batch")
+    p.add_argument(
+        "--batch-size", type=int, help="frames per backbone batch (default 64 on a GPU, 16 on CPU)"
+    )
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--pca", help="reuse the projection saved in this earlier OUT_DIR")
