@@ -34,7 +34,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
 from vmmlib.models._registry import register_model
-from vmmlib.models.text import BERT_CHINESE_VOCAB_SIZE, FULL_TEXT_SIZES, build_text_backbone, text_sizes
+from vmmlib.models.text import BERT_CHINESE_VOCAB_SIZE, FULL_TEXT_SIZES, text_backbone_for
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # 2.6593
 LOGIT_SCALE_MAX = math.log(100)  # 4.6052
@@ -141,14 +141,7 @@ class ClipDual(nn.Module):
                 patch_size=cfg.patch_size,
             )
             self.visual = CLIPVisionModel(vision)
-        sizes = (
-            {}
-            if cfg.text_model_dir
-            else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
-        )
-        self.text = build_text_backbone(
-            "bert", cfg.text_model_dir, cfg.vocab_size, add_pooling_layer=False, **sizes
-        )
+        self.text = text_backbone_for(cfg)
         self.visual_projection = nn.Linear(self.visual.config.hidden_size, cfg.embed_dim, bias=False)
         self.text_projection = nn.Linear(self.text.config.hidden_size, cfg.embed_dim, bias=False)
         nn.init.normal_(self.visual_projection.weight, std=self.visual.config.hidden_size**-0.5)

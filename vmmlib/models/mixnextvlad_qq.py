@@ -24,7 +24,7 @@ from torch import nn
 
 from vmmlib.models._registry import register_model
 from vmmlib.models.layers import ConcatDenseSE, NeXtVLAD, masked_mean, tag_head
-from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, build_text_backbone, text_sizes
+from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, text_backbone_for
 
 GATE_INPUTS = ("frames_text", "frames", "feature_axis")
 
@@ -97,18 +97,8 @@ class MixNeXtVLAD(nn.Module):
         if cfg.gate_input not in GATE_INPUTS:
             raise ValueError(f"unknown gate_input {cfg.gate_input!r}; choose from {GATE_INPUTS}")
         self.cfg = cfg
-        sizes = (
-            {}
-            if cfg.text_model_dir
-            else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
-        )
-        backbone = build_text_backbone(
-            cfg.text_kind,
-            cfg.text_model_dir,
-            cfg.vocab_size,
-            add_pooling_layer=cfg.text_kind == "bert" and cfg.text_pooling == "pooler",
-            **sizes,
-        )
+        pooler = cfg.text_kind == "bert" and cfg.text_pooling == "pooler"
+        backbone = text_backbone_for(cfg, cfg.text_kind, add_pooling_layer=pooler)
         self.text = TitleEncoder(backbone, cfg.text_pooling)
         self.text_map = nn.Sequential(nn.Linear(self.text.dim, cfg.text_map_dim), nn.ReLU())
         self.branches = nn.ModuleList(MixNeXtVLADBranch(cfg) for _ in range(cfg.num_branches))

@@ -16,7 +16,7 @@ from torch import nn
 
 from vmmlib.models._registry import register_model
 from vmmlib.models.layers import ConcatDenseSE, NeXtVLAD, tag_head
-from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, build_text_backbone, text_sizes
+from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, text_backbone_for
 
 
 @dataclass
@@ -55,18 +55,8 @@ class QQBaseline(nn.Module):
     def __init__(self, cfg: QQBaselineConfig):
         super().__init__()
         self.cfg = cfg
-        sizes = (
-            {}
-            if cfg.text_model_dir
-            else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
-        )
-        backbone = build_text_backbone(
-            cfg.text_kind,
-            cfg.text_model_dir,
-            cfg.vocab_size,
-            add_pooling_layer=cfg.text_kind == "bert" and cfg.text_pooling == "pooler",
-            **sizes,
-        )
+        pooler = cfg.text_kind == "bert" and cfg.text_pooling == "pooler"
+        backbone = text_backbone_for(cfg, cfg.text_kind, add_pooling_layer=pooler)
         self.text = TitleEncoder(backbone, cfg.text_pooling)
         self.text_map = (
             nn.Sequential(nn.Linear(self.text.dim, cfg.text_map_dim), nn.ReLU())

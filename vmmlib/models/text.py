@@ -92,6 +92,20 @@ def text_sizes(layers: int, hidden: int, heads: int, intermediate: int) -> dict[
     )
 
 
+def text_backbone_for(cfg, kind: str = "bert", add_pooling_layer: bool = False) -> PreTrainedModel:
+    """`build_text_backbone` from a model config's text fields: `cfg.text_model_dir` when set (its
+    architecture and weights), else an encoder of `cfg.text_layers`/`text_hidden`/`text_heads`/
+    `text_intermediate`; `cfg.vocab_size` either way."""
+    sizes = (
+        {}
+        if cfg.text_model_dir
+        else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
+    )
+    return build_text_backbone(
+        kind, cfg.text_model_dir, cfg.vocab_size, add_pooling_layer=add_pooling_layer, **sizes
+    )
+
+
 class TitleEncoder(nn.Module):
     """Title ids → one vector: BERT pooled output (`pooling="pooler"`) or the [CLS] state ("cls").
 

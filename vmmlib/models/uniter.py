@@ -41,7 +41,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from vmmlib.models._registry import register_model
 from vmmlib.models.layers import masked_mean, tag_head
-from vmmlib.models.text import FULL_TEXT_SIZES, build_text_backbone, text_sizes
+from vmmlib.models.text import FULL_TEXT_SIZES, text_backbone_for
 
 POOLINGS = ("mean", "mean_all", "cls", "max")
 
@@ -92,14 +92,7 @@ class Uniter(nn.Module):
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {cfg.pooling!r}; choose from {POOLINGS}")
         self.cfg = cfg
-        sizes = (
-            {}
-            if cfg.text_model_dir
-            else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
-        )
-        self.encoder = build_text_backbone(
-            cfg.text_kind, cfg.text_model_dir, cfg.vocab_size, add_pooling_layer=False, **sizes
-        )
+        self.encoder = text_backbone_for(cfg, cfg.text_kind)
         config = self.encoder.config
         self.frame_map = nn.Linear(cfg.feature_dim, config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, cfg.embedding_dim)

@@ -20,8 +20,8 @@ from torch import nn
 
 from vmmlib.models._registry import register_model
 from vmmlib.models.layers import NeXtVLAD, SEGating
-from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, build_text_backbone, text_sizes
-from vmmlib.models.wbdc_video import VideoInputConfig, build_vision_tower, frame_inputs
+from vmmlib.models.text import FULL_TEXT_SIZES, TitleEncoder, text_backbone_for
+from vmmlib.models.wbdc_video import TINY_VISION, VideoInputConfig, build_vision_tower, frame_inputs
 
 
 @dataclass
@@ -50,15 +50,7 @@ class WBDCBaseline(nn.Module):
     def __init__(self, cfg: WBDCBaselineConfig):
         super().__init__()
         self.cfg = cfg
-        sizes = (
-            {}
-            if cfg.text_model_dir
-            else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
-        )
-        backbone = build_text_backbone(
-            "bert", cfg.text_model_dir, cfg.vocab_size, add_pooling_layer=True, **sizes
-        )
-        self.text = TitleEncoder(backbone, "pooler")
+        self.text = TitleEncoder(text_backbone_for(cfg, add_pooling_layer=True), "pooler")
         self.vision = build_vision_tower(cfg)
         feature_dim = self.vision.dim if self.vision is not None else cfg.feature_dim
         self.nextvlad = NeXtVLAD(
@@ -107,11 +99,7 @@ TINY = dict(
     text_hidden=64,
     text_heads=2,
     text_intermediate=128,
-    vision_layers=2,
-    vision_hidden=32,
-    vision_heads=2,
-    vision_intermediate=64,
-    vision_trainable_layers=1,
+    **TINY_VISION,
 )
 
 

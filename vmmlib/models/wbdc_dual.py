@@ -32,8 +32,14 @@ from transformers.models.lxmert.modeling_lxmert import LxmertXLayer
 
 from vmmlib.models._registry import register_model
 from vmmlib.models.layers import masked_mean
-from vmmlib.models.text import FULL_TEXT_SIZES, build_text_backbone, text_sizes
-from vmmlib.models.wbdc_video import VideoEmbeddings, VideoInputConfig, build_vision_tower, frame_inputs
+from vmmlib.models.text import FULL_TEXT_SIZES, text_backbone_for
+from vmmlib.models.wbdc_video import (
+    TINY_VISION,
+    VideoEmbeddings,
+    VideoInputConfig,
+    build_vision_tower,
+    frame_inputs,
+)
 
 POOLINGS = ("mean", "mean_all")
 
@@ -67,14 +73,7 @@ class DualStream(nn.Module):
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {cfg.pooling!r}; valid choices: {', '.join(POOLINGS)}")
         self.cfg = cfg
-        sizes = (
-            {}
-            if cfg.text_model_dir
-            else text_sizes(cfg.text_layers, cfg.text_hidden, cfg.text_heads, cfg.text_intermediate)
-        )
-        self.bert = build_text_backbone(
-            "bert", cfg.text_model_dir, cfg.vocab_size, add_pooling_layer=False, **sizes
-        )
+        self.bert = text_backbone_for(cfg)
         text_config = self.bert.config
         H = text_config.hidden_size
         self.vision = build_vision_tower(cfg)
@@ -154,11 +153,7 @@ TINY = dict(
     text_intermediate=128,
     video_layers=1,
     cross_layers=1,
-    vision_layers=2,
-    vision_hidden=32,
-    vision_heads=2,
-    vision_intermediate=64,
-    vision_trainable_layers=1,
+    **TINY_VISION,
 )
 
 

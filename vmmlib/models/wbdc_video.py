@@ -46,6 +46,12 @@ class VideoInputConfig:
     patch_size: int = 32  # ViT patch side (B/32)
 
 
+# the tiny variants' ViT (a `vision_tower: true` model trains in seconds on CPU)
+TINY_VISION = dict(
+    vision_layers=2, vision_hidden=32, vision_heads=2, vision_intermediate=64, vision_trainable_layers=1
+)
+
+
 def build_vision_tower(cfg) -> VisionTower | None:
     """The `VisionTower` a config asks for (None when frames are pre-extracted features)."""
     if not cfg.vision_tower:
