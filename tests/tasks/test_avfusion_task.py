@@ -126,6 +126,7 @@ def test_qa_downstream_predicts_answers_scores_per_type_and_writes_answers(root,
     assert oof["probs"].shape == (3 * len(held), len(data.answers))
     breakdown = T.oof_breakdown(oof, data)
     assert {"what_acc", "where_acc", "how_acc", "overall_acc"} <= set(breakdown)
+    assert not {"who_acc", "when_acc"} & set(breakdown)  # types never asked here are not reported as 0
     correct = oof["probs"].argmax(1) == oof["label"]
     assert T.oof_scorer([oof], data)([1.0]) == pytest.approx(correct.mean())
     pred = T.predict([net], data, "test", progress=False)

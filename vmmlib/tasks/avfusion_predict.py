@@ -221,14 +221,14 @@ def score_aligned(aligned: dict, weights) -> dict[str, float]:
     """METRIC and the breakdown of the weighted ensemble of aligned out-of-fold predictions."""
     if aligned["kind"] == "qa":
         probs = sum(w * p.astype(np.float64) for w, p in zip(weights, aligned["probs"]))
+        # the types asked here only (`vmm evaluate`, as ALPRO's evaluator, also prints absent ones as 0)
         acc = qa_accuracy(
-            probs.argmax(1).astype(str), aligned["label"].astype(str), aligned["answer_type"].tolist()
+            probs.argmax(1).astype(str),
+            aligned["label"].astype(str),
+            aligned["answer_type"].tolist(),
+            types=(),
         )
-        asked = {k for k, (_, count) in acc.pop("ratios").items() if count}  # "<type>_ratio" of asked types
-        # a type with no question here is left out (ALPRO's evaluator, `vmm evaluate`, prints it as 0)
-        out = {
-            k: v / 100 for k, v in acc.items() if k == "overall_acc" or f"{k[: -len('_acc')]}_ratio" in asked
-        }
+        out = {k: v / 100 for k, v in acc.items() if k != "ratios"}
         return {METRIC: out.pop("overall_acc"), "overall_acc": acc["overall_acc"] / 100, **out}
     t2v, v2t = [], []
     for part, T, V, gt in aligned["blocks"]:
