@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vmmlib.extract import decode_video, extract, list_videos
+from vmmlib.extract import decode_video, default_batch_size, extract, list_videos
 from vmmlib.extract_backbone import (
     FrameEncoder,
     encode_batched,
@@ -94,7 +94,7 @@ def main() -> None:
                 shutil.copyfile(src, tmp / "videos" / f"{src.stem}_{k}.mp4")
         videos = list_videos(tmp / "videos")
         encoder = make_encoder(args.size, args.backbone, args.device)
-        args.batch_size = args.batch_size or (64 if encoder.device.type == "cuda" else 16)
+        args.batch_size = args.batch_size or default_batch_size(encoder.device)
         print(f"{len(videos)} videos, backbone {encoder.name} ({encoder.feature_dim}-d, {encoder.image_size} px) "
               f"on {encoder.device}, batch {args.batch_size}, {args.workers} decode threads, "
               f"{torch.get_num_threads()} torch threads")  # fmt: skip

@@ -372,6 +372,12 @@ def _write_dataset(work: WorkDir, spec, split: str, ids: list[str], texts: dict,
     return files
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Frames per backbone batch: 64 on a GPU, 16 on CPU (a ViT-S/16 on 2 cores: 16.0 frames/s at
+    16, 14.8 at 64; big batches spill the caches)."""
+    return 64 if device.type == "cuda" else 16
+
+
 def extract(
     video_dir: str | Path,
     out_dir: str | Path,
@@ -402,9 +408,8 @@ def extract(
         texts: titles / ASR / labels per video id (`vmmlib.extract_formats.read_texts`).
         split: where the videos go (default: the format's test split: test_a, test_a, test).
         fps, max_frames: frames sampled per second of video, and at most this many per video.
-        batch_size, workers: frames per backbone batch (default 64 on a GPU, 16 on CPU, where a
-            ViT-S/16 on 2 cores runs 16.0 frames/s at 16 and 14.8 at 64: big batches spill the
-            caches); decoding threads (0 = decode inline).
+        batch_size, workers: frames per backbone batch (default: `default_batch_size`); decoding
+            threads (0 = decode inline).
         device: torch device (default cuda when available; bf16 autocast there).
         pooling: see `load_backbone`.
         pca: a saved projection to use (an earlier OUT_DIR, its `extract/` folder or a `pca_frames.npz`)
@@ -458,7 +463,7 @@ def extract(
 
     decode = lambda v: decode_video(v, encoder.image_size, fps=fps, max_frames=max_frames, audio=spec.audio)  # noqa: E731
     try:
-        batch_size = batch_size or (64 if encoder.device.type == "cuda" else 16)
+        batch_size = batch_size or default_batch_size(encoder.device)
         encode_batched(todo, encoder, decode, done, failed, batch_size=batch_size, workers=workers)
     finally:
         bar.close()

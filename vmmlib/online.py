@@ -184,7 +184,7 @@ def online_adapt(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    adapted.clamp_logit_scale()
+                    adapted.after_optimizer_step()  # the logit-scale clamp, as in fit
     finally:
         torch.set_rng_state(torch_state)
     return adapted.eval(), report

@@ -8,7 +8,7 @@ import io
 
 from PIL import Image
 
-from vmmlib.io.lmdb_store import decode_base64
+from vmmlib.io.lmdb_store import URLSAFE_TO_STANDARD, decode_base64
 
 CHECKS = ("decode", "fast", "header", "none")
 
@@ -61,12 +61,9 @@ def _signature(head: bytes) -> str | None:
     return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
 
 
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-
-
 def _decode_checked(piece: bytes) -> bytes:
     """Decode a 4-aligned piece of base64 text whose characters are already validated."""
-    piece = piece.rstrip(b"=").translate(_TO_STANDARD)
+    piece = piece.rstrip(b"=").translate(URLSAFE_TO_STANDARD)
     return binascii.a2b_base64(piece + b"=" * (-len(piece) % 4))
 
 

@@ -30,7 +30,7 @@ NUM_IMAGES_KEY = b"num_images"
 NUM_SAMPLES_KEY = b"num_samples"
 PICKLE_PROTOCOL = 4  # pickle's default on Python 3.8–3.13, so our pairs are byte-identical to cn_clip's
 MAP_SIZE = 1 << 40  # the builder's 1 TiB: address space only, the file grows with its content
-_URLSAFE = bytes.maketrans(b"-_", b"+/")
+URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")  # url-safe base64 → the standard alphabet
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -67,7 +67,7 @@ def decode_base64(text: str | bytes) -> bytes:
         ValueError: a character outside both alphabets, or a length no padding can fix.
     """
     data = text.encode("ascii", "strict") if isinstance(text, str) else bytes(text)
-    data = data.strip().translate(_URLSAFE)
+    data = data.strip().translate(URLSAFE_TO_STANDARD)
     if len(data) % 4 == 1:
         raise ValueError(f"base64 text of length {len(data)} cannot be valid")
     data += b"=" * (-len(data) % 4)
