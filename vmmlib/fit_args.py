@@ -178,10 +178,16 @@ OPTIMIZER_ARGS += ("schedule_steps", "decay_rate", "adam_eps", "layer_lr_decay")
 
 
 def check_same_run(
-    last_dir: Any, saved: Any, fingerprint: str | None, fit_args: dict[str, Any], ignore: tuple[str, ...] = ()
+    last_dir: Any,
+    saved: Any,
+    fingerprint: str | None,
+    fit_args: dict[str, Any],
+    reset_optimizer: bool = False,
 ) -> None:
     """Raise ValueError when the checkpoint in `last_dir` (its `TrainState` `saved`) was made with
-    another fingerprint or other result-shaping arguments (`result_args`, less `ignore`) than this run's."""
+    another fingerprint or other result-shaping arguments (`result_args`; with `reset_optimizer`,
+    less `OPTIMIZER_ARGS`) than this run's."""
+    ignore = OPTIMIZER_ARGS if reset_optimizer else ()
     differ = []
     if saved.fit_args is not None:  # checkpoints written before fit recorded its arguments have none
         keys = list(fit_args) + [k for k in saved.fit_args if k not in fit_args]

@@ -79,14 +79,7 @@ from vmmlib.checkpoint import (
     save_weights,
     write_history_csv,
 )
-from vmmlib.fit_args import (
-    OPTIMIZER_ARGS,
-    check_fit_args,
-    check_same_run,
-    resolve_mixed_precision,
-    result_args,
-    sum_terms,
-)
+from vmmlib.fit_args import check_fit_args, check_same_run, resolve_mixed_precision, result_args, sum_terms
 from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups, position_scheduler
 
 __all__ = ["EMA", "SWA", "EpochShuffleSampler", "FitResult", "TrainState", "check_fit_args", "fit"]
@@ -386,7 +379,7 @@ def _resume(
         return None, 0
     saved = TrainState.from_dict(json.loads((last_dir / "state.json").read_text()))
     reset = args["reset_optimizer"]
-    check_same_run(last_dir, saved, fingerprint, fit_args, ignore=OPTIMIZER_ARGS if reset else ())
+    check_same_run(last_dir, saved, fingerprint, fit_args, reset_optimizer=reset)
     if saved.step > args["steps"]:
         raise ValueError(
             f"{last_dir} is at step {saved.step} > steps={args['steps']}; raise steps or resume=False"
