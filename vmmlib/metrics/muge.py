@@ -113,12 +113,7 @@ def gallery_recall(
     Returns:
         {"r1", "r5", "r10", "mean_recall", "median_rank", "mean_rank"}.
     """
-    ranks = gallery_ranks(sim, positives, chunk)
-    out = {f"r{k}": float((ranks < k).mean()) if len(ranks) else 0.0 for k in ks}
-    out["mean_recall"] = float(np.mean([out[f"r{k}"] for k in ks]))
-    out["median_rank"] = float(np.median(ranks + 1)) if len(ranks) else float("nan")
-    out["mean_rank"] = float(np.mean(ranks + 1)) if len(ranks) else float("nan")
-    return out
+    return recall_from_ranks(gallery_ranks(sim, positives, chunk), ks)
 
 
 def positives_by_column(
