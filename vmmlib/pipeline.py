@@ -435,12 +435,10 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
 def _export_html(result: dict) -> None:
     if not Path(result["notebook"]).exists():
         return
-    try:
-        import nbformat
-        from nbconvert import HTMLExporter
+    try:  # the summary (metric, baseline, warnings) first, code folded: `vmmlib.report`
+        from vmmlib.report import export_report
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(result["notebook"], as_version=4))
-        Path(result["html"]).write_text(body, encoding="utf-8")
+        export_report(result["notebook"], result["html"], result["out_dir"])
     except Exception as e:  # a report we cannot render must not fail the step
         result["html_error"] = f"{type(e).__name__}: {e}"
 
