@@ -66,7 +66,7 @@ def metrics_table(metrics: Mapping[str, Any]):
 
     rows = [("warning", w) for w in metrics.get(WARNINGS) or []]
     rows += [(k, _cell(v)) for k, v in metrics.items() if k != WARNINGS]
-    return pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric")
+    return pd.DataFrame(rows, columns=["metric", "value"], dtype=object).set_index("metric")
 
 
 def _cell(value: Any) -> Any:
