@@ -414,7 +414,7 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
         try:
             papermill.execute_notebook(
                 step.notebook, result["notebook"], parameters=step.params, kernel_name="python3",
-                progress_bar=False, cwd=step.cwd,
+                progress_bar=False, cwd=step.cwd, **_kernel_options(),
             )  # fmt: skip
             result["status"] = OK
         except PapermillExecutionError as e:
@@ -430,6 +430,21 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     result["metrics"] = load_metrics(out)
     status_path.write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def _kernel_options() -> dict:
+    """Start step kernels over IPC (local unix sockets) where the system has them: over TCP without
+    CurveZMQ keys, ipykernel ≥ 7 logs a warning about unencrypted traffic for every kernel it starts."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):  # nbclient's default manager, transport "ipc"
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return {"kernel_manager_class": IPCKernelManager}
 
 
 def _export_html(result: dict) -> None:
