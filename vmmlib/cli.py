@@ -5,7 +5,7 @@ Five tasks; each has sample data (`vmm sample TASK DIR`), a sample pipeline
   qqbrowser  QQ Browser 2021 video similarity, seed 000          metric spearman
   yt8m       YouTube-8M 2019 temporal segments, seed 003         metric segment_map
   wbdc       WeChat Big Data Challenge 2022, seed 001            metric mean_f1
-  muge       MUGE retrieval on Chinese-CLIP, seed 002             metric mean_recall
+  muge       MUGE retrieval on Chinese-CLIP, seed 002            metric mean_recall
   avfusion   text+audio+video retrieval and QA, seed 004         metric score
 A notebook runs any of them from `-p task TASK` alone; `papermill --help-notebook
 notebooks/20_finetune.ipynb` lists a notebook's parameters.
