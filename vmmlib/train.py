@@ -58,7 +58,6 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from vmmlib.adversarial import FGM, PGD, build_adversary
 from vmmlib.checkpoint import (
@@ -81,6 +80,7 @@ from vmmlib.checkpoint import (
 )
 from vmmlib.fit_args import check_fit_args, check_same_run, resolve_mixed_precision, result_args, sum_terms
 from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups, position_scheduler
+from vmmlib.progress import progress as progress_bar
 
 __all__ = ["EMA", "SWA", "EpochShuffleSampler", "FitResult", "TrainState", "check_fit_args", "fit"]
 __all__ += ["load_weights", "lr_multiplier", "make_loader", "param_groups", "save_weights"]
@@ -243,7 +243,7 @@ def fit(
     f = _prepare(model, train_loader, Path(out_dir), args)
     batches, resumed_from = _start(f, train_loader, args)
     state, optimizer = f.state, f.optimizer
-    bar = tqdm(
+    bar = progress_bar(
         total=steps, initial=state.step, desc="fit", disable=not (progress and f.is_main), dynamic_ncols=True
     )
     last_save_step, last_save_time = resumed_from, time.monotonic()

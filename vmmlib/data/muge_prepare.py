@@ -40,8 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from vmmlib.data.image_checks import CHECKS, check_encoded
 from vmmlib.io.lmdb_store import (
     NUM_IMAGES_KEY,
@@ -50,6 +48,7 @@ from vmmlib.io.lmdb_store import (
     open_env,
     put_batch,
 )
+from vmmlib.progress import progress as progress_bar
 
 SPLITS = ("train", "valid", "test")
 ON_ERROR = ("skip", "raise")
@@ -290,7 +289,9 @@ def _store_images(
     counts = stage.state["counts"]
     start, line_no = stage.progress["offset"], stage.progress["line"]
     seen: set[bytes] = set()  # ids stored by this run; earlier runs' ids are in the snapshot `txn`
-    bar = tqdm(total=tsv.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress)
+    bar = progress_bar(
+        total=tsv.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
+    )
     bar.set_description(f"{tsv.name}")
     offset = start
     with env.begin() as txn:
@@ -348,7 +349,9 @@ def _store_pairs(
     start, line_no = stage.progress["offset"], stage.progress["line"]
     offset = start
     written = counts.get("pairs", 0)
-    bar = tqdm(total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress)
+    bar = progress_bar(
+        total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
+    )
     bar.set_description(f"{jsonl.name}")
     for offset, raw in _iter_lines(jsonl, start):
         line_no += 1
