@@ -12,6 +12,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from vmmlib.pipeline import load_pipeline, run_pipeline
+from vmmlib.pipeline_log import steps_table
 
 STEP_SOURCE = """
 import json, pathlib
@@ -88,10 +89,16 @@ def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
         load_pipeline(path)
 
 
-def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path):
+def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path, capsys):
     path = _pipeline(tmp_path)
-    results = run_pipeline(path, progress=False)
+    results = run_pipeline(path)
     assert [r["status"] for r in results] == ["ok"] * 4
+    printed = capsys.readouterr().out  # each step's start and end as it happens, then a table
+    assert "start  a" in printed and printed.index("start  a") < printed.index("ok     a (1/4) in ")
+    assert "ok     c (4/4) in " in printed
+    table = steps_table(results).splitlines()
+    assert table[0].split() == ["step", "status", "duration", "metrics"] and table[-1].startswith("4 steps, ")
+    assert table[2].split()[:2] == ["a", "ok"] and "value 10" in table[2]
     run = tmp_path / "run"
     assert json.loads((run / "a" / "metrics.json").read_text()) == {"value": 10, "fold": -1}
     assert json.loads((run / "b-fold1" / "metrics.json").read_text())["fold"] == 1

@@ -73,8 +73,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from vmmlib.pipeline import pipeline_summary, run_pipeline
+    from vmmlib.pipeline_log import steps_table
 
-    results = run_pipeline(args.pipeline, scheduler=args.scheduler, workers=args.workers, force=args.force)
+    results = run_pipeline(
+        args.pipeline, scheduler=args.scheduler, workers=args.workers, force=args.force, track=args.track
+    )
+    print(steps_table(results))
     summary = pipeline_summary(results)
     print(json.dumps(summary))
     if results:
@@ -207,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=int, help="local Dask workers (default: the pipeline's `workers`)")
     p.add_argument("--force", action="store_true", help="re-run steps that already hold a finished result")
+    p.add_argument(
+        "--track",
+        metavar="URI",
+        help="log each step to MLflow, e.g. sqlite:///runs/mlflow.db (pip install vmmlib[track])",
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
