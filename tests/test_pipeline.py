@@ -89,6 +89,14 @@ def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
         load_pipeline(path)
 
 
+def _mlflow_or_none():
+    try:
+        import mlflow
+    except ImportError:
+        return None
+    return mlflow
+
+
 def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path, capsys):
     path = _pipeline(tmp_path)
     results = run_pipeline(path)
@@ -116,8 +124,16 @@ def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path, 
     spec = yaml.safe_load(path.read_text())
     spec["steps"][2]["set"] = {"value": 7}  # c changes: it re-runs from a clean folder, a and b stay
     path.write_text(yaml.safe_dump(spec))
-    third = run_pipeline(path, progress=False)
+    mlflow = _mlflow_or_none()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    third = run_pipeline(path, progress=False, track=uri if mlflow else None)
     assert [r["status"] for r in third] == ["cached", "cached", "cached", "ok"]
+    if mlflow:  # --track: one MLflow run per step, found by search_runs with params and metrics
+        mlflow.set_tracking_uri(uri)
+        found = mlflow.search_runs(experiment_names=[path.stem], filter_string="tags.`vmm.step` = 'c'")
+        assert found["metrics.value"].tolist() == [14] and found["params.value"].tolist() == ["7"]
+        assert len(mlflow.search_runs(experiment_names=[path.stem])) == 4
+        mlflow.set_tracking_uri(None)
     assert (run / "c" / "runs.txt").read_text() == "x"  # not "xx": nothing left over from the old run
     assert json.loads((run / "c" / "metrics.json").read_text())["value"] == 14
 
