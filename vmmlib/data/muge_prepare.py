@@ -524,7 +524,7 @@ def prepare_muge(
         workers: processes that check images while this one parses and writes (0: this one does
             it all); default one fewer than the CPUs this process may use (at most 8) for a TSV of
             256 MiB or more, else 0 (starting processes costs more than checking a small file).
-        progress: show a tqdm bar per file.
+        progress: a progress bar (or lines, `vmmlib.progress`) per file.
 
     Returns:
         {split: PrepareSummary}. Warnings are issued for every reported line.
