@@ -60,7 +60,8 @@ def _pipeline(tmp_path: Path, *, fail_b: bool = False, resources=None) -> Path:
 
 
 def test_load_pipeline_expands_folds_and_resolves_parameters(tmp_path):
-    pipe = load_pipeline(_pipeline(tmp_path))
+    path = _pipeline(tmp_path)
+    pipe = load_pipeline(path)
     assert [s.name for s in pipe.steps] == ["a", "b-fold0", "b-fold1", "c"]
     b1 = pipe.steps[2]
     assert b1.params == {
@@ -70,7 +71,9 @@ def test_load_pipeline_expands_folds_and_resolves_parameters(tmp_path):
         "fail": False,
         "out_dir": str(tmp_path / "run" / "b-fold1"),
     }
-    assert pipe.steps[3].after == ["b-fold0", "b-fold1"]
+    assert pipe.steps[3].after == ["b-fold0", "b-fold1"] and pipe.track is None
+    path.write_text(path.read_text() + "track: sqlite:///runs/mlflow.db\n")  # the key --track overrides
+    assert load_pipeline(path).track == "sqlite:///runs/mlflow.db"
 
 
 def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
