@@ -55,9 +55,12 @@ def test_two_pipelines_are_matched_step_by_step_and_the_cli_prints_the_table(tmp
     a = make_pipeline(tmp_path / "sample", lr=0.01, score=0.8)
     b = make_pipeline(tmp_path / "changed", lr=0.03, score=0.7)
     (b / "finetune-fold1" / "metrics.json").unlink()
+    make_step(a / "ensemble", lr=0.01, score=0.9)
+    index = json.loads((a / "index.json").read_text())
+    (a / "index.json").write_text(json.dumps({**index, "steps": [*index["steps"], {"name": "ensemble"}]}))
     assert main(["compare", str(a), str(b), "--html", str(tmp_path / "c.html")]) == 0
     out = capsys.readouterr().out
-    assert "== finetune-fold0" in out and "== finetune-fold1" in out
+    assert "== finetune-fold0" in out and "== finetune-fold1" in out and "only in A: ensemble" in out
     assert "0.7 (-0.1)" in out and "optim.lr" in out
     assert "report: " in out and (tmp_path / "c.html").exists()
 

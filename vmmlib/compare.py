@@ -40,13 +40,13 @@ class StepComparison:
     params: list[tuple[str, list[Any]]]  # (parameter, value per run) where they differ
     metrics: list[tuple[str, list[float | None]]]  # (metric, value per run)
     histories: list[pd.DataFrame | None]
-    missing: list[str] = field(default_factory=list)  # labels of the runs without this step
 
 
 @dataclass
 class Comparison:
     runs: list[Run]
-    steps: list[StepComparison]
+    steps: list[StepComparison]  # the steps every run has, in the first run's order
+    unmatched: dict[str, list[str]] = field(default_factory=dict)  # run label → its steps others lack
     html_path: Path | None = None
 
     def table(self) -> str:
@@ -69,7 +69,7 @@ def _relative(value: Any, root: Path) -> Any:
     return value
 
 
-def _params(step_dir: Path | None, root: Path) -> dict[str, Any]:
+def _params(step_dir: Path, root: Path) -> dict[str, Any]:
     if step_dir is None or not (step_dir / "params.yaml").is_file():
         return {}
     return {k: _relative(v, root) for k, v in flatten(read_yaml(step_dir / "params.yaml")).items()}
@@ -91,19 +91,10 @@ def _history(step_dir: Path | None) -> pd.DataFrame | None:
 
 
 def _compare_step(name: str, runs: list[Run]) -> StepComparison:
-    dirs = [r.steps.get(name) for r in runs]
-    roots = [r.path for r in runs]
-    params = [_params(d, root) for d, root in zip(dirs, roots)]
-    present = [p for p, d in zip(params, dirs) if d is not None]
-    keys = sorted(set().union(*params))
-    differ = [
-        (k, [p.get(k, "(absent)") if d is not None else None for p, d in zip(params, dirs)]) for k in keys
-    ]
-    differ = [
-        (k, vals)
-        for k, vals in differ
-        if len({json.dumps(p.get(k, "(absent)"), default=str) for p in present}) > 1
-    ]
+    dirs = [r.steps[name] for r in runs]
+    params = [_params(d, r.path) for d, r in zip(dirs, runs)]
+    values = {k: [p.get(k, "(absent)") for p in params] for k in sorted(set().union(*params))}
+    differ = [(k, v) for k, v in values.items() if len({json.dumps(x, default=str) for x in v}) > 1]
     metrics = [_metrics(d) for d in dirs]
     names = list(dict.fromkeys(k for m in metrics for k in m))
     return StepComparison(
@@ -111,7 +102,6 @@ def _compare_step(name: str, runs: list[Run]) -> StepComparison:
         differ,
         [(k, [m.get(k) for m in metrics]) for k in names],
         [_history(d) for d in dirs],
-        [r.label for r, d in zip(runs, dirs) if d is None],
     )
 
 
@@ -143,7 +133,10 @@ def compare_runs(
             "the runs have no step in common; steps: "
             + "; ".join(f"{r.label}: {', '.join(r.steps) or 'none'}" for r in runs)
         )
-    comparison = Comparison(runs, [_compare_step(n, runs) for n in names])
+    unmatched = {r.label: [n for n in r.steps if n not in common] for r in runs}
+    comparison = Comparison(
+        runs, [_compare_step(n, runs) for n in common], {k: v for k, v in unmatched.items() if v}
+    )
     if write:
         out = Path(html) if html else runs[0].path.parent / "compare.html"
         out.write_text(html_page(comparison), encoding="utf-8")
@@ -190,11 +183,9 @@ def _grid(header: list[str], rows: list[list[str]], width: int = 40) -> list[str
 def text_table(comparison: Comparison) -> str:
     labels = [r.label for r in comparison.runs]
     lines = [f"{r.label}: {r.path}" for r in comparison.runs]
+    lines += [f"only in {label}: {', '.join(names)}" for label, names in comparison.unmatched.items()]
     for step in comparison.steps:
-        lines += [
-            "",
-            f"== {step.name or 'run'}" + (f" (missing in {', '.join(step.missing)})" if step.missing else ""),
-        ]
+        lines += ["", f"== {step.name or 'run'}"]
         params, metrics = _rows(step)
         lines += _grid(["parameter", *labels], params) if params else ["parameters: identical"]
         if metrics:
@@ -277,10 +268,10 @@ def html_page(comparison: Comparison) -> str:
         f"{html.escape(', '.join(s.name or 'run' for s in changed) or 'none')}. "
         "Deltas are each run minus run A.</p>"
     )
+    for label, names in comparison.unmatched.items():
+        parts.append(f"<p class='note'>only in {label}: {html.escape(', '.join(names))}</p>")
     for step in comparison.steps:
         parts.append(f"<h2>{html.escape(step.name or 'run')}</h2>")
-        if step.missing:
-            parts.append(f"<p class='note'>not in run(s) {', '.join(step.missing)}</p>")
         params, _ = _rows(step)
         parts.append("<h3>Parameters that differ</h3>")
         parts.append(_html_table(["parameter", *labels], params) if params else "<p class='note'>none</p>")
