@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from vmmlib.leaderboard import write_index
+from vmmlib.pipeline_log import TOPIC, StepConsole, announce_start
 from vmmlib.runs import load_metrics, notebook_params, read_yaml, resolve_path
 
 STEP_KEYS = {"name", "notebook", "params", "set", "after", "folds", "resources"}
-PIPELINE_KEYS = {"run_dir", "workers", "data", "steps"}
+PIPELINE_KEYS = {"run_dir", "workers", "data", "steps", "track"}
 DATA_KEYS = {"task", "dir", "sample"}
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
 
@@ -75,6 +76,7 @@ class Pipeline:
     workers: int
     steps: list[Step]
     data: dict[str, Any] | None = None
+    track: str | None = None  # MLflow tracking URI each finished step is logged to (`vmmlib.track`)
 
 
 def _expand(value: Any, context: Mapping[str, Any]) -> Any:
@@ -169,7 +171,12 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
         raise ValueError(f"{path}: workers must be a whole number ≥ 1, got {workers!r}")
     for step in steps:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
-    return Pipeline(path.stem, run_dir, workers, steps, data)
+    track = spec.get("track")
+    if track is not None and not isinstance(track, str):
+        raise ValueError(
+            f"{path}: track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}"
+        )
+    return Pipeline(path.stem, run_dir, workers, steps, data, track)
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
@@ -406,6 +413,8 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # One BLAS/torch thread per step per core share: steps run side by side on the workers.
     os.environ.setdefault("OMP_NUM_THREADS", str(step.threads))
+    os.environ.setdefault("VMM_PROGRESS", "lines")  # progress as text lines in the notebook, no widget
+    announce_start(step.name)
     start = time.time()
     try:
         import papermill
@@ -460,6 +469,7 @@ def run_pipeline(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    track: str | None = None,
 ) -> list[dict]:
     """Run a pipeline file; returns one result dict per step (see `run_step`) and writes the index.
 
@@ -467,11 +477,14 @@ def run_pipeline(
         scheduler: address of an existing Dask scheduler (`tcp://host:8786`); default: a local
             cluster of `workers` single-threaded worker processes (one GPU each when present).
         force: re-run steps even when their folder holds a finished result for the same fingerprint.
+        progress: print each step's start and end as it happens (`vmmlib.pipeline_log`).
+        track: an MLflow tracking URI (default: the pipeline file's `track`): each finished step is
+            logged as one MLflow run (`vmmlib.track.track_step`).
     """
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
 
     pipe = load_pipeline(path, workers=workers)
+    track = track or pipe.track
     _ensure_data(pipe)
     if scheduler:
         cluster, client = None, Client(scheduler)
@@ -490,17 +503,16 @@ def run_pipeline(
                 key=f"{pipe.name}-{step.name}-{time.time_ns()}", resources=step.resources or None, pure=False,
             )  # fmt: skip
         results: dict[str, dict] = {}
-        bar = tqdm(total=len(futures), desc=f"pipeline {pipe.name}", disable=not progress, unit="step")
+        console = StepConsole(pipe.name, len(futures), enabled=progress)
+        console.begin(pipe.workers)
+        client.subscribe_topic(TOPIC, console.on_event)
         for future in as_completed(list(futures.values())):
             r = future.result()
             results[r["name"]] = r
-            bar.update(1)
-            line = f"{r['name']}: {r['status']} ({r['duration_s']:.1f} s)"
-            if r["error"]:
-                line += f"\n    {r['error']}"
-            bar.write(line)
+            console.finished(r)
             write_index(pipe, [results.get(s.name) or _pending(s) for s in pipe.steps])
-        bar.close()
+            if track:
+                _track(track, pipe, r, console)
     finally:
         client.close()
         if cluster is not None:
@@ -508,6 +520,19 @@ def run_pipeline(
     ordered = [results[s.name] for s in pipe.steps]
     write_index(pipe, ordered)
     return ordered
+
+
+def _track(uri: str, pipe: Pipeline, result: dict, console: StepConsole) -> None:
+    """Log a finished step to MLflow; a tracking failure is reported, never fatal to the pipeline."""
+    if result["status"] not in (OK, CACHED):
+        return
+    try:
+        from vmmlib.track import track_step
+
+        run_id = track_step(uri, result["out_dir"], pipeline=pipe.name, step=result["name"])
+        console.note(f"tracked {result['name']} in {uri} (MLflow run {run_id})")
+    except Exception as e:
+        console.note(f"could not track {result['name']} in {uri}: {type(e).__name__}: {e}")
 
 
 def _pending(step: Step) -> dict:
