@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vmmlib.io.safe import InputError
+
 FEATURE_DIM = 768
 
 # Image normalisation presets: (mean, std) of CLIP ViT (rank 8) and ImageNet (semi-final baseline)
@@ -34,12 +36,17 @@ IMAGE_STATS = {
 }
 
 
-class FrameReadError(Exception):
-    """A video's frames could not be read; `video_id` names it."""
+class FrameReadError(InputError):
+    """A video's frames could not be read; `video_id` names it (the reason names the zip).
 
-    def __init__(self, video_id: str, reason: str):
-        super().__init__(f"video {video_id}: {reason}")
-        self.video_id, self.reason = video_id, reason
+    An `InputError` whose `where` is the video; `path` is the zip when the caller gives it."""
+
+    def __init__(self, video_id: str, reason: str, path: str | os.PathLike | None = None):
+        super().__init__(path, reason, f"video {video_id}")
+        self.video_id = video_id
+
+    def __reduce__(self):
+        return (type(self), (self.video_id, self.reason, self.path))
 
 
 class _LazyZip:
