@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmmlib.report import WARNINGS, report_warnings
+from vmmlib.runs import in_run_dir
 
 if TYPE_CHECKING:
     from vmmlib.pipeline import Pipeline, Step
@@ -306,7 +307,7 @@ def _leaderboard_section(pipe: Pipeline, results: list[dict]) -> tuple[list[dict
         parts = []
         for i, board in enumerate(boards):
             chart = CHART if i == 0 else f"leaderboard-{board.task}.png"
-            _write_chart(board, pipe.run_dir / chart)
+            _write_chart(board, in_run_dir(pipe.run_dir, chart, what="chart"))
             parts.append(leaderboard_html(board, pipe.run_dir, chart))
         return [_finite(asdict(b)) for b in boards], "".join(parts)
     except Exception as e:  # the index must be written whatever a half-finished run holds
@@ -354,12 +355,12 @@ def write_index(pipe: Pipeline, results: list[dict]) -> Path:
     status, duration, metrics and report (`leaderboard.png` beside them when there is a board)."""
     pipe.run_dir.mkdir(parents=True, exist_ok=True)
     boards, board_html = _leaderboard_section(pipe, results)
-    (pipe.run_dir / "index.json").write_text(
+    in_run_dir(pipe.run_dir, "index.json", what="index").write_text(
         json.dumps({"pipeline": pipe.name, "leaderboards": boards, "steps": results}, indent=2, default=str)
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(pipe.name)}</title>
 <style>{STYLE}</style></head><body><h1>Pipeline {html.escape(pipe.name)}</h1><p>{time.strftime("%Y-%m-%d %H:%M:%S")}</p>
 {_warnings_html(results)}{board_html}{_steps_html(pipe, results)}</body></html>"""
-    path = pipe.run_dir / "index.html"
+    path = in_run_dir(pipe.run_dir, "index.html", what="index")
     path.write_text(page, encoding="utf-8")
     return path
