@@ -9,7 +9,7 @@ import papermill
 import pytest
 
 from vmmlib.models import list_models
-from vmmlib.pipeline import _check_values, _notebook_params
+from vmmlib.pipeline_file import check_values, notebook_parameters
 from vmmlib.recipes import TASK_PARAMETERS, check_task_model, task_defaults
 from vmmlib.report import export_report
 from vmmlib.tasks import get_task, list_tasks
@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("task", list_tasks())
 def test_every_notebook_resolves_its_task_dependent_parameters_for_every_task(task):
     for notebook, declared in TASK_PARAMETERS.items():
-        defaults, annotations = _notebook_params(ROOT / "notebooks" / f"{notebook}.ipynb")
+        defaults, annotations = notebook_parameters(ROOT / "notebooks" / f"{notebook}.ipynb")
         assert set(declared) <= set(defaults), notebook
         _, values = task_defaults(task, notebook)
-        _check_values(values, defaults, annotations, f"{task} {notebook}")  # names and types
+        check_values(values, defaults, annotations, notebook, task)  # names and types
         assert values["data_dir"] == f"data/sample/{task}" and f"runs/sample/{task}/" in values["out_dir"]
         if "model" in declared:
             assert values["model"] in list_models()
