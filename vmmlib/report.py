@@ -157,7 +157,7 @@ def summary_html(run_dir: str | Path, title: str = "") -> str:
     lines = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
         for k, v in rows
-        if v not in ("", None) or k != "model"
+        if v not in ("", None) or k not in ("model", "data")  # a headline without a value shows "–"
     )
     warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in metrics.get(WARNINGS) or [])
     dry = (
