@@ -222,7 +222,8 @@ def export_report(notebook: str | Path, html_path: str | Path, run_dir: str | Pa
         extra_loaders=[jinja2.DictLoader({"vmm_report.html.j2": TEMPLATE})],
         template_file="vmm_report.html.j2",
     )
-    resources = {"vmm_summary": summary_html(run_dir, title=_title(nb, notebook)), "vmm_css": REPORT_CSS}
+    title = f"{run_dir.name} · {_title(nb, notebook)}"
+    resources = {"vmm_summary": summary_html(run_dir, title=title), "vmm_css": REPORT_CSS}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     Path(html_path).write_text(body, encoding="utf-8")
     return Path(html_path)
