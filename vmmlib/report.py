@@ -151,13 +151,14 @@ def summary_html(run_dir: str | Path, title: str = "") -> str:
     params = read_yaml(run_dir / "params.yaml") if (run_dir / "params.yaml").is_file() else {}
     metrics = load_metrics(run_dir)
     metric, pretrain_metric = _task_metrics(str(params.get("task", "")))
-    rows = [("task", params.get("task")), ("model", _models(params)), ("data", params.get("data_dir"))]
+    models = ("model" if params.get("model") else "models", _models(params))  # 30/40: the steps they read
+    rows = [("task", params.get("task")), models, ("data", params.get("data_dir"))]
     rows += headline(metrics, metric, pretrain_metric) if metrics else [("metrics", "none written")]
     rows.append(("run folder", str(run_dir)))
     lines = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
         for k, v in rows
-        if v not in ("", None) or k not in ("model", "data")  # a headline without a value shows "–"
+        if v not in ("", None) or k not in ("model", "models", "data")  # a headline without a value shows "–"
     )
     warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in metrics.get(WARNINGS) or [])
     dry = (
