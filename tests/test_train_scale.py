@@ -13,7 +13,7 @@ from tests.test_train import BATCH, TinyNet, objective, regression_data, run_fit
 from vmmlib.losses import make_objective
 from vmmlib.tasks import get_task
 from vmmlib.train import make_loader
-from vmmlib.train_step import _accumulate
+from vmmlib.train_step import _accumulate, _guarded_update
 
 GRAD_RTOL = 1e-5  # measured: ≤ 1e-6 of the largest gradient (fp32 summation order)
 ACCUM_ATOL = 2e-6  # measured: max |Δw| ≈ 1e-7 after 8 AdamW steps (fp32 summation order)
@@ -171,3 +171,20 @@ def test_a_training_step_reads_the_device_at_most_once_per_log_every_steps(tmp_p
         counts[steps] = len(calls)
     per_step = (counts[40] - counts[10]) / 30
     assert per_step <= 1 / 10, counts
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-found_inf", "torch.where"])
+def test_a_step_found_non_finite_on_the_device_leaves_weights_and_moments_untouched(fused):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.1, fused=fused)
+    f, params = SimpleNamespace(optimizer=opt, unwrapped=lin, ema=None), list(lin.parameters())
+    lin(torch.randn(4, 3)).sum().backward()
+    _guarded_update(f, params, torch.tensor(True))
+    opt.zero_grad()
+    weights = [p.detach().clone() for p in params]
+    moments = [{k: v.clone() for k, v in opt.state[p].items()} for p in params]
+    lin(torch.randn(4, 3)).sum().mul(float("nan")).backward()
+    _guarded_update(f, params, torch.tensor(False))
+    assert all(torch.equal(a, b) for a, b in zip(weights, params))
+    assert all(torch.equal(m[k], opt.state[p][k]) for m, p in zip(moments, params) for k in m)
