@@ -173,19 +173,40 @@ def _rows(step: StepComparison) -> tuple[list[list[str]], list[list[str]]]:
 
 
 def _grid(header: list[str], rows: list[list[str]], width: int = 40) -> list[str]:
-    rows = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in [header, *rows]]
+    half = width // 2
+    rows = [
+        [c if len(c) <= width else c[: half - 1] + "…" + c[-half:] for c in row] for row in [header, *rows]
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
 
 
+def _title(step: StepComparison, comparison: Comparison) -> str:
+    return step.name or " vs ".join(r.path.name for r in comparison.runs)
+
+
+def _summary_rows(comparison: Comparison) -> list[list[str]]:
+    """Each step's first metric (the task metric where the notebook writes it first) and its deltas."""
+    rows = []
+    for step in comparison.steps:
+        if step.metrics:
+            name, vals = step.metrics[0]
+            cells = _metric_cells(StepComparison(step.name, [], [(name, vals)], []))[0]
+            rows.append([_title(step, comparison), *cells])
+    return rows
+
+
 def text_table(comparison: Comparison) -> str:
     labels = [r.label for r in comparison.runs]
     lines = [f"{r.label}: {r.path}" for r in comparison.runs]
     lines += [f"only in {label}: {', '.join(names)}" for label, names in comparison.unmatched.items()]
+    summary = _summary_rows(comparison)
+    if len(summary) > 1:
+        lines += [""] + _grid(["step", "metric", *labels], summary)
     for step in comparison.steps:
-        lines += ["", f"== {step.name or 'run'}"]
+        lines += ["", f"== {_title(step, comparison)}"]
         params, metrics = _rows(step)
         lines += _grid(["parameter", *labels], params) if params else ["parameters: identical"]
         if metrics:
@@ -265,13 +286,16 @@ def html_page(comparison: Comparison) -> str:
     changed = [s for s in comparison.steps if s.params]
     parts.append(
         f"<p>{len(comparison.steps)} step(s); parameters differ in {len(changed)}: "
-        f"{html.escape(', '.join(s.name or 'run' for s in changed) or 'none')}. "
+        f"{html.escape(', '.join(_title(s, comparison) for s in changed) or 'none')}. "
         "Deltas are each run minus run A.</p>"
     )
     for label, names in comparison.unmatched.items():
         parts.append(f"<p class='note'>only in {label}: {html.escape(', '.join(names))}</p>")
+    summary = _summary_rows(comparison)
+    if len(summary) > 1:
+        parts.append("<h2>Summary</h2>" + _html_table(["step", "metric", *labels], summary))
     for step in comparison.steps:
-        parts.append(f"<h2>{html.escape(step.name or 'run')}</h2>")
+        parts.append(f"<h2>{html.escape(_title(step, comparison))}</h2>")
         params, _ = _rows(step)
         parts.append("<h3>Parameters that differ</h3>")
         parts.append(_html_table(["parameter", *labels], params) if params else "<p class='note'>none</p>")
