@@ -159,17 +159,8 @@ def _delta(v: float | None, base: float | None) -> str:
     return f"{d:+.4g}" if d else "="
 
 
-def _rows(step: StepComparison) -> tuple[list[list[str]], list[list[str]]]:
-    params = [[k, *(_fmt(v) for v in vals)] for k, vals in step.params]
-    metrics = [
-        [
-            k,
-            _fmt(vals[0]),
-            *(f"{_fmt(v)} ({_delta(v, vals[0])})" if _delta(v, vals[0]) else _fmt(v) for v in vals[1:]),
-        ]
-        for k, vals in step.metrics
-    ]
-    return params, metrics
+def _param_rows(step: StepComparison) -> list[list[str]]:
+    return [[k, *(_fmt(v) for v in vals)] for k, vals in step.params]
 
 
 def _grid(header: list[str], rows: list[list[str]], width: int = 40) -> list[str]:
@@ -207,10 +198,10 @@ def text_table(comparison: Comparison) -> str:
         lines += [""] + _grid(["step", "metric", *labels], summary)
     for step in comparison.steps:
         lines += ["", f"== {_title(step, comparison)}"]
-        params, metrics = _rows(step)
+        params = _param_rows(step)
         lines += _grid(["parameter", *labels], params) if params else ["parameters: identical"]
-        if metrics:
-            lines += [""] + _grid(["metric", *labels], metrics)
+        if step.metrics:
+            lines += [""] + _grid(["metric", *labels], _metric_cells(step))
     return "\n".join(lines)
 
 
@@ -268,7 +259,7 @@ def _metric_cells(step: StepComparison) -> list[list[str]]:
         cells = [k, _fmt(vals[0])]
         for v in vals[1:]:
             d = _delta(v, vals[0])
-            cells.append(f"{_fmt(v)}  ({d})" if d else _fmt(v))
+            cells.append(f"{_fmt(v)} ({d})" if d else _fmt(v))
         rows.append(cells)
     return rows
 
@@ -296,7 +287,7 @@ def html_page(comparison: Comparison) -> str:
         parts.append("<h2>Summary</h2>" + _html_table(["step", "metric", *labels], summary))
     for step in comparison.steps:
         parts.append(f"<h2>{html.escape(_title(step, comparison))}</h2>")
-        params, _ = _rows(step)
+        params = _param_rows(step)
         parts.append("<h3>Parameters that differ</h3>")
         parts.append(_html_table(["parameter", *labels], params) if params else "<p class='note'>none</p>")
         if step.metrics:
