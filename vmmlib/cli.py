@@ -14,7 +14,9 @@ vmm extract VIDEO_DIR OUT_DIR --format qqbrowser|wbdc|yt8m [--backbone DIR] [--t
 `evaluate` and `validate` use `vmmlib.submissions` only (no torch): they answer in about a second;
 without --truth or --data-dir, `validate` checks the format alone and says that ids were not checked.
 An invalid submission exits 1 with its problem list; output is always valid JSON (an undefined
-score, e.g. Spearman of constant cosines, is null).
+score, e.g. Spearman of constant cosines, is null). A user file that cannot be accepted (a
+`vmmlib.io.safe.InputError`: malformed, too large, outside its root) prints one line
+`error: <file>: <where>: <reason>` on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 
 import numpy as np
 
+from vmmlib.io.safe import InputError
 from vmmlib.submissions import InvalidSubmissionError, get_format, list_formats
 from vmmlib.tasks import list_tasks
 
@@ -320,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except InputError as e:  # a user file we cannot accept: one line naming file, place and reason
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"vmm {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ from vmmlib.io.lmdb_store import (
     open_env,
     put_batch,
 )
+from vmmlib.io.safe import InputError
 from vmmlib.progress import progress as progress_bar
 
 SPLITS = ("train", "valid", "test")
@@ -58,8 +59,16 @@ READ_BUFFER = 1 << 20
 MAX_REPORTED = 50  # error messages kept in the summary; every one is counted
 
 
-class MugeDataError(ValueError):
-    """A malformed line in a MUGE source file (with `on_error="raise"`)."""
+class MugeDataError(InputError):
+    """A malformed line in a MUGE source file (with `on_error="raise"`).
+
+    An `InputError`; the message alone (`path:line: reason`) when `path` is not given."""
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None, where: str | None = None):
+        super().__init__(path, reason, where)
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.path, self.where))
 
 
 @dataclass
