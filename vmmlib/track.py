@@ -119,7 +119,10 @@ def _experiment(client, uri: str, name: str) -> str:
     location = None
     if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the caller's cwd
         location = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    # The kind tells MLflow's UI to open on the runs table and charts (model training), not on traces.
+    return client.create_experiment(
+        name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+    )
 
 
 def _already_logged(client, experiment_id: str, step_dir: Path, fp: str) -> str | None:
@@ -173,6 +176,16 @@ def _tags(step_dir: Path, pipeline: str, step: str, fp: str, commit: str) -> dic
     return {k: v for k, v in tags.items() if v}
 
 
+def _run_times(step_dir: Path) -> tuple[int | None, int | None]:
+    """(start, end) in ms of a pipeline step: `status.json` was written at its end with `duration_s`."""
+    status = step_dir / "status.json"
+    if not status.is_file():
+        return None, None
+    duration = json.loads(status.read_text(encoding="utf-8")).get("duration_s")
+    end_ms = int(status.stat().st_mtime * 1000)
+    return (end_ms - int(float(duration) * 1000) if isinstance(duration, (int, float)) else None), end_ms
+
+
 def track_step(
     uri: str,
     step_dir: str | Path,
@@ -199,7 +212,8 @@ def track_step(
     if done:
         return done
     commit = git_commit() if commit is None else commit
-    run = client.create_run(experiment_id, run_name=step)
+    start_ms, end_ms = _run_times(step_dir)
+    run = client.create_run(experiment_id, run_name=step, start_time=start_ms)
     run_id = run.info.run_id
     now_ms = int(run.info.start_time)
     tags = [RunTag(k, v) for k, v in _tags(step_dir, pipeline, step, fp, commit).items()]
@@ -217,7 +231,7 @@ def track_step(
         if (step_dir / name).is_file():
             client.log_artifact(run_id, str(step_dir / name))
     failed = tags and any(t.key == "vmm.status" and t.value == "failed" for t in tags)
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED", end_time=end_ms)
     return run_id
 
 
