@@ -69,10 +69,13 @@ def _relative(value: Any, root: Path) -> Any:
     return value
 
 
-def _params(step_dir: Path, root: Path) -> dict[str, Any]:
-    if step_dir is None or not (step_dir / "params.yaml").is_file():
-        return {}
-    return {k: _relative(v, root) for k, v in flatten(read_yaml(step_dir / "params.yaml")).items()}
+def _params(step_dir: Path) -> dict[str, Any]:
+    path = step_dir / "params.yaml"
+    return flatten(read_yaml(path)) if path.is_file() else {}
+
+
+def _all_same(values: list[Any]) -> bool:
+    return len({json.dumps(v, default=str, sort_keys=True) for v in values}) == 1
 
 
 def _metrics(step_dir: Path | None) -> dict[str, float]:
@@ -92,9 +95,13 @@ def _history(step_dir: Path | None) -> pd.DataFrame | None:
 
 def _compare_step(name: str, runs: list[Run]) -> StepComparison:
     dirs = [r.steps[name] for r in runs]
-    params = [_params(d, r.path) for d, r in zip(dirs, runs)]
-    values = {k: [p.get(k, "(absent)") for p in params] for k in sorted(set().union(*params))}
-    differ = [(k, v) for k, v in values.items() if len({json.dumps(x, default=str) for x in v}) > 1]
+    params = [_params(d) for d in dirs]
+    differ = []
+    for k in sorted(set().union(*params)):
+        raw = [p.get(k, "(absent)") for p in params]
+        shown = [_relative(v, r.path) for v, r in zip(raw, runs)]  # each run's own folder as <run>
+        if not _all_same(raw) and not _all_same(shown):  # the same path, or each its own folder: same
+            differ.append((k, shown))
     metrics = [_metrics(d) for d in dirs]
     names = list(dict.fromkeys(k for m in metrics for k in m))
     return StepComparison(
