@@ -365,7 +365,7 @@ def run_pipeline(
 
 def _track(uri: str, pipe: Pipeline, result: dict, console: StepConsole) -> None:
     """Log a finished step to MLflow; a tracking failure is reported, never fatal to the pipeline."""
-    if result["status"] not in (OK, CACHED):
+    if result["status"] == BLOCKED:  # never ran: no folder to log
         return
     try:
         from vmmlib.track import track_step
