@@ -43,6 +43,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vmmlib.data.image_checks import CHECKS, check_encoded
+from vmmlib.data.worker_pool import process_pool
 from vmmlib.io.lmdb_store import (
     NUM_IMAGES_KEY,
     NUM_SAMPLES_KEY,
@@ -264,9 +265,8 @@ def _checked(
             yield batch, _check_batch(batch, check)
         return
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         window: deque = deque()
         for batch in batches:
             window.append((batch, pool.submit(_check_range, tsv, start, batch[-1][1], line_no, check)))
@@ -425,10 +425,22 @@ def _rolled_back(out: Path, state: dict) -> bool:
     return False
 
 
-def _fresh_state(out: Path, sources: dict) -> dict:
+def _fresh_state(out: Path, sources: dict, options: dict) -> dict:
     for name in ("imgs", "pairs"):
         shutil.rmtree(out / name, ignore_errors=True)
-    return {"version": STATE_VERSION, "sources": sources, "counts": {}, "errors": [], "done": False}
+    return {
+        "version": STATE_VERSION, "sources": sources, "options": options, "counts": {}, "errors": [],
+        "done": False,
+    }  # fmt: skip
+
+
+def _read_state(path: Path) -> dict | None:
+    """The split's progress record; None when missing or unreadable (then the split starts over)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def prepare_split(
@@ -456,9 +468,17 @@ def prepare_split(
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     sources = _fingerprint([tsv, jsonl])
-    state = json.loads(state_path.read_text()) if state_path.is_file() else None
-    if state is None or state.get("version") != STATE_VERSION or state.get("sources") != sources:
-        state = _fresh_state(out, sources)
+    # what decides which lines are stored: a rerun with another check or on_error starts over, so a
+    # stricter rerun checks every image instead of reporting "skipped" over images it never checked
+    options = {"check": check, "on_error": on_error}
+    state = _read_state(state_path)
+    if (
+        state is None
+        or state.get("version") != STATE_VERSION
+        or state.get("sources") != sources
+        or state.get("options") != options
+    ):
+        state = _fresh_state(out, sources, options)
     elif state.get("done"):
         summary = _summary(split, state, True, time.perf_counter() - start)
         if on_error == "raise" and summary.problems:
@@ -467,7 +487,7 @@ def prepare_split(
             )
         return summary
     elif _rolled_back(out, state):  # a machine crash lost commits the state had recorded: start over
-        state = _fresh_state(out, sources)
+        state = _fresh_state(out, sources, options)
     _write_state(state_path, state)
 
     imgs_env = open_env(out / "imgs", write=True, sync=False)  # flushed once per stage
