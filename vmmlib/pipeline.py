@@ -51,6 +51,7 @@ from typing import Any
 from vmmlib import pipeline_file as pf
 from vmmlib.io.safe import InputError
 from vmmlib.leaderboard import write_index
+from vmmlib.pipeline_log import TOPIC, StepConsole, announce_start
 from vmmlib.runs import data_fingerprint, data_paths, in_run_dir, load_metrics, resolve_path
 
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
@@ -77,6 +78,7 @@ class Pipeline:
     workers: int
     steps: list[Step]
     data: dict[str, Any] | None = None
+    track: str | None = None  # MLflow tracking URI each finished step is logged to (`vmmlib.track`)
 
 
 def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
@@ -112,7 +114,10 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
         raise ValueError(f"workers must be a whole number ≥ 1, got {workers!r}")
     for step in steps:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
-    return Pipeline(path.stem, run_dir, workers, steps, data)
+    track = spec.get("track")
+    if track is not None and not isinstance(track, str):
+        raise InputError(path, f"track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}")
+    return Pipeline(path.stem, run_dir, workers, steps, data, track)
 
 
 def _expand_step(
@@ -220,6 +225,8 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # One BLAS/torch thread per step per core share: steps run side by side on the workers.
     os.environ.setdefault("OMP_NUM_THREADS", str(step.threads))
+    os.environ.setdefault("VMM_PROGRESS", "lines")  # progress as text lines in the notebook, no widget
+    announce_start(step.name)
     start = time.time()
     try:
         import papermill
@@ -272,12 +279,10 @@ def _read_status(path: Path) -> dict:
 def _export_html(result: dict) -> None:
     if not Path(result["notebook"]).exists():
         return
-    try:
-        import nbformat
-        from nbconvert import HTMLExporter
+    try:  # the summary (metric, baseline, warnings) first, code folded: `vmmlib.report`
+        from vmmlib.report import export_report
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(result["notebook"], as_version=4))
-        Path(result["html"]).write_text(body, encoding="utf-8")
+        export_report(result["notebook"], result["html"], result["out_dir"])
     except Exception as e:  # a report we cannot render must not fail the step
         result["html_error"] = f"{type(e).__name__}: {e}"
 
@@ -299,6 +304,7 @@ def run_pipeline(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    track: str | None = None,
 ) -> list[dict]:
     """Run a pipeline file; returns one result dict per step (see `run_step`) and writes the index.
 
@@ -306,11 +312,14 @@ def run_pipeline(
         scheduler: address of an existing Dask scheduler (`tcp://host:8786`); default: a local
             cluster of `workers` single-threaded worker processes (one GPU each when present).
         force: re-run steps even when their folder holds a finished result for the same fingerprint.
+        progress: print each step's start and end as it happens (`vmmlib.pipeline_log`).
+        track: an MLflow tracking URI (default: the pipeline file's `track`): each finished step is
+            logged as one MLflow run (`vmmlib.track.track_step`).
     """
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
 
     pipe = load_pipeline(path, workers=workers)
+    track = track or pipe.track
     _ensure_data(pipe)
     if scheduler:
         cluster, client = None, Client(scheduler)
@@ -329,17 +338,16 @@ def run_pipeline(
                 key=f"{pipe.name}-{step.name}-{time.time_ns()}", resources=step.resources or None, pure=False,
             )  # fmt: skip
         results: dict[str, dict] = {}
-        bar = tqdm(total=len(futures), desc=f"pipeline {pipe.name}", disable=not progress, unit="step")
+        console = StepConsole(pipe.name, len(futures), enabled=progress)
+        console.begin(pipe.workers)
+        client.subscribe_topic(TOPIC, console.on_event)
         for future in as_completed(list(futures.values())):
             r = future.result()
             results[r["name"]] = r
-            bar.update(1)
-            line = f"{r['name']}: {r['status']} ({r['duration_s']:.1f} s)"
-            if r["error"]:
-                line += f"\n    {r['error']}"
-            bar.write(line)
+            console.finished(r)
             write_index(pipe, [results.get(s.name) or _pending(s) for s in pipe.steps])
-        bar.close()
+            if track:
+                _track(track, pipe, r, console)
     finally:
         client.close()
         if cluster is not None:
@@ -347,6 +355,19 @@ def run_pipeline(
     ordered = [results[s.name] for s in pipe.steps]
     write_index(pipe, ordered)
     return ordered
+
+
+def _track(uri: str, pipe: Pipeline, result: dict, console: StepConsole) -> None:
+    """Log a finished step to MLflow; a tracking failure is reported, never fatal to the pipeline."""
+    if result["status"] not in (OK, CACHED):
+        return
+    try:
+        from vmmlib.track import track_step
+
+        run_id = track_step(uri, result["out_dir"], pipeline=pipe.name, step=result["name"])
+        console.note(f"tracked {result['name']} in {uri} (MLflow run {run_id})")
+    except Exception as e:
+        console.note(f"could not track {result['name']} in {uri}: {type(e).__name__}: {e}")
 
 
 def _pending(step: Step) -> dict:

@@ -40,8 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from vmmlib.data.image_checks import CHECKS, check_encoded
 from vmmlib.data.worker_pool import process_pool
 from vmmlib.io.lmdb_store import (
@@ -52,6 +50,7 @@ from vmmlib.io.lmdb_store import (
     put_batch,
 )
 from vmmlib.io.safe import InputError
+from vmmlib.progress import progress as progress_bar
 
 SPLITS = ("train", "valid", "test")
 ON_ERROR = ("skip", "raise")
@@ -299,7 +298,9 @@ def _store_images(
     counts = stage.state["counts"]
     start, line_no = stage.progress["offset"], stage.progress["line"]
     seen: set[bytes] = set()  # ids stored by this run; earlier runs' ids are in the snapshot `txn`
-    bar = tqdm(total=tsv.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress)
+    bar = progress_bar(
+        total=tsv.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
+    )
     bar.set_description(f"{tsv.name}")
     offset = start
     with env.begin() as txn:
@@ -357,7 +358,9 @@ def _store_pairs(
     start, line_no = stage.progress["offset"], stage.progress["line"]
     offset = start
     written = counts.get("pairs", 0)
-    bar = tqdm(total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress)
+    bar = progress_bar(
+        total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
+    )
     bar.set_description(f"{jsonl.name}")
     for offset, raw in _iter_lines(jsonl, start):
         line_no += 1
@@ -550,7 +553,7 @@ def prepare_muge(
         workers: processes that check images while this one parses and writes (0: this one does
             it all); default one fewer than the CPUs this process may use (at most 8) for a TSV of
             256 MiB or more, else 0 (starting processes costs more than checking a small file).
-        progress: show a tqdm bar per file.
+        progress: a progress bar (or lines, `vmmlib.progress`) per file.
 
     Returns:
         {split: PrepareSummary}. Warnings are issued for every reported line.
