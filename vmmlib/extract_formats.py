@@ -264,6 +264,8 @@ def read_texts(path: str | Path) -> Texts:
         if vid in out:
             raise safe.InputError(path, f"video id {vid!r} given twice (first at {where[vid]})", place)
         out[vid], where[vid] = fields, place
+    if not out:
+        raise safe.InputError(path, "texts file holds no entries")
     return Texts(out, path, where)
 
 
