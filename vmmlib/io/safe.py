@@ -580,3 +580,62 @@ def zip_listing(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS) -> 
         return zipfile.ZipFile(p, "r")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
         raise InputError(p, f"not a readable zip file ({type(e).__name__}: {e})") from None
+
+
+def load_npy_kinds(
+    source: bytes | str | os.PathLike,
+    kinds: str,
+    *,
+    path: str | os.PathLike | None = None,
+    where: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> np.ndarray:
+    """`load_npy` accepting the dtype kinds in `kinds` ("biuf" numbers, "U"/"S" fixed-width text).
+
+    Objects (pickles), structured and void dtypes are refused whatever `kinds` says; shape and size
+    limits as in `load_npy`. For arrays of ids stored as strings (an `.npz` of predictions).
+    """
+    allowed = "".join(k for k in kinds if k in _NUMERIC_KINDS + "US")
+    origin = _origin(source, path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        f: IO[bytes] = io.BytesIO(source)
+    else:
+        f = open(check_file(source, what="npy file", max_bytes=limits.max_file_bytes), "rb")
+    try:
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(f)
+            reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported npy version {version}")
+            shape, _, dtype = reader(f, max_header_size=10_000)
+        except (ValueError, EOFError, SyntaxError, TypeError) as e:
+            raise InputError(origin, f"not an npy array ({e})", where) from None
+        if dtype.kind not in allowed or dtype.hasobject or dtype.fields is not None:
+            raise InputError(origin, f"npy dtype {dtype} is not one of the kinds {allowed!r}", where)
+        f.seek(0)
+        if dtype.kind in _NUMERIC_KINDS:
+            return _read_npy(f, origin, where, limits)
+        as_bytes = np.dtype(f"V{dtype.itemsize}") if dtype.itemsize else np.dtype("V1")
+        fmt.read_magic(f)
+        shape, fortran, _ = reader(f, max_header_size=10_000)
+        raw = _read_npy_body(f, shape, as_bytes, origin, where, limits)
+        return raw.view(dtype).reshape(shape, order="F" if fortran else "C").copy()
+    finally:
+        f.close()
+
+
+def _read_npy_body(
+    f: IO[bytes], shape: tuple, dtype: np.dtype, origin: Any, where: str | None, limits: Limits
+):
+    if len(shape) > limits.max_array_dims or any(int(n) < 0 for n in shape):
+        raise InputError(origin, f"npy shape {shape} is not acceptable", where)
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > limits.max_array_bytes:
+        raise InputError(
+            origin, f"npy shape {shape} declares {nbytes:,} bytes, over {limits.max_array_bytes:,}", where
+        )
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise InputError(origin, f"npy data is {len(data):,} bytes, its header declares {nbytes:,}", where)
+    return np.frombuffer(data, dtype=dtype)
