@@ -116,7 +116,8 @@ def run_case(entry: Entry, case_dir: Path, target: str, kind: str, mutation: str
     root = case_dir / "root"
     root.mkdir(parents=True)
     made = Path(entry.make(root))
-    handled = _lookup({**corpus.DEFAULT_HANDLED, **entry.handled}, mutation, target)
+    handled = _lookup(entry.handled, mutation, target)
+    either = handled is None and _lookup(corpus.DEFAULT_HANDLED, mutation, target) is not None
     try:
         if fn is not None:
             _mutate(fn, made, root, case_dir, target, kind)
@@ -130,7 +131,7 @@ def run_case(entry: Entry, case_dir: Path, target: str, kind: str, mutation: str
             return {**record, "outcome": "invalid", "detail": str(e)[:500]}
         if handled is not None:
             return {**record, "outcome": "refused_handled", "detail": f"{str(e)[:300]} (handled: {handled})"}
-        named = _names_input(e, case_dir)
+        named = _names_input(e, case_dir)  # `either`: refusing by name passes too
         return {**record, "outcome": "refused" if named else "unnamed", "detail": str(e)[:500]}
     except BaseException as e:  # noqa: BLE001 - every other exception is the failure we report
         if isinstance(e, KeyboardInterrupt):
@@ -143,8 +144,8 @@ def run_case(entry: Entry, case_dir: Path, target: str, kind: str, mutation: str
         }
     if fn is None:
         return {**record, "outcome": "valid", "detail": ""}
-    if handled is not None:
-        return {**record, "outcome": "handled", "detail": handled}
+    if handled is not None or either:
+        return {**record, "outcome": "handled", "detail": handled or corpus.DEFAULT_HANDLED[mutation]}
     return {**record, "outcome": "accepted", "detail": "returned normally; not in `handled`"}
 
 
@@ -186,6 +187,7 @@ def run_entry(entry: Entry, workdir: Path) -> dict:
     for k, (target, kind, mutation, fn) in enumerate(cases(entry)):
         case_dir = workdir / f"case{k:03d}"
         case_dir.mkdir()
+        wall, cpu = time.perf_counter(), time.process_time()
         try:
             results.append(run_case(entry, case_dir, target, kind, mutation, fn))
         except Exception as e:  # noqa: BLE001 - make() or the corpus itself broke: report, go on
@@ -198,6 +200,8 @@ def run_entry(entry: Entry, workdir: Path) -> dict:
                     "detail": f"building the case failed: {type(e).__name__}: {e}",
                 }
             )
+        results[-1]["seconds"] = round(time.perf_counter() - wall, 3)
+        results[-1]["cpu"] = round(time.process_time() - cpu, 3)
         gc.collect()
         if baseline is None:
             baseline = _maxrss_mb()

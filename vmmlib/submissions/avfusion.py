@@ -192,12 +192,15 @@ def validate(path: str | Path, required_ids: Iterable | None = None) -> list[str
     return load(path, None if required_ids is None else list(required_ids))[2]
 
 
+_TEXT_KEYS = ("caption", "clip_name", "question", "answer", "answer_type")
+
+
 def _read_truth(path: Path) -> tuple[str, list[dict]]:
     records = []
     for n, r in iter_jsonl(path, what="annotation file"):
         if not isinstance(r, dict):
             raise InputError(path, f"an annotation must be an object, got {type(r).__name__}", f"line {n}")
-        bad = next((k for k in ("clip_name", "answer") if isinstance(r.get(k), (dict, list))), None)
+        bad = next((k for k in _TEXT_KEYS if k in r and not isinstance(r[k], str)), None)
         if bad is not None:
             raise InputError(path, f"{bad!r} must be a string, got {r[bad]!r}"[:200], f"line {n}")
         records.append(r)
@@ -221,7 +224,7 @@ def required_ids(*, truth=None, data_dir=None, split: str | None = None) -> list
             p for p in (Path(data_dir) / "retrieval" / name, Path(data_dir) / "qa" / name) if p.is_file()
         ]
         if not paths:
-            raise FileNotFoundError(f"{data_dir} has no retrieval/{name} or qa/{name}")
+            raise InputError(data_dir, f"no retrieval/{name} or qa/{name}")
     else:
         return None
     out = []

@@ -230,12 +230,14 @@ def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
         InvalidSubmissionError: listing every problem (nothing is scored then).
     """
     truth_key, reference = _read_truth(truth)
+    if not reference:
+        raise InputError(truth, "no reference lines")
     _, _, convention = load(pred)
     truth_is_t2i = truth_key == "text_id"
     if convention == "image_id" and truth_is_t2i:
         reference = transpose_truth(reference)
     elif convention in ("text_id", "query_id") and not truth_is_t2i:
-        raise ValueError(f"{pred} ranks images per text but {truth} is an image→text annotation")
+        raise InputError(truth, f"an image→text annotation, but {pred} ranks images per text")
     predictions, problems, _ = load(pred, reference)
     if problems:
         raise InvalidSubmissionError(pred, problems)

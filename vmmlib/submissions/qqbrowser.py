@@ -96,6 +96,8 @@ def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
     from vmmlib.metrics.qqbrowser import qq_spearman, read_label_tsv
 
     pairs = read_label_tsv(truth)
+    if not pairs:
+        raise InputError(truth, "no pairs to score")
     embeddings, problems = load(pred, _pair_ids(pairs))
     if problems:
         raise InvalidSubmissionError(pred, problems)
@@ -118,7 +120,7 @@ def required_ids(
         split = split or DEFAULT_SPLIT
         files = split_files(data_dir, split)
         if not files:
-            raise FileNotFoundError(f"{data_dir} has no {split} records")
+            raise InputError(data_dir, f"no {split} records")
         return [r["id"][0].decode() for f in files for r in read_examples(f, keys=["id"])]
     return None
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vmmlib.data.wbdc_categories import CATEGORY_IDS, categories_to_lv2, is_category, lv2_to_category
-from vmmlib.io.safe import InputError, check_file, read_json
+from vmmlib.io.safe import InputError, check_file, check_name, read_json
 from vmmlib.metrics.wbdc import f1_mean
 from vmmlib.submissions import InvalidSubmissionError
 from vmmlib.submissions._ids import IdCounter
@@ -233,9 +233,7 @@ def read_truth(path: str | Path) -> dict[str, str]:
             continue
         vid = str(entry["id"])
         if not isinstance(category, str) or not is_category(category):
-            raise InputError(path, f"unknown category id {category!r}", f"entry {k} (id {vid})")
-        if vid in truth:
-            raise InputError(path, f"id {vid} appears twice", f"entry {k}")
+            raise InputError(path, f"unknown category id {category!r}"[:200], f"entry {k} (id {vid})")
         truth[vid] = category
     return truth
 
@@ -245,12 +243,16 @@ def _annotations(path: Path) -> list[dict]:
     entries = read_json(path, what="annotation file")
     if not isinstance(entries, list):
         raise InputError(path, "expected a JSON array of annotation objects")
+    seen = set()
     for k, e in enumerate(entries):
         if not isinstance(e, dict):
             raise InputError(path, f"an annotation must be an object, got {type(e).__name__}", f"entry {k}")
         vid = e.get("id")
         if isinstance(vid, bool) or not isinstance(vid, (str, int)) or str(vid) == "":
-            raise InputError(path, f"'id' must be a non-empty string, got {vid!r}", f"entry {k}")
+            raise InputError(path, f"'id' must be a non-empty string, got {vid!r}"[:200], f"entry {k}")
+        if str(vid) in seen:
+            raise InputError(path, f"id {vid} appears twice", f"entry {k}")
+        seen.add(str(vid))
     return entries
 
 
@@ -263,12 +265,10 @@ def required_ids(
         return list(read_truth(truth))
     if not data_dir:
         return None
-    split = split or DEFAULT_SPLIT
+    split = check_name(split or DEFAULT_SPLIT, "split")
     path = Path(data_dir) / "annotations" / f"{split}.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: split must name a file in {Path(data_dir) / 'annotations'}"
-        )
+        raise InputError(path, f"not found: split must name a file in {Path(data_dir) / 'annotations'}")
     return [str(e["id"]) for e in _annotations(path)]
 
 

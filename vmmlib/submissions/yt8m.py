@@ -94,6 +94,8 @@ def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
     """
     videos = [parse_context(ctx, ref) for path in _truth_shards(truth) for ref, (ctx, _) in
               read_with_refs(path, keys=list(CONTEXT_KEYS), schema=FRAME_SCHEMA, sequence=True)]  # fmt: skip
+    if not videos:
+        raise InputError(truth, "no labelled videos in the validate shards")
     if not is_video_level(pred):
         problems = _segment_csv_problems(pred, required_ids(truth=truth))
         if problems:
@@ -131,7 +133,7 @@ def required_ids(
         if path.is_file() and path.suffix == ".csv":
             return read_segment_label_ids(path).tolist()
         if source is data_dir:
-            raise FileNotFoundError(f"{path / CLASS_LIST} not found: the rated class list is {CLASS_LIST}")
+            raise InputError(path / CLASS_LIST, f"not found: the rated class list is {CLASS_LIST}")
     return None
 
 
@@ -420,5 +422,5 @@ def _truth_shards(truth: str | Path) -> list[Path]:
     else:
         shards = sorted(Path(p) for p in glob.glob(str(truth)))
     if not shards:
-        raise FileNotFoundError(f"no validate shards (*.tfrecord) at {truth}")
+        raise InputError(truth, "no validate shards (*.tfrecord)")
     return shards

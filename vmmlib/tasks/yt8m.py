@@ -129,14 +129,16 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
 def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentClasses) -> pd.Series:
     """Label occurrences by top-level vertical (vocabulary.csv `Vertical1`), else by whitelist membership."""
     vocab = data_dir / "vocabulary.csv"
-    if vocab.is_file():
-        table = safe.read_csv(vocab, what="vocabulary", usecols=["Index", "Vertical1"])
+    if vocab.exists() or vocab.is_symlink():
+        table = safe.read_csv(vocab, what="vocabulary")  # every column: usecols would skip decoding the rest
+        if not {"Index", "Vertical1"} <= set(table.columns):
+            raise safe.InputError(vocab, "needs the columns Index and Vertical1", "line 1")
         index = pd.to_numeric(table["Index"], errors="coerce")
-        bad = (index.isna() | (index % 1 != 0)).to_numpy()
+        bad = (index.isna() | (index % 1 != 0) | index.duplicated()).to_numpy()
         if bad.any():
             row = int(bad.argmax())
             raise safe.InputError(
-                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer", f"line {row + 2}"
+                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer or repeats", f"line {row + 2}"
             )
         vertical = dict(zip(index.astype(int), table["Vertical1"].fillna("(none)")))
         out: Counter = Counter()
