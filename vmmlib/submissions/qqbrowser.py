@@ -8,7 +8,7 @@ refuse or silently misread: a missing or misnamed member, an unreadable zip (bad
 deflate data, encryption), invalid JSON, duplicate ids (JSON keeps the last), values that are not
 lists of JSON numbers (strings, booleans, null, objects), NaN/inf, vectors of different lengths or
 over 256-d, missing ids. The member is size-checked before reading and parsed one id at a time;
-`validate` keeps no vectors (ids are counted by `_ids.IdCounter`, which spills to disk past 500k
+`validate` keeps no vectors (ids are counted by `_ids.IdCounter`, which spills to disk past 200k
 ids), so memory stays bounded whatever the file holds: at the 512 MiB cap, well under 500 MB
 (benchmarks/bench_validate_memory.py). A bare `result.json` (not zipped) is read the same way, for
 local use.

@@ -124,28 +124,54 @@ def _rows(path: str | Path, problems: list[str]) -> Iterator[tuple[str, str]]:
 
 
 def _lines(path: str | Path, problem) -> Iterator[tuple[int, str]]:
-    """(number, text) of each line as `str.splitlines` numbers them, read one line at a time.
+    """(number, text) of each line as `str.splitlines` numbers them, read a block of lines at a time.
 
     A line that is not UTF-8 is reported through `problem` and decoded with U+FFFD; a line over
     `_MAX_LINE_BYTES` ends the file with a problem.
     """
     p = check_file(path, what="submission")
-    n = 0
+    n, rest = 0, b""
     with open(p, "rb") as f:
-        while raw := f.readline(_MAX_LINE_BYTES + 1):
-            if len(raw) > _MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                problem(f"{path}:{n + 1}: a line longer than {_MAX_LINE_BYTES:,} bytes; not a result.csv")
+        while True:
+            chunk = f.read(_MAX_LINE_BYTES)
+            block = rest + chunk
+            cut = len(block) if not chunk else block.rfind(b"\n") + 1  # whole lines only, until the end
+            if not block:
                 return
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                problem(
-                    f"{path}:{n + 1}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); the official reader fails"
-                )
-                text = raw.decode("utf-8", errors="replace")
-            for part in text.splitlines():
-                n += 1
-                yield n, part
+            if cut == 0:
+                if len(block) > _MAX_LINE_BYTES:
+                    problem(f"{path}:{n + 1}: a line longer than {_MAX_LINE_BYTES:,} bytes; not a result.csv")
+                    return
+                rest = block
+                continue
+            block, rest = block[:cut], block[cut:]
+            for text, bad_byte in _decoded(block):
+                if bad_byte is not None:
+                    problem(
+                        f"{path}:{n + 1}: not valid UTF-8 (byte 0x{bad_byte:02x}); the official reader fails"
+                    )
+                for part in text.splitlines():
+                    n += 1
+                    yield n, part
+            if not chunk:
+                return
+
+
+def _decoded(block: bytes) -> Iterator[tuple[str, int | None]]:
+    """(text, None) for a block that is UTF-8; else (line, first bad byte or None) line by line, a
+    bad line decoded with U+FFFD."""
+    try:
+        yield block.decode("utf-8"), None
+        return
+    except UnicodeDecodeError:
+        pass
+    pieces = block.split(b"\n")
+    for k, piece in enumerate(pieces, 1):
+        raw = piece + b"\n" if k < len(pieces) else piece
+        try:
+            yield raw.decode("utf-8"), None
+        except UnicodeDecodeError as e:
+            yield raw.decode("utf-8", errors="replace"), raw[e.start]
 
 
 def _listed(items: list[str], total: int | None = None) -> str:
