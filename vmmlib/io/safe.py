@@ -20,6 +20,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -406,7 +407,7 @@ class SafeZip:
         try:
             with self.handle().open(info) as f:
                 data = f.read(info.file_size + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error) as e:
             raise InputError(self.path, f"corrupt member ({e})", f"member {name!r}") from None
         if len(data) != info.file_size:
             raise InputError(self.path, "member size differs from its directory entry", f"member {name!r}")
