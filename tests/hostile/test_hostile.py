@@ -33,15 +33,23 @@ PENDING: list[str] = [
     "vmmlib.data.avfusion",
     "vmmlib.data.image_checks",
     "vmmlib.data.muge",
+    "vmmlib.data.muge_prepare",
+    "vmmlib.data.record_checks",
+    "vmmlib.data.wbdc",
+    "vmmlib.data.wbdc_categories",
+    "vmmlib.data.wbdc_data",
     "vmmlib.data.wbdc_zips",
+    "vmmlib.data.yt8m_format",
     "vmmlib.extract",
     "vmmlib.extract_formats",
-    "vmmlib.online",
     "vmmlib.io.cache",
-    "vmmlib.runs",
+    "vmmlib.io.lmdb_store",
+    "vmmlib.io.media",
+    "vmmlib.io.tfrecord",
+    "vmmlib.online",
     "vmmlib.pipeline",
-    "vmmlib.data.yt8m_format",
-    "vmmlib.data.record_checks",
+    "vmmlib.pipeline_file",
+    "vmmlib.runs",
 ]
 
 # Modules that import vmmlib.io.safe without reading user files themselves.
@@ -55,6 +63,8 @@ COVERAGE_ALLOWED: dict[str, str] = {
 DIRECT_READS_ALLOWED: dict[str, str] = {
     "vmmlib/io/cache.py::np.load": "memory-maps arrays of a cache folder that `vmm cache` wrote itself",
     "vmmlib/runs.py::np.load": "reads predictions.npz of the project's own run folders",
+    "vmmlib/compare.py::pd.read_csv": "reads history.csv that fit wrote into the project's own run folders",
+    "vmmlib/track.py::pd.read_csv": "reads history.csv that fit wrote into the project's own run folders",
 }
 
 
