@@ -55,9 +55,6 @@ _LINKED = (
     "a data folder may link its files elsewhere (datasets live on other disks): paths taken from the data "
     "are confined, links the user placed are followed"
 )
-_ZIP_SLIP = (
-    "only result.json is opened, by its exact name, as the official evaluator does; nothing is extracted"
-)
 _NOT_PATHS = "no value of the file names a file"
 
 # ------------------------------------------------------------------------------------------ qqbrowser
@@ -82,7 +79,6 @@ register(
     make=_qq_result,
     targets={"": "zip", "!result.json": "json"},
     call=_validated("qqbrowser"),
-    handled={"zip_slip": _ZIP_SLIP},
 )
 
 register(
@@ -93,7 +89,6 @@ register(
     call=_scored("qqbrowser", "result.zip", "label.tsv"),
     skip=_CLI,
     handled={
-        "zip_slip@result.zip": _ZIP_SLIP,
         "duplicate_ids@label.tsv": "a pair listed twice counts twice, as the official test_spearmanr reads it",
     },
 )

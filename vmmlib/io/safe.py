@@ -565,78 +565,31 @@ def _origin(source: Any, path: str | os.PathLike | None) -> str | os.PathLike | 
     return source
 
 
-# ------------------------------------------------------------------------------- zip, one member by name
-
-
-def zip_listing(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS) -> zipfile.ZipFile:
-    """A zip opened to list its members and stream one chosen by exact name (`.open(info)`).
-
-    Unlike `SafeZip`, the other members' names and sizes are not judged: this is for a reader that
-    opens one member by its exact name and checks that member's declared size, flags and content
-    itself as it streams it (a submission's `result.json`, as the official evaluator opens it).
-    Never extract from it. Errors opening it are InputErrors naming the file.
-    """
-    p = check_file(path, what="zip file", max_bytes=limits.max_file_bytes)
-    try:
-        return zipfile.ZipFile(p, "r")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
-        raise InputError(p, f"not a readable zip file ({type(e).__name__}: {e})") from None
-
-
 def load_npy_kinds(
-    source: bytes | str | os.PathLike,
-    kinds: str,
-    *,
-    path: str | os.PathLike | None = None,
-    where: str | None = None,
+    source: bytes, kinds: str, *, path: str | os.PathLike | None = None, where: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
-) -> np.ndarray:
-    """`load_npy` accepting the dtype kinds in `kinds` ("biuf" numbers, "U"/"S" fixed-width text).
-
-    Objects (pickles), structured and void dtypes are refused whatever `kinds` says; shape and size
-    limits as in `load_npy`. For arrays of ids stored as strings (an `.npz` of predictions).
-    """
-    allowed = "".join(k for k in kinds if k in _NUMERIC_KINDS + "US")
-    origin = _origin(source, path)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        f: IO[bytes] = io.BytesIO(source)
-    else:
-        f = open(check_file(source, what="npy file", max_bytes=limits.max_file_bytes), "rb")
+) -> np.ndarray:  # fmt: skip
+    """`load_npy` of an npy held in bytes that also accepts fixed-width text ("U", "S" in `kinds`),
+    such as ids stored as strings; objects, structured and void dtypes stay refused, same limits."""
+    f = io.BytesIO(source)
     try:
+        version = np.lib.format.read_magic(f)
         fmt = np.lib.format
-        try:
-            version = fmt.read_magic(f)
-            reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-            if reader is None:
-                raise ValueError(f"unsupported npy version {version}")
-            shape, _, dtype = reader(f, max_header_size=10_000)
-        except (ValueError, EOFError, SyntaxError, TypeError) as e:
-            raise InputError(origin, f"not an npy array ({e})", where) from None
-        if dtype.kind not in allowed or dtype.hasobject or dtype.fields is not None:
-            raise InputError(origin, f"npy dtype {dtype} is not one of the kinds {allowed!r}", where)
-        f.seek(0)
-        if dtype.kind in _NUMERIC_KINDS:
-            return _read_npy(f, origin, where, limits)
-        as_bytes = np.dtype(f"V{dtype.itemsize}") if dtype.itemsize else np.dtype("V1")
-        fmt.read_magic(f)
-        shape, fortran, _ = reader(f, max_header_size=10_000)
-        raw = _read_npy_body(f, shape, as_bytes, origin, where, limits)
-        return raw.view(dtype).reshape(shape, order="F" if fortran else "C").copy()
-    finally:
-        f.close()
-
-
-def _read_npy_body(
-    f: IO[bytes], shape: tuple, dtype: np.dtype, origin: Any, where: str | None, limits: Limits
-):
-    if len(shape) > limits.max_array_dims or any(int(n) < 0 for n in shape):
-        raise InputError(origin, f"npy shape {shape} is not acceptable", where)
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if nbytes > limits.max_array_bytes:
-        raise InputError(
-            origin, f"npy shape {shape} declares {nbytes:,} bytes, over {limits.max_array_bytes:,}", where
-        )
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise InputError(origin, f"npy data is {len(data):,} bytes, its header declares {nbytes:,}", where)
-    return np.frombuffer(data, dtype=dtype)
+        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported npy version {version}")
+        shape, fortran, dtype = reader(f, max_header_size=10_000)
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise InputError(path, f"not an npy array ({e})", where) from None
+    if dtype.kind not in kinds or dtype.hasobject or dtype.fields is not None:
+        raise InputError(path, f"npy dtype {dtype} is not one of the kinds {kinds!r}", where)
+    if dtype.kind not in "US":
+        return load_npy(source, path=path, where=where, limits=limits)
+    if fortran or dtype.itemsize == 0:
+        raise InputError(path, f"npy text array {dtype} in Fortran order or of width 0", where)
+    header = io.BytesIO()  # the same bytes as a (..., itemsize) uint8 array: load_npy checks it all
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (*shape, dtype.itemsize)}
+    )
+    raw = load_npy(header.getvalue() + source[f.tell() :], path=path, where=where, limits=limits)
+    return raw.view(dtype).reshape(shape)
