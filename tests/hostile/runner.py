@@ -1,6 +1,7 @@
 """Run the hostile corpus against registered entries: one forked process per entry, all its cases.
 
     python -m tests.hostile.runner --out results.json [ENTRY ...]
+    python -m tests.hostile.runner --out results.json --table     # the closing note's table
 
 Imports every `tests/hostile/entries_*.py` once, then forks one child per entry (two at a time).
 The child builds each case afresh (`make` into an empty folder, one mutation), calls the entry and
@@ -262,12 +263,38 @@ def run_all(entries: list[Entry], workdir: Path, parallel: int = 2) -> dict:
     return reports
 
 
+def table(reports: dict) -> str:
+    """The closing note's table: per mutation, the entries it ran on and what they did."""
+    rows: dict[str, dict[str, set | int]] = {}
+    for name, report in reports.items():
+        for c in report["cases"]:
+            row = rows.setdefault(c["mutation"], {"entries": set(), "cases": 0})
+            if c["outcome"] in ("n/a", "skipped"):
+                continue
+            row["entries"].add(name)
+            row["cases"] += 1
+            row[c["outcome"]] = row.get(c["outcome"], 0) + 1
+    lines = ["| mutation | entry points | cases | refused (InputError naming the file) | handled as documented | failing |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for mutation, row in rows.items():
+        failing = row["cases"] - row.get("refused", 0) - row.get("handled", 0) - row.get("valid", 0)
+        lines.append(
+            f"| {mutation} | {len(row['entries'])} | {row['cases']} | {row.get('refused', 0)} | "
+            f"{row.get('handled', 0)} | {failing} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("entries", nargs="*", help="entry names (default: all)")
     parser.add_argument("--out", required=True, help="where to write the JSON report")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--table", action="store_true", help="print the table of an existing --out report")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return 0
     entries = load_entries()
     if args.entries:
         entries = [e for e in entries if e.name in set(args.entries)]

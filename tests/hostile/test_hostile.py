@@ -83,6 +83,8 @@ def corpus_results(tmp_path_factory):
         check=True,
         timeout=600,
     )
+    if os.environ.get("HOSTILE_REPORT"):  # keep the per-case JSON (runner.py --table prints its table)
+        Path(os.environ["HOSTILE_REPORT"]).write_text(out.read_text())
     return json.loads(out.read_text())
 
 
@@ -227,3 +229,56 @@ def test_the_grep_finds_what_it_should(tmp_path):
         if (c.func.value.id, c.func.attr) in _DIRECT and not _is_write(c)
     ]
     assert flagged == ["json.load", "zipfile.ZipFile", "np.load"]
+
+
+def test_the_corpus_mutations_do_what_they_say(tmp_path):
+    """Bombs, bad headers and climbing members reach vmmlib.io.safe's refusals on their own."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.hostile import corpus
+    from vmmlib.io import safe
+    from vmmlib.io.tfrecord import write_tfrecord
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for fmt, name in [("PNG", "a.png"), ("JPEG", "a.jpg")]:
+        Image.new("RGB", (8, 8)).save(root / name, fmt)
+        corpus.image_bomb(root / name, root)
+        with pytest.raises(safe.InputError, match="20000×20000|not a readable image"):
+            safe.image_size(root / name)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 3), np.float32))
+    for mutation in (corpus.npy_huge_shape, corpus.npy_object):
+        (root / "a.npy").write_bytes(buf.getvalue())
+        mutation(root / "a.npy", root)
+        with pytest.raises(safe.InputError, match="npy"):
+            safe.load_npy(root / "a.npy")
+    with zipfile.ZipFile(root / "a.zip", "w") as z:
+        z.writestr("x.txt", "x")
+    corpus.zip_bomb(root / "a.zip", root)
+    with pytest.raises(safe.InputError, match="a zip bomb"):
+        safe.open_zip(root / "a.zip")
+    with zipfile.ZipFile(root / "b.zip", "w") as z:
+        z.writestr("x.txt", "x")
+    corpus.zip_slip(root / "b.zip", root)
+    with pytest.raises(safe.InputError, match="climbs out"):
+        safe.open_zip(root / "b.zip")
+    (root / "d.json").write_text('{"a": 1}')
+    corpus.deep_json(root / "d.json", root)
+    with pytest.raises(safe.InputError, match="nested deeper"):
+        safe.read_json(root / "d.json")
+    write_tfrecord(root / "a.tfrecord", [b"abc"])
+    corpus.tfrecord_huge_length(root / "a.tfrecord", root)
+    assert int.from_bytes((root / "a.tfrecord").read_bytes()[:8], "little") == 1 << 40
+    (root / "t.csv").write_text("id,path\n1,t.csv\n2,d.json\n")
+    corpus.path_climb(root / "t.csv", root)
+    assert "../outside/d.json" in (root / "t.csv").read_text()
+    (root / "t.csv").write_text("id,path\n1,d.json\n")
+    corpus.path_absolute(root / "t.csv", root)
+    assert str(tmp_path / "outside" / "d.json") in (root / "t.csv").read_text()
+    corpus.symlink_out(root / "d.json", root)
+    assert (root / "d.json").is_symlink() and not (root / "d.json").resolve().is_relative_to(root)
