@@ -50,6 +50,7 @@ __all__ = [
     "read_json",
     "read_text",
     "read_yaml",
+    "relative_path_problem",
 ]
 
 _GiB = 1 << 30
@@ -563,3 +564,21 @@ def _origin(source: Any, path: str | os.PathLike | None) -> str | os.PathLike | 
     if path is not None or isinstance(source, (bytes, bytearray, memoryview)):
         return path
     return source
+
+
+# ------------------------------------------------------------------------------ paths in annotations
+
+
+def relative_path_problem(value: Any) -> str | None:
+    """Why a path taken from annotations cannot name a file below its root (None if it can): not a
+    string, empty, absolute, a drive, a `..` component or a NUL byte. A static check for reading
+    time, with the file and line at hand; links out of the root are refused when opened (`inside`)."""
+    if not isinstance(value, str) or not value:
+        return "is not a relative path"
+    if value.startswith(("/", "\\")) or ":" in value[:3]:
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", value):
+        return "climbs out of its root ('..')"
+    if "\x00" in value:
+        return "holds a NUL byte"
+    return None
