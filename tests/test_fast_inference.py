@@ -82,9 +82,48 @@ def test_an_onnx_module_runs_in_the_shared_prediction_loop(tiny, onnx_tiny):
 
 def test_prepare_models_maps_every_fold_model_and_names_the_device_to_predict_on(tiny):
     model = tiny[0]
-    assert prepare_models([model, model], "eager") == ([model, model], None)
-    quantised, device = prepare_models(model, "int8")
+    assert prepare_models([model, model], "eager") == ([model, model], None, {"infer_backend": "eager"})
+    quantised, device, report = prepare_models(model, "int8")
     assert len(quantised) == 1 and quantised[0] is not model and device == torch.device("cpu")
+    assert report == {"infer_backend": "int8"}
+
+
+def test_auto_times_eager_and_int8_on_the_sample_and_never_picks_a_slower_backend(tiny, capsys):
+    model, batches = tiny
+    (fast,), device, report = prepare_models(
+        model, "auto", sample=[batches[0], batches[2]], candidates=["int8"], rounds=1
+    )
+    rates = {b: report[f"infer_rate_{b}"] for b in ("eager", "int8")}
+    assert all(r > 0 for r in rates.values()) and report["infer_agreement_eager"] == 1.0
+    assert (
+        0 <= report["infer_agreement_int8"] <= 1
+        and report["infer_engine"] in torch.backends.quantized.supported_engines
+    )
+    pick = report["infer_backend"]
+    assert pick in rates and rates[pick] >= rates["eager"]
+    assert (fast is model) == (pick == "eager")
+    assert device == (None if pick == "eager" else torch.device("cpu"))
+    assert f"infer_backend auto: picked {pick}; measured eager " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("int8_rate", "agrees", "pick"),
+    [(30.0, True, "int8"), (30.0, False, "eager"), (9.0, True, "eager")],
+    ids=["faster-and-agreeing", "faster-but-disagreeing", "slower"],
+)
+def test_auto_picks_the_fastest_agreeing_backend_or_eager(tiny, monkeypatch, int8_rate, agrees, pick):
+    import vmmlib.fast_inference as FI
+
+    model, batches = tiny
+    monkeypatch.setattr(FI, "race", lambda modules, *a, **k: {"eager": 10.0, "int8": int8_rate})
+    monkeypatch.setattr(FI, "argmax_agreement", lambda *a, **k: 1.0 if agrees else 0.99)
+    fast, report = FI.choose_backend(model, batches[:1], candidates=["int8"], log=None)
+    assert report["infer_backend"] == pick and (fast is model) == (pick == "eager")
+
+
+def test_auto_needs_sample_batches(tiny):
+    with pytest.raises(ValueError, match="sample batches"):
+        prepare_models(tiny[0], "auto")
 
 
 def test_an_unknown_backend_names_the_valid_ones(tiny):
