@@ -1,10 +1,13 @@
 """`vmmlib.fast_inference`: every fast backend predicts what eager predicts, on the tiny single-stream
 WBDC model, with batch size, frame count and text length all varying after the export."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
-from vmmlib.fast_inference import BACKENDS, argmax_agreement, prepare, prepare_models
+from vmmlib.fast_inference import BACKENDS, argmax_agreement, cpu_summary, prepare, prepare_models
 from vmmlib.models import create_model
 from vmmlib.predict import predict_all
 
@@ -131,3 +134,24 @@ def test_an_unknown_backend_names_the_valid_ones(tiny):
         ValueError, match="unknown infer_backend 'tensorrt'; valid choices: " + ", ".join(BACKENDS)
     ):
         prepare(tiny[0], "tensorrt")
+
+
+def test_the_wbdc_inference_benchmark_runs_at_tiny_size_and_ties_every_ratio_to_the_cpu(capsys):
+    """Correctness only (the timings of a tiny model on a shared machine mean nothing): the fast path
+    agrees with eager, and each ratio line names the CPU it was measured on."""
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_wbdc_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_wbdc_inference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--size", "tiny", "--test", "8", "--labeled", "8", "--steps", "0", "--batch-size", "4"]
+    assert (
+        bench.main(
+            [*args, "--repeats", "1", "--backends", "int8", "--min-ratio", "0", "--min-agreement", "0.75"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    ratios = [line for line in out.splitlines() if "videos/s" in line]
+    cpu = cpu_summary().split(";")[0]
+    assert len(ratios) == 3 and all(cpu in line for line in ratios), out
+    assert "fastest: int8" in out and "meets --min-ratio 0.0" in out

@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 __all__ = [
-    "AUTO_CANDIDATES", "BACKENDS", "CHOICES", "OnnxModule", "argmax_agreement", "choose_backend", "prepare",
-    "prepare_models", "race", "throughput",
+    "AUTO_CANDIDATES", "BACKENDS", "CHOICES", "OnnxModule", "argmax_agreement", "choose_backend", "cpu_summary",
+    "prepare", "prepare_models", "race", "throughput",
 ]  # fmt: skip
 
 BACKENDS = ("eager", "onnx", "onnx_int8", "int8")
@@ -175,13 +175,13 @@ def choose_backend(
     fit = [n for n in modules if n != "eager" and agreement[n] >= min_agreement and rates[n] > rates["eager"]]
     pick = max(fit, key=rates.__getitem__, default="eager")
     report = {"infer_backend": pick, "infer_engine": torch.backends.quantized.engine,
-              "infer_threads": torch.get_num_threads()}  # fmt: skip
+              "infer_threads": torch.get_num_threads(), "infer_cpu": cpu_summary()}  # fmt: skip
     report |= {f"infer_rate_{n}": round(r, 2) for n, r in rates.items()}
     report |= {f"infer_agreement_{n}": a for n, a in agreement.items()}
     report |= {f"infer_skipped_{n}": why for n, why in skipped.items()}
     if log:
         measured = ", ".join(f"{n} {rates[n]:.1f}/s (agree {100 * agreement[n]:.1f} %)" for n in modules)
-        log(f"infer_backend auto: picked {pick}; measured {measured}"
+        log(f"infer_backend auto: picked {pick}; measured {measured}; on {report['infer_cpu']}"
             + (f"; skipped {', '.join(skipped)}" if skipped else ""))  # fmt: skip
     return modules[pick], report
 
@@ -251,6 +251,7 @@ class OnnxModule(nn.Module):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning workers wait faster between ops but burn the cores other processes share.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        self.path, self.options = path, options  # what a profiling session reopens
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name.removeprefix("in_") for i in self.session.get_inputs()]
         return path
@@ -296,6 +297,33 @@ class _DictToTuple(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(**dict(zip(self.names, inputs)))
         return tuple(out[k] for k in self.outputs)
+
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_summary() -> str:
+    """The CPU a timing ran on: model name, the flags that decide int8 / bf16 speed, usable cores and
+    load, e.g. "AMD EPYC; avx2 avx512f avx512_vnni avx512_bf16; 2 cpus; load 3.1". Timings of the fast
+    paths only mean something tied to this."""
+    import os
+
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:  # not Linux: the name only
+        import platform
+
+        name = platform.processor() or name
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    have = " ".join(f for f in CPU_FLAGS if f in flags) or "no AVX2/AVX-512/AMX flags"
+    return f"{name}; {have}; {cpus} cpus; load {load:.1f}"
 
 
 @torch.no_grad()
