@@ -340,3 +340,20 @@ register(
     handled={"symlink_out": "a video the caller names may be a link; it is only read"},
     skip={"image_bomb": "not an image"},
 )
+
+
+def _npz(root: Path) -> Path:
+    import numpy as np
+
+    np.savez(root / "a.npz", frames=np.arange(12, dtype=np.float32).reshape(3, 4), note=np.array("no audio"))
+    return root
+
+
+register(
+    name="npz.load",
+    module="vmmlib.io.safe_npz",
+    make=_npz,
+    targets={"a.npz": "zip", "a.npz!frames.npy": "npy"},
+    call=lambda root: __import__("vmmlib.io.safe_npz", fromlist=["load_npz"]).load_npz(root / "a.npz"),
+    handled={"symlink_out": "an npz the caller names (a saved projection) may be a link; it is only read"},
+)
