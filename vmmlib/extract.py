@@ -65,6 +65,7 @@ from vmmlib.extract_formats import (
 )
 from vmmlib.io.media import MediaError, probe_media, read_audio, read_frames
 from vmmlib.io.safe import InputError, inside
+from vmmlib.io.safe_npz import load_npz
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,8 @@ class WorkDir:
         if not path.is_file():
             return False
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return "source" in z.files and str(z["source"]) == source
-        except (OSError, ValueError, EOFError, KeyError):  # a torn or foreign file: extract again
+            return str(load_npz(path, ["source"]).get("source", "")) == source
+        except (OSError, ValueError):  # a torn or foreign file (an InputError): extract again
             return False
 
     def save(self, decoded: DecodedVideo, feats: np.ndarray, source: str) -> None:
@@ -248,8 +248,7 @@ class WorkDir:
         atomic_write(self.feature_path(decoded.video.id), lambda f: np.savez(f, **arrays))
 
     def load(self, vid: str) -> dict[str, np.ndarray]:
-        with np.load(self.feature_path(vid), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return load_npz(self.feature_path(vid))
 
     def check_settings(self, settings: dict) -> None:
         """Record the settings on first use; refuse features made with other settings."""

@@ -53,6 +53,7 @@ from vmmlib.io import (
     encode_sequence_example,
     safe,
 )
+from vmmlib.io.safe_npz import load_npz
 
 WHITEN_EPS = 1e-4  # the official extractor's sqrt(eigenvalue + 1e-4)
 RANK_TOL = 1e-10  # an eigenvalue below this fraction of the largest is no direction of the data
@@ -193,9 +194,13 @@ class Projection:
 
     @classmethod
     def load(cls, path: str | Path) -> Projection:
-        with np.load(path, allow_pickle=False) as z:
+        """A saved projection (`--pca` may name one from elsewhere): read through `vmmlib.io.safe`."""
+        z = load_npz(path)
+        try:
             meta = json.loads(str(z["meta"]))
             return cls(z["mean"], z["components"], z["eigenvalues"], **meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise safe.InputError(path, f"not a saved projection ({type(e).__name__}: {e})") from None
 
 
 def atomic_write(path: Path, write) -> None:

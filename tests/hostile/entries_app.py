@@ -30,7 +30,7 @@ def _pipeline(root: Path) -> Path:
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell, new_code_cell("print(value)")]
     nbformat.write(nb, root / "step.ipynb")
-    (root / "params.yaml").write_text(yaml.safe_dump({"value": 3, "rate": 0.25}))
+    (root / "params.yaml").write_text("{value: 3, rate: 0.25}\n")  # flow style: a cut is never valid YAML
     spec = {
         "run_dir": "run",
         "workers": 1,
@@ -63,7 +63,6 @@ register(
     call=_load_pipeline,
     handled={
         "symlink_out": "params files and notebooks may live anywhere the user keeps them (only read)",
-        "truncated@params.yaml": "a cut that leaves well-formed YAML is read as written; lost keys keep the notebook's defaults",
         "non_finite@step.ipynb": "the notebook's own JSON is read by nbformat as Jupyter reads it; no parameter changes",
         "duplicate_ids@step.ipynb": "the notebook's own JSON is read by nbformat as Jupyter reads it (last key wins)",
     },
@@ -339,4 +338,21 @@ register(
     call=_read_video,
     handled={"symlink_out": "a video the caller names may be a link; it is only read"},
     skip={"image_bomb": "not an image"},
+)
+
+
+def _npz(root: Path) -> Path:
+    import numpy as np
+
+    np.savez(root / "a.npz", frames=np.arange(12, dtype=np.float32).reshape(3, 4), note=np.array("no audio"))
+    return root
+
+
+register(
+    name="npz.load",
+    module="vmmlib.io.safe_npz",
+    make=_npz,
+    targets={"a.npz": "zip", "a.npz!frames.npy": "npy"},
+    call=lambda root: __import__("vmmlib.io.safe_npz", fromlist=["load_npz"]).load_npz(root / "a.npz"),
+    handled={"symlink_out": "an npz the caller names (a saved projection) may be a link; it is only read"},
 )
