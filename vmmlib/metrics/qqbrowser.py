@@ -8,11 +8,14 @@ relevances).correlation` (Pearson correlation of average ranks). The leaderboard
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from vmmlib.io.safe import InputError, iter_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,15 +35,26 @@ class MissingIdError(KeyError):
 
 
 def read_label_tsv(path: str | Path) -> list[tuple[str, str, float]]:
-    """`label.tsv` as (query_id, candidate_id, relevance) tuples; each line is `line.split()` into 3 fields."""
+    """`label.tsv` as (query_id, candidate_id, relevance) tuples; each line is `line.split()` into 3 fields.
+
+    Read through `vmmlib.io.safe`: a line that is not 3 fields, a relevance that is not a finite
+    number (`a b nan`, `a b 1e999`), bytes that are not UTF-8 or a folder in its place raise an
+    InputError naming the file and line.
+    """
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if len(fields) != 3:
-                raise ValueError(f"{path}:{line_no}: expected 'query candidate relevance', got {line[:80]!r}")
-            query, candidate, relevance = fields
-            pairs.append((query, candidate, float(relevance)))
+    for line_no, line in iter_lines(path, what="label file"):
+        fields = line.split()
+        where = f"line {line_no}"
+        if len(fields) != 3:
+            raise InputError(path, f"expected 'query candidate relevance', got {line[:80]!r}", where)
+        query, candidate, relevance = fields
+        try:
+            value = float(relevance)
+        except ValueError:
+            raise InputError(path, f"relevance {relevance[:40]!r} is not a number", where) from None
+        if not math.isfinite(value):
+            raise InputError(path, f"relevance {relevance[:40]!r} is not finite", where)
+        pairs.append((query, candidate, value))
     return pairs
 
 
