@@ -97,12 +97,88 @@ def align_by_id(
     ids: Sequence[Sequence[str]], arrays: Sequence[np.ndarray]
 ) -> tuple[list[str], list[np.ndarray]]:
     """Reorder several models' (ids, rows) to the first model's id order; every model must cover it."""
-    reference = list(ids[0])
+    return list(ids[0]), [array[rows] for array, rows in zip(arrays, align_rows(ids))]
+
+
+def weighted_arrays(
+    predictions: Sequence[dict], weights: Sequence[float], key, values: Sequence[str], *,
+    what: str = "predictions", dtype=np.float32,
+) -> dict:  # fmt: skip
+    """The first prediction's arrays with `values` replaced by Σ_m w_m · values_m, every model's rows
+    aligned to the first's by `key` (an array name, or a tuple of names whose rows together are the
+    id); a model lacking one of the first's ids raises ValueError("the models' {what} differ")."""
+    _check_weights(predictions, weights)
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    ids = [list(zip(*(p[k].tolist() for k in keys))) for p in predictions]
+    try:
+        order = align_rows(ids)
+    except KeyError as e:
+        raise ValueError(f"the models' {what} differ: {e.args[0]}") from None
+    out = dict(predictions[0])
+    for name in values:
+        out[name] = sum(
+            float(w) * np.asarray(p[name])[i].astype(dtype) for w, p, i in zip(weights, predictions, order)
+        ).astype(dtype)
+    return out
+
+
+def align_rows(ids: Sequence[Sequence]) -> list[np.ndarray]:
+    """Each model's row index of the first model's ids, in that order: the one id-aligner of the
+    ensembles. Every model must cover the first model's ids (KeyError naming one it lacks)."""
     out = []
-    for model_ids, array in zip(ids, arrays):
+    for model_ids in ids:
         row = {v: i for i, v in enumerate(model_ids)}
-        missing = [v for v in reference if v not in row]
+        missing = [v for v in ids[0] if v not in row]
         if missing:
             raise KeyError(f"a model has no prediction for id {missing[0]} ({len(missing)} missing)")
-        out.append(array[[row[v] for v in reference]])
-    return reference, out
+        out.append(np.array([row[v] for v in ids[0]], np.int64))
+    return out
+
+
+def _options_of(fn: Callable, skip: int) -> set[str]:
+    import inspect
+
+    P = inspect.Parameter
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    return {p.name for p in params if p.kind in (P.KEYWORD_ONLY, P.POSITIONAL_OR_KEYWORD)}
+
+
+def split_options(task, options: dict) -> tuple[dict, dict]:
+    """(combine's options, the writer's options) of `options`; one that neither takes raises."""
+    combine_names, writer_names = _options_of(task.combine, 2), _options_of(task.write_predictions, 2)
+    unknown = sorted(set(options) - combine_names - writer_names)
+    if unknown:
+        valid = ", ".join(sorted(combine_names | writer_names)) or "none"
+        raise ValueError(f"unknown ensemble option(s) {', '.join(unknown)}; valid: {valid}")
+    return (
+        {k: v for k, v in options.items() if k in combine_names},
+        {k: v for k, v in options.items() if k in writer_names},
+    )
+
+
+def _check_weights(predictions: Sequence, weights: Sequence[float]) -> None:
+    if len(weights) != len(predictions):
+        raise ValueError(f"{len(weights)} weights for {len(predictions)} models")
+
+
+def oof_scorer(task, oofs: list[dict], data, **options) -> Callable[..., float]:
+    """`score(weights, **searched)` -> `task.score_oof` of `task.combine(oofs, weights, ...)`: the
+    out-of-fold METRIC of the weighted ensemble. Options meant for the writer are taken and ignored."""
+    combine_options, _ = split_options(task, options)
+    task.combine(oofs, [1.0] * len(oofs), **combine_options)  # models that do not align fail now
+
+    def score(weights, **searched) -> float:
+        _check_weights(oofs, weights)
+        return task.score_oof(task.combine(oofs, weights, **combine_options, **searched), data)
+
+    return score
+
+
+def write_submission(task, out_dir, predictions: list[dict], weights, **options):
+    """`task.write_predictions` of `task.combine(predictions, weights, ...)`, each given its options."""
+    from pathlib import Path
+
+    combine_options, writer_options = split_options(task, options)
+    _check_weights(predictions, weights)
+    combined = task.combine(predictions, weights, **combine_options)
+    return task.write_predictions(Path(out_dir), combined, **writer_options)

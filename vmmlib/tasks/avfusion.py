@@ -376,7 +376,7 @@ def finetune_eval(data: AF.AVFusionData, val_idx: np.ndarray, *, rerank_k: int =
 
     def eval_fn(model) -> dict:
         oof = _predict_held(model, data, held, 0, rerank_k)
-        return oof_breakdown(oof, data) | {METRIC: oof_scorer([oof], data)([1.0])}
+        return oof_breakdown(oof, data) | {METRIC: score_oof(oof, data)}
 
     return eval_fn
 
@@ -429,19 +429,10 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
 # --- out-of-fold scores and test predictions ----------------------------------------------------------
 
 
-def oof_scorer(oofs: list[dict], data: AF.AVFusionData, *, file_format: str = "jsonl", top_k: int = 0):
-    """score(weights) → out-of-fold `METRIC` of the weighted ensemble: the weighted sum of the models'
-    pair scores, ranked within each fold's gallery, ranks pooled over folds (retrieval); or the weighted
-    sum of answer probabilities, argmax (QA). The alignment is done once here. `file_format` and `top_k`
-    shape only the submission file (`write_submission`)."""
-    aligned = P.align_oofs(oofs)
-
-    def score(weights) -> float:
-        if len(weights) != len(oofs):
-            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
-        return P.score_aligned(aligned, weights)[METRIC]
-
-    return score
+def score_oof(oof: dict, data: AF.AVFusionData) -> float:
+    """Out-of-fold `METRIC`: the pair scores ranked within each fold's gallery, ranks pooled over folds
+    (retrieval); or the answer probabilities' argmax (QA)."""
+    return P.score_aligned(P.align_oofs([oof]), [1.0])[METRIC]
 
 
 def oof_breakdown(oof: dict, data: AF.AVFusionData) -> dict[str, float]:
@@ -488,22 +479,40 @@ def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
     return {}
 
 
-def write_submission(out_dir: str | Path, predictions: list[dict], weights, *, file_format: str = "jsonl",
-                     top_k: int = 0) -> Path:  # fmt: skip
-    """The weighted ensemble written as `submission.<jsonl|csv>`: each caption's videos ranked by the
-    weighted sum of the models' scores, or each question's answer by the weighted sum of probabilities."""
+def combine(predictions: list[dict], weights) -> dict:
+    """The weighted sum (float64) of the models' pair scores (out-of-fold rows aligned by fold, caption
+    and clip; test `sim` by caption id) or answer probabilities (aligned by question id)."""
+    from vmmlib.ensemble import weighted_arrays
+
+    first = predictions[0]
+    if "sim" in first:  # test captions × the one gallery
+        P.check_same(predictions, ("video_ids",))
+        key, values = "ids", ("sim",)
+    elif "score" in first:  # out-of-fold caption × video pairs
+        key, values = ("fold", "text_id", "clip"), ("score",)
+    else:  # questions: out-of-fold (with folds) or test, over one answer list
+        P.check_same(predictions, ("answers",) if "answers" in first else ())
+        key, values = ("fold", "question_id") if "fold" in first else "ids", ("probs",)
+    return weighted_arrays(predictions, weights, key, values, what="rows", dtype=np.float64)
+
+
+def write_predictions(out_dir: str | Path, prediction: dict, *, file_format: str = "jsonl",
+                      top_k: int = 0) -> Path:  # fmt: skip
+    """Written as `submission.<jsonl|csv>`: each caption's videos ranked by the (ensembled) score, or
+    each question's answer by the (ensembled) probabilities; `top_k` ranked videos per caption (0: the
+    whole gallery, which medianR / meanR need)."""
     from vmmlib.submissions import avfusion as fmt
 
     check_choice("file_format", file_format, fmt.FILE_FORMATS)
     path = Path(out_dir) / f"submission.{file_format}"
-    if "sim" in predictions[0]:
-        text_ids, video_ids = P.check_same(predictions, ("text_ids", "video_ids"))
-        sim = sum(w * p["sim"].astype(np.float64) for w, p in zip(weights, predictions))
-        order = np.argsort(-sim, axis=1, kind="stable")[:, : top_k or None]
-        return fmt.write_rankings(path, text_ids.tolist(), [video_ids[o].tolist() for o in order])
-    question_ids, answers = P.check_same(predictions, ("question_id", "answers"))
-    probs = sum(w * p["probs"].astype(np.float64) for w, p in zip(weights, predictions))
-    return fmt.write_answers(path, question_ids.tolist(), answers[probs.argmax(1)].tolist())
+    if "sim" in prediction:
+        order = np.argsort(-prediction["sim"], axis=1, kind="stable")[:, : top_k or None]
+        video_ids = prediction["video_ids"]
+        return fmt.write_rankings(
+            path, prediction["text_ids"].tolist(), [video_ids[o].tolist() for o in order]
+        )
+    probs, answers = prediction["probs"], prediction["answers"]
+    return fmt.write_answers(path, prediction["question_id"].tolist(), answers[probs.argmax(1)].tolist())
 
 
 def required_ids(data: AF.AVFusionData, split: str) -> list[tuple[str, int]]:

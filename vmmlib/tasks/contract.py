@@ -97,9 +97,10 @@ class Task(Protocol):
     def merge_oof(self, parts: list[Arrays]) -> Arrays:
         """One model's out-of-fold predictions from its folds' parts (default: concatenation)."""
 
-    def oof_scorer(self, oofs: list[Arrays], data: Data) -> Scorer:
+    def oof_scorer(self, oofs: list[Arrays], data: Data, **options) -> Scorer:
         """`score(weights, **searched)` -> out-of-fold `METRIC` of the weighted ensemble of several
-        models' out-of-fold predictions (one model: weights [1]); ensemble options are keywords."""
+        models' out-of-fold predictions (one model: weights [1]). Not written by a task: the default is
+        `vmmlib.ensemble.oof_scorer` (`score_oof` of `combine`; the writer's options are ignored)."""
 
     def oof_breakdown(self, oof: Arrays, data: Data) -> dict[str, float]:
         """Out-of-fold scores besides the headline one (yt8m: per TTA shift); default: none."""
@@ -112,9 +113,26 @@ class Task(Protocol):
         """Ensemble options searched besides the model weights, with their bounds (default: none,
         and any option is refused)."""
 
-    def write_submission(self, out_dir: Path, predictions: list[Arrays], weights: list[float]) -> Path:
+    def write_submission(
+        self, out_dir: Path, predictions: list[Arrays], weights: list[float], **options
+    ) -> Path:
         """The weighted ensemble of several models' test predictions, written in the competition's
-        format under `out_dir`; ensemble options are keywords."""
+        format under `out_dir`. Not written by a task: the default is `vmmlib.ensemble.write_submission`
+        (`write_predictions` of `combine`, each given its own options)."""
+
+    # --- the ensemble, once per task (used by `oof_scorer` and `write_submission`, not by notebooks) -
+    def combine(self, predictions: list[Arrays], weights: list[float]) -> Arrays:
+        """The weighted ensemble of several models' predictions (out-of-fold or test, aligned by id) as
+        one model's arrays of the same kind; the ensemble options (`ensemble_search_space`'s searched
+        ones included) are keyword-only with defaults. The same function is scored and written."""
+
+    def score_oof(self, oof: Arrays, data: Data) -> float:
+        """`METRIC` of one model's (or one `combine`d ensemble's) out-of-fold predictions."""
+
+    def write_predictions(self, out_dir: Path, prediction: Arrays) -> Path:
+        """One model's (or one `combine`d ensemble's) test predictions written in the competition's
+        format under `out_dir`; the writer's options (file layout, ids, ...) are keyword-only
+        with defaults, named apart from `combine`'s."""
 
     def required_ids(self, data: Data, split: str) -> list:
         """What a submission for `split` must cover (video ids, class ids, text ids, ...)."""
@@ -140,6 +158,32 @@ def ensemble_search_space(options: Mapping[str, Any]) -> dict[str, tuple[float, 
     return {}
 
 
+def _oof_scorer(task: Any) -> Callable:
+    from vmmlib import ensemble
+
+    def oof_scorer(oofs: list[Arrays], data: Data, **options) -> Scorer:
+        return ensemble.oof_scorer(task, oofs, data, **options)
+
+    return oof_scorer
+
+
+def _write_submission(task: Any) -> Callable:
+    from vmmlib import ensemble
+
+    def write_submission(out_dir: Path, predictions: list[Arrays], weights: list[float], **options) -> Path:
+        return ensemble.write_submission(task, out_dir, predictions, weights, **options)
+
+    return write_submission
+
+
+# names built from the task's own (`combine`, `score_oof`, `write_predictions`): made by `bind`
+DERIVED: dict[str, Callable[[Any], Callable]] = {
+    "oof_scorer": _oof_scorer,
+    "write_submission": _write_submission,
+}
+# names the notebooks never call: the generic pieces in `vmmlib.ensemble` call them
+HOOKS = ("combine", "score_oof", "write_predictions")
+
 DEFAULTS: dict[str, Callable] = {
     "merge_oof": merge_oof,
     "oof_breakdown": oof_breakdown,
@@ -156,7 +200,8 @@ def contract_names() -> list[str]:
 
 def bind(module: ModuleType) -> Task:
     """`module` with `DEFAULTS` filling the hooks it leaves out; a missing required name raises."""
-    missing = [n for n in contract_names() if not hasattr(module, n) and n not in DEFAULTS]
+    optional = set(DEFAULTS) | set(DERIVED)
+    missing = [n for n in contract_names() if not hasattr(module, n) and n not in optional]
     if missing:
         raise TypeError(
             f"task module {module.__name__} lacks {', '.join(missing)} (see vmmlib.tasks.contract)"
@@ -164,4 +209,7 @@ def bind(module: ModuleType) -> Task:
     for name, default in DEFAULTS.items():
         if not hasattr(module, name):
             setattr(module, name, default)
+    for name, make in DERIVED.items():
+        if not hasattr(module, name):
+            setattr(module, name, make(module))
     return module  # type: ignore[return-value]

@@ -51,7 +51,7 @@ from vmmlib.data.sample_muge import write_muge_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.metrics import muge as M
 from vmmlib.predict import predict_batches
-from vmmlib.ranking import TTA_RANK_DECAY, rank_vote
+from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
 from vmmlib.runs import call_with_options, check_choice
 
 NAME = "muge"
@@ -349,69 +349,47 @@ def merge_oof(parts: list[dict]) -> dict[str, np.ndarray]:
 
 def _aligned(arrays: list[dict], side: str) -> list[np.ndarray]:
     """Each prediction's `{side}_features` rows in the first prediction's `{side}_ids` order."""
-    ref = arrays[0][f"{side}_ids"].tolist()
-    out = []
-    for a in arrays:
-        row = {v: i for i, v in enumerate(a[f"{side}_ids"].tolist())}
-        if set(row) != set(ref):
-            raise ValueError(
-                f"the models' predictions hold different {side} ids: were they made on one split?"
-            )
-        out.append(np.asarray(a[f"{side}_features"])[[row[v] for v in ref]])
-    return out
+    from vmmlib.ensemble import align_rows
+
+    try:
+        rows = align_rows([a[f"{side}_ids"].tolist() for a in arrays])
+    except KeyError as e:
+        raise ValueError(f"the models' predictions hold different {side} ids: {e.args[0]}") from None
+    return [np.asarray(a[f"{side}_features"])[r] for a, r in zip(arrays, rows)]
 
 
-def _combined(preds: list[dict], weights) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted similarity Σ w_m T_m I_mᵀ as one pair of (Q, ΣE) and (G, ΣE) feature matrices."""
-    if len(weights) != len(preds):
-        raise ValueError(f"{len(weights)} weights for {len(preds)} models")
-    texts, images = _aligned(preds, "text"), _aligned(preds, "image")
-    return (np.concatenate([float(w) * t for w, t in zip(weights, texts)], 1), np.concatenate(images, 1))
-
-
-def _top10(preds: list[dict], weights, combine: str, rank_decay: float, rank_depth: int, rankings=None):
-    """Top-10 ranking of the weighted ensemble (gallery columns of `preds[0]["image_ids"]`)."""
+def combine(predictions: list[dict], weights, *, combine: str = "similarity",
+            rank_decay: float = TTA_RANK_DECAY, rank_depth: int = 100) -> dict:  # fmt: skip
+    """The weighted ensemble (text and image ids of `predictions[0]`). `combine="similarity"`: the
+    weighted sum Σ w_m T_m I_mᵀ of the models' similarity matrices (Online-CNCLIP's 8-model ensemble)
+    as one pair of features — each model's side by side, the query side scaled by its weight;
+    `"rank"`: each model's top-`rank_depth` list merged by the rank vote w_m · w0 / (i + w0)
+    (`vmmlib.ranking.rank_vote`), top 10 kept (`top_index`, `top_score`)."""
     check_choice("combine", combine, COMBINE)
+    texts, images = _aligned(predictions, "text"), _aligned(predictions, "image")
+    ids = {k: predictions[0][k] for k in ("text_ids", "image_ids")}
     if combine == "similarity":
-        texts, images = _combined(preds, weights)
-        return M.similarity_top_k(texts, images, 10, query_ids=preds[0]["text_ids"])
-    if rankings is None:
-        rankings = [M.similarity_top_k(t, i, rank_depth, query_ids=preds[0]["text_ids"])
-                    for t, i in zip(_aligned(preds, "text"), _aligned(preds, "image"))]  # fmt: skip
-    return rank_vote(rankings, weights, rank_decay=rank_decay, top_k=10)
+        q = np.concatenate([float(w) * t for w, t in zip(weights, texts)], 1)
+        return {**ids, "text_features": q, "image_features": np.concatenate(images, 1)}
+    query_ids = predictions[0]["text_ids"]
+    rankings = [M.similarity_top_k(t, i, rank_depth, query_ids=query_ids) for t, i in zip(texts, images)]
+    vote = rank_vote(rankings, weights, rank_decay=rank_decay, top_k=10)
+    return {**ids, "top_index": vote.index, "top_score": vote.score}
 
 
-def oof_scorer(oofs: list[dict], data: MugeData, *, combine: str = "similarity",
-               rank_decay: float = TTA_RANK_DECAY, rank_depth: int = 100, keys: str = "text_id"):  # fmt: skip
-    """score(weights, rank_decay=...) -> valid text→image mean recall of the weighted ensemble.
-
-    `combine="similarity"`: the weighted sum of the models' similarity matrices (Online-CNCLIP's
-    8-model ensemble), ranked over the whole gallery by chunked products; `"rank"`: each model's
-    top-`rank_depth` list merged by the rank vote w_m · w0 / (i + w0) (`vmmlib.ranking.rank_vote`),
-    scored on its top 10 by the official evaluator's recall. `keys` only shapes the submission.
-    """
-    check_choice("combine", combine, COMBINE)
-    truth_of = {r["text_id"]: r["image_ids"] for r in data.texts("valid")}
-    ids = oofs[0]["text_ids"].tolist()
-    truth = [truth_of[q] for q in ids]
-    image_ids = oofs[0]["image_ids"]
-    texts, images = _aligned(oofs, "text"), _aligned(oofs, "image")
-    t2i = M.positive_columns(truth, image_ids)[0]
-    rankings = None
-    if combine == "rank":
-        rankings = [M.similarity_top_k(t, i, rank_depth, query_ids=ids) for t, i in zip(texts, images)]
-    default_decay = rank_decay
-
-    def score(weights, rank_decay: float = default_decay) -> float:
-        if len(weights) != len(oofs):
-            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
-        if combine == "similarity":
-            q = np.concatenate([float(w) * t for w, t in zip(weights, texts)], 1)
-            return M.recall_from_ranks(M.feature_ranks(q, np.concatenate(images, 1), t2i))["mean_recall"]
-        vote = rank_vote(rankings, weights, rank_decay=rank_decay, top_k=10)
-        return M.recall_at_k(vote.to_submission(image_ids), dict(zip(ids, truth)))["mean_recall"]
-
-    return score
+def score_oof(oof: dict, data: MugeData) -> float:
+    """Valid text→image mean recall: over the whole gallery by chunked feature products, or (a rank
+    ensemble's `top_index`) of the top 10 by the official evaluator's recall."""
+    truth = _truth(oof, data)
+    if "top_index" in oof:
+        vote = Ranking(oof["text_ids"], oof["top_index"], oof["top_score"])
+        return M.recall_at_k(
+            vote.to_submission(oof["image_ids"]), dict(zip(oof["text_ids"].tolist(), truth))
+        )["mean_recall"]
+    t2i = M.positive_columns(truth, oof["image_ids"])[0]
+    return M.recall_from_ranks(M.feature_ranks(oof["text_features"], oof["image_features"], t2i))[
+        "mean_recall"
+    ]
 
 
 def _truth(oof: dict, data: MugeData) -> list[list]:
@@ -492,28 +470,26 @@ def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
     return {}
 
 
-def write_submission(out_dir: str | Path, predictions: list[dict], weights, *, combine: str = "similarity",
-                     rank_decay: float = TTA_RANK_DECAY, rank_depth: int = 100,
-                     keys: str = "text_id") -> Path:  # fmt: skip
-    """The weighted ensemble's top 10 images per query, as `oof_scorer` combines them, written to
-    `test_predictions.jsonl` (`keys`: "text_id" Chinese-CLIP, "query_id" Tianchi / Online-CNCLIP).
+def write_predictions(out_dir: str | Path, prediction: dict, *, keys: str = "text_id") -> Path:
+    """The (ensembled) top 10 images per query written to `test_predictions.jsonl` (`keys`: "text_id"
+    Chinese-CLIP, "query_id" Tianchi / Online-CNCLIP).
 
-    With `combine="similarity"` the ensemble's features go beside it in Chinese-CLIP's layout,
-    `test_texts.txt_feat.jsonl` and `test_imgs.img_feat.jsonl`: each model's features side by
-    side, the query side scaled by the model's weight, so their plain product is the ensemble's
-    similarity (Chinese-CLIP's `make_topk_predictions.py` ranks them into the same top 10).
+    Given features (a similarity ensemble), they go beside it in Chinese-CLIP's layout,
+    `test_texts.txt_feat.jsonl` and `test_imgs.img_feat.jsonl`, so that their plain product is the
+    ensemble's similarity (Chinese-CLIP's `make_topk_predictions.py` ranks them into the same top 10).
     """
     from vmmlib.io.feature_jsonl import feature_file, write_features
     from vmmlib.submissions import muge as jsonl
 
-    ranking = _top10(predictions, weights, combine, rank_decay, rank_depth)
-    image_ids, text_ids = np.asarray(predictions[0]["image_ids"]), predictions[0]["text_ids"].tolist()
-    if combine == "similarity":
-        texts, images = _combined(predictions, weights)
+    image_ids, text_ids = np.asarray(prediction["image_ids"]), prediction["text_ids"].tolist()
+    if "top_index" in prediction:
+        top = prediction["top_index"]
+    else:
+        texts, images = prediction["text_features"], prediction["image_features"]
+        top = M.similarity_top_k(texts, images, 10, query_ids=prediction["text_ids"]).index
         write_features(feature_file(out_dir, "test", "text_id"), "text_id", text_ids, texts)
         write_features(feature_file(out_dir, "test", "image_id"), "image_id", image_ids.tolist(), images)
-    return jsonl.write(Path(out_dir) / "test_predictions.jsonl", text_ids, image_ids[ranking.index].tolist(),
-                       keys=keys)  # fmt: skip
+    return jsonl.write(Path(out_dir) / "test_predictions.jsonl", text_ids, image_ids[top].tolist(), keys=keys)
 
 
 def required_ids(data: MugeData, split: str) -> list:

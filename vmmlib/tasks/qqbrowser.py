@@ -314,24 +314,10 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
     )
 
 
-def oof_scorer(oofs: list[dict], data: QQData):
-    """score(weights) -> Spearman over all out-of-fold pairs of Σ_m w_m e_m, the weighted sum of the
-    models' embeddings of each video (as the seed's `ensemble_final` sums fold-averaged embeddings)."""
-    order = [np.argsort(o["pair"], kind="stable") for o in oofs]
-    pair_ids = oofs[0]["pair"][order[0]]
-    for o, idx in zip(oofs[1:], order[1:]):
-        if not np.array_equal(o["pair"][idx], pair_ids):
-            raise ValueError("the models' out-of-fold pairs differ: use the same folds for every model")
-    relevance = data.pairs["relevance"].to_numpy()[pair_ids]
-
-    def score(weights) -> float:
-        if len(weights) != len(oofs):
-            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
-        emb_a = sum(w * o["emb_a"][idx] for w, o, idx in zip(weights, oofs, order))
-        emb_b = sum(w * o["emb_b"][idx] for w, o, idx in zip(weights, oofs, order))
-        return float(scipy.stats.spearmanr(pair_cosine(emb_a, emb_b), relevance).correlation)
-
-    return score
+def score_oof(oof: dict, data: QQData) -> float:
+    """Spearman over all out-of-fold pairs of the pair cosine of the (ensembled) embeddings."""
+    relevance = data.pairs["relevance"].to_numpy()[oof["pair"]]
+    return float(scipy.stats.spearmanr(pair_cosine(oof["emb_a"], oof["emb_b"]), relevance).correlation)
 
 
 def predict(models: list, data: QQData, split: str, *, average: str = "raw", progress: bool = True):
@@ -354,13 +340,22 @@ def predict(models: list, data: QQData, split: str, *, average: str = "raw", pro
 # --- ensemble and submission ---------------------------------------------------------------------
 
 
-def write_submission(out_dir: str | Path, predictions: list[dict], weights) -> Path:
-    """Σ_m w_m · (fold-averaged embeddings of model m), aligned by id, written as `result.zip`."""
-    from vmmlib.ensemble import align_by_id, weighted_sum
+def combine(predictions: list[dict], weights) -> dict:
+    """Σ_m w_m e_m, the weighted sum of the models' embeddings of each video (as the seed's
+    `ensemble_final` sums fold-averaged embeddings): out-of-fold pairs aligned by pair, test
+    embeddings by video id."""
+    from vmmlib.ensemble import weighted_arrays
+
+    if "pair" in predictions[0]:
+        return weighted_arrays(predictions, weights, "pair", ("emb_a", "emb_b"), what="out-of-fold pairs")
+    return weighted_arrays(predictions, weights, "ids", ("embedding",), what="test videos")
+
+
+def write_predictions(out_dir: str | Path, prediction: dict) -> Path:
+    """The (ensembled) test embeddings written as `result.zip`."""
     from vmmlib.submissions import qqbrowser as result_zip
 
-    ids, arrays = align_by_id([p["ids"].tolist() for p in predictions], [p["embedding"] for p in predictions])
-    return result_zip.write(Path(out_dir) / "result.zip", ids, weighted_sum(arrays, weights))
+    return result_zip.write(Path(out_dir) / "result.zip", prediction["ids"].tolist(), prediction["embedding"])
 
 
 def required_ids(data: QQData, split: str) -> list[str]:

@@ -374,34 +374,20 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
 # --- ensemble and submission ---------------------------------------------------------------------
 
 
-def _aligned(arrays: list[dict], what: str) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(ids in the first model's order, each model's probs in that order); every model covers them."""
-    from vmmlib.ensemble import align_by_id
+def combine(predictions: list[dict], weights) -> dict:
+    """The weighted mean Σ_m w_m p_m / Σ_m w_m of the models' class probabilities, aligned by video id
+    (rank 8's ensemble: softmax outputs weighted 1 / 1 / 0.7 / 1, argmax); the weights are kept
+    (`weights`) for the distillation teacher of `write_predictions`."""
+    from vmmlib.ensemble import weighted_arrays
 
-    try:
-        ids, probs = align_by_id([a["ids"].tolist() for a in arrays], [a["probs"] for a in arrays])
-    except KeyError as e:
-        raise ValueError(f"the models' {what} cover different videos: {e.args[0]}") from None
-    return np.asarray(ids, dtype=str), probs
-
-
-def _weighted(probs: list[np.ndarray], weights) -> np.ndarray:
-    if len(weights) != len(probs):
-        raise ValueError(f"{len(weights)} weights for {len(probs)} models")
-    return sum(float(w) * p for w, p in zip(weights, probs)).astype(np.float32)
+    out = weighted_arrays(predictions, weights, "ids", ("probs",), what="predictions")
+    total = sum(float(w) for w in weights) or 1.0
+    return {**out, "probs": out["probs"] / total, "weights": np.asarray(weights, np.float64)}
 
 
-def oof_scorer(oofs: list[dict], data: WBDCData, *, teacher_dirs: list | tuple = ()):
-    """score(weights) -> out-of-fold F1-mean of argmax Σ_m w_m p_m, the weighted mean of the models'
-    class probabilities (rank 8's ensemble: softmax outputs weighted 1 / 1 / 0.7 / 1, argmax).
-    `teacher_dirs` is read by `write_submission` only."""
-    ids, probs = _aligned(oofs, "out-of-fold predictions")
-    labels = oofs[0]["labels"]  # `_aligned` keeps the first model's order
-
-    def score(weights) -> float:
-        return M.f1_mean(labels, _weighted(probs, weights).argmax(1))[METRIC]
-
-    return score
+def score_oof(oof: dict, data: WBDCData) -> float:
+    """Out-of-fold F1-mean of the argmax of the (ensembled) class probabilities."""
+    return M.f1_mean(oof["labels"], np.asarray(oof["probs"]).argmax(1))[METRIC]
 
 
 def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
@@ -412,35 +398,32 @@ def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
     return {}
 
 
-def write_submission(out_dir: str | Path, predictions: list[dict], weights, *,
-                     teacher_dirs: list | tuple = ()) -> Path:  # fmt: skip
-    """The weighted mean of the models' test probabilities → argmax → `result.csv`; the ensembled
-    probabilities go to `ensemble_test.npz` (ids, probs). With `teacher_dirs` (the 30_inference
-    folders, in the order of `predictions`) the same weighting of their out-of-fold probabilities is
-    written to `teacher.npz` (ids, probs, labels) for a distilled student."""
+def write_predictions(out_dir: str | Path, prediction: dict, *, teacher_dirs: list | tuple = ()) -> Path:
+    """The (ensembled) test probabilities → argmax → `result.csv`; the probabilities go to
+    `ensemble_test.npz` (ids, probs). With `teacher_dirs` (the 30_inference folders, in the order of
+    the ensemble's models) the same weighting of their out-of-fold probabilities is written to
+    `teacher.npz` (ids, probs, labels) for a distilled student."""
     from vmmlib.runs import OOF_FILE, resolve_path
     from vmmlib.submissions import wbdc as result_csv
 
     out_dir = Path(out_dir)
-    ids, probs = _aligned(predictions, "test predictions")
-    total = sum(float(w) for w in weights) or 1.0
-    ensembled = _weighted(probs, weights) / total
-    save_arrays(out_dir / "ensemble_test.npz", {"ids": ids, "probs": ensembled})
+    ids, probs = np.asarray(prediction["ids"], dtype=str), prediction["probs"]
+    save_arrays(out_dir / "ensemble_test.npz", {"ids": ids, "probs": probs})
     if teacher_dirs:
-        if len(teacher_dirs) != len(predictions):
+        weights = prediction.get("weights", np.ones(1))
+        if len(teacher_dirs) != len(weights):
             raise ValueError(
-                f"{len(teacher_dirs)} teacher_dirs for {len(predictions)} models (give the inference_dirs)"
+                f"{len(teacher_dirs)} teacher_dirs for {len(weights)} models (give the inference_dirs)"
             )
-        oofs = [load_arrays(resolve_path(d) / OOF_FILE) for d in teacher_dirs]
-        oof_ids, oof_probs = _aligned(oofs, "out-of-fold predictions")
+        teacher = combine([load_arrays(resolve_path(d) / OOF_FILE) for d in teacher_dirs], weights.tolist())
         teacher = {
-            "ids": oof_ids,
-            "probs": _weighted(oof_probs, weights) / total,
-            "labels": oofs[0]["labels"],
+            "ids": np.asarray(teacher["ids"], dtype=str),
+            "probs": teacher["probs"],
+            "labels": teacher["labels"],
         }
         save_arrays(out_dir / TEACHER_FILE, teacher)
     return result_csv.write(
-        out_dir / result_csv.FILE_NAME, ids.tolist(), [lv2_to_category(int(c)) for c in ensembled.argmax(1)]
+        out_dir / result_csv.FILE_NAME, ids.tolist(), [lv2_to_category(int(c)) for c in probs.argmax(1)]
     )
 
 

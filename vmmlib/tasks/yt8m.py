@@ -458,43 +458,43 @@ def merge_oof(parts: list[dict], *, by: str = "rank") -> dict[str, np.ndarray]:
             "fold": np.concatenate([p["fold"] for p in parts])}  # fmt: skip
 
 
-def oof_scorer(oofs: list[dict], data: YT8MData, *, rank_decay: float = TTA_RANK_DECAY):
-    """score(weights, rank_decay=...) -> out-of-fold segment mAP of the rank vote of several models.
-
-    Each model's shifts are first merged by the TTA vote; the models' lists are then merged with
+def combine(predictions: list[dict], weights, *, rank_decay: float = TTA_RANK_DECAY) -> dict:
+    """Each model's TTA shifts merged by the TTA vote, then the models' lists by the weighted rank vote
     `w_m · w0 / (i + w0)`, w0 = `rank_decay` (SPEC §4.8, with the per-model weight vector the seed's
-    objective meant to build). Scored on the rated entries of the out-of-fold videos alone
-    (`rated_map`): the official metric drops every unrated segment. Everything but the vote is
-    computed once here, so a weight search only pays for the votes.
-    """
-    merged = [(o["segment_ids"].tolist(), _shift_rankings(o).merged(MAX_SEGMENTS_PER_CLASS)) for o in oofs]
+    objective meant to build), ≤ 100,000 segments per class: one model's arrays with one "shift" 0."""
+    merged = [
+        (p["segment_ids"].tolist(), _shift_rankings(p).merged(MAX_SEGMENTS_PER_CLASS)) for p in predictions
+    ]
     ids, rankings = align_rankings(merged)
+    vote = rank_vote(rankings, weights, rank_decay=rank_decay, top_k=MAX_SEGMENTS_PER_CLASS)
+    return {"segment_ids": np.asarray(ids), "class_ids": np.asarray(vote.query_ids), "shifts": np.zeros(1, np.int64),
+            "index": vote.index[None], "score": vote.score[None]}  # fmt: skip
+
+
+def score_oof(oof: dict, data: YT8MData) -> float:
+    """Out-of-fold segment mAP of one model's (or `combine`d ensemble's) TTA-merged ranking, scored on
+    the rated entries of the out-of-fold videos alone (`rated_map`): the official metric drops every
+    unrated segment."""
+    ranking = _shift_rankings(oof).merged(MAX_SEGMENTS_PER_CLASS)
+    ids = oof["segment_ids"].tolist()
     videos = {s.rsplit(":", 1)[0] for s in ids}
     truth = {k: v for k, v in data.truth().items() if k[0].rsplit(":", 1)[0] in videos}
-    entries = RatedEntries.from_truth(truth, rankings[0].query_ids)
+    entries = RatedEntries.from_truth(truth, ranking.query_ids)
     where = {s: j for j, s in enumerate(ids)}
     tiebreak = np.array([where.get(s, -1) for s in entries.segment_ids], np.int64)
-    ranks = [entries.ranks_in(ids, r) for r in rankings]
-    default_decay = rank_decay
-
-    def score(weights, rank_decay: float = default_decay) -> float:
-        if len(weights) != len(oofs):
-            raise ValueError(f"{len(weights)} weights for {len(oofs)} models")
-        vote, present = rank_vote_scores(ranks, weights, rank_decay)
-        return rated_map(entries, vote, present, tiebreak)
-
-    return score
+    vote, present = rank_vote_scores([entries.ranks_in(ids, ranking)], [1.0], TTA_RANK_DECAY)
+    return rated_map(entries, vote, present, tiebreak)
 
 
 def oof_breakdown(oof: dict, data: YT8MData) -> dict[str, float]:
-    """Out-of-fold segment mAP of each TTA shift alone ({"shift-1": …, "shift+0": …}); `oof_scorer`
+    """Out-of-fold segment mAP of each TTA shift alone ({"shift-1": …, "shift+0": …}); `score_oof`
     scores the shifts' rank vote."""
     if len(oof["shifts"]) < 2:
         return {}
     scores = {}
     for h, shift in enumerate(oof["shifts"].tolist()):
         one = {**oof, **{k: oof[k][h : h + 1] for k in ("shifts", "index", "score")}}
-        scores[f"shift{shift:+d}"] = oof_scorer([one], data)([1.0])
+        scores[f"shift{shift:+d}"] = score_oof(one, data)
     return scores
 
 
@@ -506,19 +506,15 @@ def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
     return {} if "rank_decay" in options else {"rank_decay": (0.0, 10.0)}
 
 
-def write_submission(out_dir: str | Path, predictions: list[dict], weights, *,
-                     rank_decay: float = TTA_RANK_DECAY) -> Path:  # fmt: skip
-    """Merge each model's TTA shifts, then the models by weighted rank vote with w0 = `rank_decay`, as
-    `oof_scorer` does, and write `submission.csv` (`Class,Segments`, ≤ 100,000 ranked segment ids per
-    whitelisted class)."""
+def write_predictions(out_dir: str | Path, prediction: dict) -> Path:
+    """The (TTA-merged) ranking written as `submission.csv` (`Class,Segments`, ≤ 100,000 ranked segment
+    ids per whitelisted class)."""
     from vmmlib.submissions import yt8m as kaggle_csv
 
-    merged = [
-        (p["segment_ids"].tolist(), _shift_rankings(p).merged(MAX_SEGMENTS_PER_CLASS)) for p in predictions
-    ]
-    ids, rankings = align_rankings(merged)
-    vote = rank_vote(rankings, weights, rank_decay=rank_decay, top_k=MAX_SEGMENTS_PER_CLASS)
-    return kaggle_csv.write(Path(out_dir) / "submission.csv", vote.to_submission(ids))
+    ranking = _shift_rankings(prediction).merged(MAX_SEGMENTS_PER_CLASS)
+    return kaggle_csv.write(
+        Path(out_dir) / "submission.csv", ranking.to_submission(prediction["segment_ids"])
+    )
 
 
 def required_ids(data: YT8MData, split: str) -> list[int]:
