@@ -143,12 +143,20 @@ def in_batch_accuracy(sim: np.ndarray) -> dict[str, float]:
 
 def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
     """`gallery_recall`'s dict from (Q,) 0-based best-positive ranks (G: never a hit)."""
+    from vmmlib.metrics.retrieval import rank_metrics
+
     ranks = np.asarray(ranks)
-    out = {f"r{k}": float((ranks < k).mean()) if len(ranks) else 0.0 for k in ks}
+    if not len(ranks):
+        return {
+            **{f"r{k}": 0.0 for k in ks},
+            "mean_recall": 0.0,
+            "median_rank": float("nan"),
+            "mean_rank": float("nan"),
+        }
+    m = rank_metrics(ranks + 1, ks, scale=1.0)
+    out = {f"r{k}": m[f"r{k}"] for k in ks}
     out["mean_recall"] = float(np.mean([out[f"r{k}"] for k in ks]))
-    out["median_rank"] = float(np.median(ranks + 1)) if len(ranks) else float("nan")
-    out["mean_rank"] = float(np.mean(ranks + 1)) if len(ranks) else float("nan")
-    return out
+    return {**out, "median_rank": m["medianR"], "mean_rank": m["meanR"]}
 
 
 def feature_ranks(

@@ -87,12 +87,16 @@ def gt_ranks(
     return best
 
 
-def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """ALPRO's summary of 1-indexed ranks: r{K} = 100 · mean(rank ≤ K), medianR, meanR, and queries."""
+def rank_metrics(
+    ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), *, scale: float = 100.0
+) -> dict[str, float]:
+    """ALPRO's summary of 1-indexed ranks: r{K} = scale · mean(rank ≤ K) (100: percent, 1: fractions),
+    medianR, meanR, and queries. The one ranks → recall@K function (`metrics.muge.recall_from_ranks`
+    and avfusion's scores call it)."""
     ranks = np.asarray(ranks)
     if ranks.size == 0:
         raise ValueError("no queries to score")
-    out = {f"r{k}": float(100.0 * np.mean(ranks <= k)) for k in ks}
+    out = {f"r{k}": float(scale * np.mean(ranks <= k)) for k in ks}
     out["medianR"] = float(np.median(ranks))
     out["meanR"] = float(np.mean(ranks))
     out["queries"] = int(ranks.size)

@@ -253,8 +253,8 @@ def recall_metrics(t2v: np.ndarray, v2t: np.ndarray) -> dict[str, float]:
     """score (text→video mean recall, fraction), t2v_/v2t_ r1, r5, r10 (fractions), medianR, meanR."""
     out = {}
     for name, r in (("t2v", t2v), ("v2t", v2t)):
-        m = rank_metrics(r)
-        out.update({f"{name}_r{k}": m[f"r{k}"] / 100 for k in (1, 5, 10)})
+        m = rank_metrics(r, scale=1.0)
+        out.update({f"{name}_r{k}": m[f"r{k}"] for k in (1, 5, 10)})
         out.update({f"{name}_medianR": m["medianR"], f"{name}_meanR": m["meanR"]})
     return {METRIC: (out["t2v_r1"] + out["t2v_r5"] + out["t2v_r10"]) / 3, **out}
 
