@@ -108,8 +108,10 @@ def weighted_arrays(
     aligned to the first's by `key` (an array name, or a tuple of names whose rows together are the
     id); a model lacking one of the first's ids raises ValueError("the models' {what} differ")."""
     _check_weights(predictions, weights)
-    keys = (key,) if isinstance(key, str) else tuple(key)
-    ids = [list(zip(*(p[k].tolist() for k in keys))) for p in predictions]
+    if isinstance(key, str):
+        ids = [p[key].tolist() for p in predictions]
+    else:
+        ids = [list(zip(*(p[k].tolist() for k in key))) for p in predictions]
     try:
         order = align_rows(ids)
     except KeyError as e:
