@@ -12,6 +12,14 @@ Generic pieces are not in the contract; notebooks call them directly: the weight
 `load_arrays`), loading the fold models (`vmmlib.predict.load_fold_models`), the weighting of
 objective terms (`vmmlib.losses.make_objective`) and the submission formats (`vmmlib.submissions`).
 
+Ensembles: a task writes its ensemble once, `combine(predictions, weights, **options)`, the same
+function for out-of-fold and test predictions; `vmmlib.ensemble.oof_scorer` scores it (`score_oof`)
+for the weight search and `vmmlib.ensemble.write_submission` writes it (`write_predictions`).
+`combine` takes the ensemble options, `write_predictions` the writer's (options named apart); the
+scorer ignores the writer's, and an option neither takes is refused. `bind` installs the two
+generic pieces as the task's `oof_scorer` and `write_submission` (`DERIVED`), and both check the
+weight count; rows are aligned by id with `vmmlib.ensemble.align_rows` (`weighted_arrays`).
+
 Types: `Data` is whatever `load` returns (an opened data folder); `Arrays` is a dict of numpy arrays
 (out-of-fold or test predictions, saved as `.npz` with their ids); an `Objective` is
 `(model, batch) -> {term: raw loss}` and an `EvalFn` is `model -> {metric: value}`.
