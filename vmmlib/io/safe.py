@@ -50,6 +50,7 @@ __all__ = [
     "read_json",
     "read_text",
     "read_yaml",
+    "relative_path_problem",
 ]
 
 _GiB = 1 << 30
@@ -593,3 +594,21 @@ def load_npy_kinds(
     )
     raw = load_npy(header.getvalue() + source[f.tell() :], path=path, where=where, limits=limits)
     return raw.view(dtype).reshape(shape)
+
+
+# ------------------------------------------------------------------------------ paths in annotations
+
+
+def relative_path_problem(value: Any) -> str | None:
+    """Why a path taken from annotations cannot name a file below its root (None if it can): not a
+    string, empty, absolute, a drive, a `..` component or a NUL byte. A static check for reading
+    time, with the file and line at hand; links out of the root are refused when opened (`inside`)."""
+    if not isinstance(value, str) or not value:
+        return "is not a relative path"
+    if value.startswith(("/", "\\")) or ":" in value[:3]:
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", value):
+        return "climbs out of its root ('..')"
+    if "\x00" in value:
+        return "holds a NUL byte"
+    return None

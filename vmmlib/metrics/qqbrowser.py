@@ -8,14 +8,12 @@ relevances).correlation` (Pearson correlation of average ranks). The leaderboard
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vmmlib.io.safe import InputError, iter_lines
+from vmmlib.io.label_tsv import read_label_tsv  # noqa: F401  (the one label.tsv reader, part of this API)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,30 +30,6 @@ class MissingIdError(KeyError):
     def __str__(self) -> str:
         more = f" ({self.num_missing} ids missing in all)" if self.num_missing > 1 else ""
         return f"ERROR: {self.missing_id} NOT found in the embeddings{more}"
-
-
-def read_label_tsv(path: str | Path) -> list[tuple[str, str, float]]:
-    """`label.tsv` as (query_id, candidate_id, relevance) tuples; each line is `line.split()` into 3 fields.
-
-    Read through `vmmlib.io.safe`: a line that is not 3 fields, a relevance that is not a finite
-    number (`a b nan`, `a b 1e999`), bytes that are not UTF-8 or a folder in its place raise an
-    InputError naming the file and line.
-    """
-    pairs = []
-    for line_no, line in iter_lines(path, what="label file"):
-        fields = line.split()
-        where = f"line {line_no}"
-        if len(fields) != 3:
-            raise InputError(path, f"expected 'query candidate relevance', got {line[:80]!r}", where)
-        query, candidate, relevance = fields
-        try:
-            value = float(relevance)
-        except ValueError:
-            raise InputError(path, f"relevance {relevance[:40]!r} is not a number", where) from None
-        if not math.isfinite(value):
-            raise InputError(path, f"relevance {relevance[:40]!r} is not finite", where)
-        pairs.append((query, candidate, value))
-    return pairs
 
 
 def _sklearn_dtype(*arrays: np.ndarray) -> type:
