@@ -398,7 +398,7 @@ def _read_label_tsv(path: Path) -> object:
 
 register(
     name="metrics.qqbrowser.read_label_tsv",
-    module="vmmlib.metrics.qqbrowser",
+    module="vmmlib.io.label_tsv",  # the one label.tsv reader, re-exported by vmmlib.metrics.qqbrowser
     make=_label_tsv,
     targets={"": "tsv"},
     call=_read_label_tsv,
