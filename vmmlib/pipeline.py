@@ -114,7 +114,9 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
     track = spec.get("track")
     if track is not None and not isinstance(track, str):
-        raise InputError(path, f"track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}")
+        raise InputError(
+            path, f"track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}"
+        )
     return Pipeline(path.stem, run_dir, workers, steps, data, track)
 
 
