@@ -231,7 +231,9 @@ class VideoStore:
             kind = self.cache.manifest["columns"][0]["kind"]
             raise locate_record(self.paths, 0).error(f"'id' is a {kind} feature, expected bytes")
         if not len(self.cache):
-            raise InputError(self.paths[0] if self.paths else None, "the split's record files hold no records")
+            raise InputError(
+                self.paths[0] if self.paths else None, "the split's record files hold no records"
+            )
         all_ids = [self._checked_id(pos, raw) for pos, raw in enumerate(self.cache.ids)]
         bad = nonfinite_records(self.cache)
         if len(bad) and nonfinite == "error":
