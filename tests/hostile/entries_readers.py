@@ -239,8 +239,8 @@ _AV_HANDLED = {
     "duplicate_ids@train.csv": "a repeated manifest row is one more training sample, as in seed 004's reader",
     "duplicate_ids@retrieval/train.jsonl": "a repeated caption is one more caption of its clip (ALPRO keeps it)",
     "duplicate_ids@qa/train.jsonl": "a repeated question is one more question (ALPRO numbers lines)",
-    "wrong_types@qa/train.jsonl": "answer_type is free text, answers are compared as strings",
-    "truncated": "a line-based text file cut inside its last line may still read as valid lines (no length is stored)",
+    "truncated@retrieval/train.jsonl": "a JSON-lines file cut after a whole record is a shorter valid file",
+    "truncated@qa/train.jsonl": "a JSON-lines file cut after a whole record is a shorter valid file",
     "duplicate_ids@qa/train_ans2label.json": "a key written twice with the same label is the same mapping",
 }
 
