@@ -63,7 +63,6 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from vmmlib.adversarial import FGM, PGD, build_adversary
 from vmmlib.checkpoint import (
@@ -95,6 +94,7 @@ from vmmlib.fit_args import (
     result_args,
 )
 from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups, position_scheduler
+from vmmlib.progress import progress as progress_bar
 from vmmlib.train_step import flush, train_step
 
 __all__ = [
@@ -203,7 +203,7 @@ def fit(
     f = _prepare(model, train_loader, Path(out_dir), args)
     batches, resumed_from = _start(f, train_loader, args)
     state, optimizer = f.state, f.optimizer
-    bar = tqdm(
+    bar = progress_bar(
         total=steps,
         initial=state.step,
         desc="fit",
