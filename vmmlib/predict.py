@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import read_yaml, submitted_weights
 
 Step = Callable[[nn.Module, dict], torch.Tensor]
@@ -66,7 +66,7 @@ def predict_batches(
         m.to(device).eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
             inputs = _to(batch, device)
             total: Any = 0
             with autocast:

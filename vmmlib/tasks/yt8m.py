@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vmmlib import losses as L
 from vmmlib.data import yt8m_format as Y
@@ -30,11 +29,12 @@ from vmmlib.data.sample_yt8m import write_yt8m_sample
 from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.yt8m_datasets import VideoLevelDataset, VideoStream
 from vmmlib.explore import ExploreReport
-from vmmlib.io import read_examples
+from vmmlib.io import read_examples, safe
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
 from vmmlib.predict import predict_batches
+from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
     TTA_RANK_DECAY,
     Ranking,
@@ -84,7 +84,9 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
             r for p in paths for r in read_examples(p, keys=keys, schema=Y.FRAME_SCHEMA, sequence=True,
                                                     raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]})
         )  # fmt: skip
-        for context, lists in tqdm(records, desc=f"reading {split}", disable=not progress, leave=False):
+        for context, lists in progress_bar(
+            records, desc=f"reading {split}", disable=not progress, leave=False
+        ):
             meta = Y.parse_context(context)
             rgb = lists.get("rgb")
             num_frames = min(0 if rgb is None else len(rgb), Y.MAX_FRAMES)
@@ -129,9 +131,18 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
 def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentClasses) -> pd.Series:
     """Label occurrences by top-level vertical (vocabulary.csv `Vertical1`), else by whitelist membership."""
     vocab = data_dir / "vocabulary.csv"
-    if vocab.is_file():
-        table = pd.read_csv(vocab, usecols=["Index", "Vertical1"])
-        vertical = dict(zip(table["Index"].astype(int), table["Vertical1"].fillna("(none)")))
+    if vocab.exists() or vocab.is_symlink():
+        table = safe.read_csv(vocab, what="vocabulary")  # every column: usecols would skip decoding the rest
+        if not {"Index", "Vertical1"} <= set(table.columns):
+            raise safe.InputError(vocab, "needs the columns Index and Vertical1", "line 1")
+        index = pd.to_numeric(table["Index"], errors="coerce")
+        bad = (index.isna() | (index % 1 != 0) | index.duplicated()).to_numpy()
+        if bad.any():
+            row = int(bad.argmax())
+            raise safe.InputError(
+                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer or repeats", f"line {row + 2}"
+            )
+        vertical = dict(zip(index.astype(int), table["Vertical1"].fillna("(none)")))
         out: Counter = Counter()
         for label, n in label_counter.items():
             out[vertical.get(label, "(not in vocabulary)")] += n
@@ -341,7 +352,7 @@ def _shift_rankings(arrays: dict) -> ShiftRankings:
 
 def _rank_shifts(models, data: YT8MData, view: StoreView, shifts, average: str, progress: bool):
     ids, per_shift = None, []
-    for shift in tqdm(shifts, desc="TTA shifts", disable=not progress, leave=False):
+    for shift in progress_bar(shifts, desc="TTA shifts", disable=not progress, leave=False):
         dataset = data.inference_dataset(view, shift)
         if average == "raw":
             ids_s, ranking = rank_segments(models, dataset, data.classes.class_ids)
