@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from vmmlib.leaderboard import write_index
+from vmmlib.pipeline_settings import apply_settings, dry_run_dir, mark_dry_run
 from vmmlib.runs import load_metrics, notebook_params, read_yaml, resolve_path
 
 STEP_KEYS = {"name", "notebook", "params", "set", "after", "folds", "resources"}
-PIPELINE_KEYS = {"run_dir", "workers", "data", "steps"}
+PIPELINE_KEYS = {"run_dir", "workers", "data", "settings", "steps"}
 DATA_KEYS = {"task", "dir", "sample"}
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
 
@@ -138,11 +139,18 @@ def _literal(text: str) -> Any:
         return text
 
 
-def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
+def load_pipeline(
+    path: str | Path,
+    *,
+    workers: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> Pipeline:
     """Read a pipeline file, check it whole and resolve every step's parameters (nothing runs).
 
     Steps may be declared in any order; they come back in dependency order (declaration order
-    where free), fold steps expanded.
+    where free), fold steps expanded. `settings` override the file's `settings:` (`--set`, see
+    `vmmlib.pipeline_settings`); `dry_run` makes every step a dry run in `<run_dir>-dry-run`.
 
     Raises:
         ValueError: anything a run would trip over later, naming the file, the step and the valid
@@ -152,9 +160,14 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
     """
     path = resolve_path(path)
     spec = _read_spec(path)
+    context = apply_settings(path, spec, settings)
     run_dir = resolve_path(spec.get("run_dir", f"runs/{path.stem}"))
+    run_dir = dry_run_dir(run_dir) if dry_run else run_dir
     data = _check_data(path, spec.get("data"))
-    context = {"run_dir": str(run_dir), "data_dir": str(resolve_path(data["dir"])) if data else ""}
+    data_dir = (
+        resolve_path(data["dir"]) if data else context.get("data_dir") and resolve_path(context["data_dir"])
+    )
+    context = {**context, "run_dir": str(run_dir), "data_dir": str(data_dir or "")}
     steps: list[Step] = []
     groups: dict[str, list[str]] = {}  # declared name → expanded step names (folds)
     for raw in _in_dependency_order(path, _check_steps(path, spec["steps"])):
@@ -169,6 +182,8 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
         raise ValueError(f"{path}: workers must be a whole number ≥ 1, got {workers!r}")
     for step in steps:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
+    if dry_run:
+        mark_dry_run(path, steps)
     return Pipeline(path.stem, run_dir, workers, steps, data)
 
 
@@ -462,6 +477,8 @@ def run_pipeline(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    settings: Mapping[str, str] | None = None,
+    dry_run: bool = False,
 ) -> list[dict]:
     """Run a pipeline file; returns one result dict per step (see `run_step`) and writes the index.
 
@@ -469,11 +486,12 @@ def run_pipeline(
         scheduler: address of an existing Dask scheduler (`tcp://host:8786`); default: a local
             cluster of `workers` single-threaded worker processes (one GPU each when present).
         force: re-run steps even when their folder holds a finished result for the same fingerprint.
+        settings, dry_run: see `load_pipeline`.
     """
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
-    pipe = load_pipeline(path, workers=workers)
+    pipe = load_pipeline(path, workers=workers, settings=settings, dry_run=dry_run)
     _ensure_data(pipe)
     if scheduler:
         cluster, client = None, Client(scheduler)

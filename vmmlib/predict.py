@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from vmmlib import dryrun
 from vmmlib.runs import read_yaml, submitted_weights
 
 Step = Callable[[nn.Module, dict], torch.Tensor]
@@ -65,14 +66,17 @@ def predict_batches(
     for m in models:
         m.to(device).eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            inputs = _to(batch, device)
-            total: Any = 0
-            with autocast:
-                for m in models:
-                    total = total + step(m, inputs).float().cpu().numpy()
-            yield batch, (total / len(models)).astype(np.float32, copy=False)
+
+    def run(batch: dict) -> np.ndarray:
+        inputs = _to(batch, device)
+        total: Any = 0
+        with autocast:
+            for m in models:
+                total = total + step(m, inputs).float().cpu().numpy()
+        return (total / len(models)).astype(np.float32, copy=False)
+
+    try:  # a dry run (`vmmlib.dryrun`) runs the models on the first batches only
+        yield from dryrun.capped(tqdm(loader, desc=desc, disable=not progress, leave=False), run)
     finally:
         for m, state in zip(models, states):
             m.train(state)

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from vmmlib import dryrun
+
 PAPERMILL_PARAMS_HEADER = "# Parameters"
 
 
@@ -248,8 +250,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_metrics(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write `metrics.json`; non-finite floats become null so the file stays valid JSON."""
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in _plain(metrics).items()
+    clean = {  # a dry run (`vmmlib.dryrun`) says so first
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in _plain(dryrun.mark_metrics(metrics)).items()
     }
     path = resolve_path(out_dir) / "metrics.json"
     _atomic_write_text(path, json.dumps(clean, indent=2, ensure_ascii=False))
