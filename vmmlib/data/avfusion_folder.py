@@ -124,7 +124,7 @@ class AVFusionData:
         path = self.root / MANIFESTS[split]
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} not found: an avfusion folder has {', '.join(MANIFESTS.values())}"
+                f"{path} not found: an avfusion folder (data_dir) has {', '.join(MANIFESTS.values())}"
             )
         return read_manifest(path, self._limit("train" if split == "train" else "val"))
 

@@ -94,7 +94,9 @@ def check_layout(data_dir: str | Path) -> dict[str, dict[str, Path | None]]:
                 "frames": frames if frames.is_dir() else None,
             }
     if "labeled" not in found:
-        raise FileNotFoundError(f"{root} is not in the WBDC layout: missing annotations/labeled.json")
+        raise FileNotFoundError(
+            f"data_dir {root} is not in the WBDC layout: missing annotations/labeled.json"
+        )
     if not any(v["features"] or v["frames"] for v in found.values()):
         raise FileNotFoundError(f"{root}: neither zip_feats/{{split}}.zip nor zip_frames/{{split}}/ found")
     return found
@@ -401,9 +403,15 @@ def open_split(data_dir: str | Path, split: str, *, frames: str = "features") ->
         )
     found = layout[split]
     if frames == "features" and found["features"] is None:
-        raise FileNotFoundError(f"{Path(data_dir) / 'zip_feats' / (split + '.zip')} not found")
+        raise FileNotFoundError(
+            f"{Path(data_dir) / 'zip_feats' / (split + '.zip')} not found (data_options frames: features reads "
+            "zip_feats/, frames: raw reads zip_frames/; data_dir is the competition folder)"
+        )
     if frames == "raw" and found["frames"] is None:
-        raise FileNotFoundError(f"{Path(data_dir) / 'zip_frames' / split} not found")
+        raise FileNotFoundError(
+            f"{Path(data_dir) / 'zip_frames' / split} not found (data_options frames: raw reads zip_frames/, "
+            "frames: features reads zip_feats/; data_dir is the competition folder)"
+        )
     return {
         "entries": read_annotations(found["annotations"]),
         "features": FeatureZip(found["features"]) if frames == "features" else None,
