@@ -124,7 +124,7 @@ def fold_dirs(patterns: Sequence[str]) -> list[Path]:
 
     found = sorted({resolve_path(p) for pattern in patterns for p in glob.glob(str(resolve_path(pattern)))})
     if not found:
-        raise FileNotFoundError(f"no fine-tuning run folders match {list(patterns)}")
+        raise FileNotFoundError(f"no fine-tuning run folders match finetune_dirs {list(patterns)}")
     return found
 
 

@@ -323,5 +323,10 @@ def load_arrays(path: str | Path) -> dict[str, Any]:
     """The arrays `save_arrays` wrote (no pickled objects are loaded)."""
     import numpy as np
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path} not found: is its folder a finished run? (inference_dirs: 30_inference folders; "
+            "objective_options teacher: an ensemble's teacher.npz)"
+        )
     with np.load(Path(path), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
