@@ -62,6 +62,7 @@ FALLBACKS = {
     "finetune-retrieval": [("batch 16", {"batch_size": 16})],
     "finetune-qa": [("batch 48", {"batch_size": 48}), ("batch 12", {"batch_size": 12})],
 }
+IMPROVEMENT_ASSERTS = ("did not improve", "clearly worse than its best model")
 # first attempt overrides: seed 004 pretrains a DeBERTa-v2-xlarge text tower (24 × 1536)
 FIRST = {
     ("avfusion", "pretrain"): (
@@ -340,8 +341,12 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
             "wall_s": round(res["wall_s"]),
             "dry_run_in_metrics": metrics.get("dry_run"),
         }
-        if res["rc"] == 0 and not res["killed"]:
+        # the notebooks' last-cell improvement asserts (issue 17.4 makes them warnings) mean nothing
+        # after 2 steps: the run itself finished
+        tripped = any(a in res["error"] for a in IMPROVEMENT_ASSERTS) and metrics
+        if (res["rc"] == 0 or tripped) and not res["killed"]:
             row["status"] = "ok" + (f" (after: {'; '.join(notes)})" if notes else "")
+            row["status"] += " (last-cell improvement assert tripped)" if res["rc"] else ""
             return row
         if res["killed"] == "memory":
             notes.append(f"{label}: over {args.mem_limit_gib} GiB")
