@@ -21,13 +21,14 @@ def test_dry_run_caps_steps_probes_online_rounds_and_moves_out_dir():
     params = {
         "dry_run": True, "steps": 15600, "eval_every": 1000, "warmup_steps": 1560, "save_every": 1000,
         "predict_options": {"online_epochs": 50, "online_lr": 1e-5}, "search_init_points": 5,
-        "search_iter": 20, "out_dir": "runs/wbdc/model1/finetune-fold{fold}",
+        "search_iter": 20, "out_dir": "runs/wbdc/model1/finetune-fold{fold}", "max_items_per_split": 0,
     }  # fmt: skip
     changes = dryrun.dry_run_params(params)
     assert changes == {
         "steps": 2, "eval_every": 2, "warmup_steps": 1, "save_every": 2,
         "predict_options": {"online_epochs": 1, "online_lr": 1e-5}, "search_init_points": 2,
         "search_iter": 1, "out_dir": "runs/wbdc/model1/finetune-fold{fold}-dry-run",
+        "max_items_per_split": dryrun.DRY_RUN_ITEMS,
     }  # fmt: skip
     assert dryrun.dry_run_params({**params, "dry_run": False}) == {}
 

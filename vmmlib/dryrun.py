@@ -9,7 +9,7 @@ mismatch or an out-of-memory in minutes, before a 10-hour job. A dry run
 - runs the model on the first `DRY_RUN_BATCHES` batches of every evaluation and prediction; later
   batches are still read, but their outputs repeat the first batches' rows (shapes and ids kept, so
   every later step runs; the scores mean nothing);
-- searches ensemble weights with `DRY_RUN_PROBES` probes;
+- searches ensemble weights with `DRY_RUN_PROBES` probes; explores `DRY_RUN_ITEMS` videos per split;
 - writes into its own folder (`out_dir` + `-dry-run`, unless a folder of its path already says so,
   as a `vmm run --dry-run` run folder does), with `dry_run: true` in `params.yaml` and in
   `metrics.json`, so it is never mistaken for, nor resumed as, a real run.
@@ -28,6 +28,7 @@ import numpy as np
 DRY_RUN_STEPS = 2  # optimiser steps of a dry run
 DRY_RUN_BATCHES = 2  # batches of each evaluation or prediction that run the model
 DRY_RUN_PROBES = (2, 1)  # ensemble weight search: random probes, guided probes
+DRY_RUN_ITEMS = 200  # videos per split that 00_explore reads
 SUFFIX = "-dry-run"  # appended to a dry run's out_dir (or run_dir)
 
 _active = False  # set by `apply_dry_run` (one notebook kernel is one run)
@@ -56,7 +57,8 @@ def dry_run_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters a dry run changes (empty when `params["dry_run"]` is false).
 
     Reads only the names a notebook declares: `steps`, `eval_every`, `warmup_steps`, `save_every`,
-    `predict_options` (`online_epochs`), `search_init_points`, `search_iter` and `out_dir`.
+    `predict_options` (`online_epochs`), `max_items_per_split`, `search_init_points`, `search_iter`
+    and `out_dir`.
     """
     if not params.get("dry_run"):
         return {}
@@ -71,6 +73,10 @@ def dry_run_params(params: Mapping[str, Any]) -> dict[str, Any]:
     options = params.get("predict_options")
     if isinstance(options, Mapping) and options.get("online_epochs"):
         changes["predict_options"] = {**options, "online_epochs": 1}
+    if "max_items_per_split" in params:  # 00_explore: 0 reads every video
+        changes["max_items_per_split"] = min(
+            int(params["max_items_per_split"]) or DRY_RUN_ITEMS, DRY_RUN_ITEMS
+        )
     for name, cap in zip(("search_init_points", "search_iter"), DRY_RUN_PROBES):
         if name in params:
             changes[name] = min(int(params[name]), cap)
