@@ -86,7 +86,6 @@ def build_backbones(folder: Path) -> dict[str, str]:
     from transformers import (
         BertConfig,
         BertModel,
-        BertTokenizerFast,
         ChineseCLIPConfig,
         ChineseCLIPModel,
         CLIPVisionConfig,
@@ -95,6 +94,8 @@ def build_backbones(folder: Path) -> dict[str, str]:
         RoFormerModel,
     )
 
+    from vmmlib.data.tokenize import load_tokenizer
+
     vocab = Path(cn_clip.__file__).parent / "clip" / "vocab.txt"
     torch.manual_seed(0)
     out = {}
@@ -102,12 +103,11 @@ def build_backbones(folder: Path) -> dict[str, str]:
     def make(name, build, tokenizer=True):
         path = folder / name
         out[name] = str(path)
-        if (path / "config.json").is_file():
-            return
-        print(f"building {path}", flush=True)
-        build().save_pretrained(path)
-        if tokenizer:
-            BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(path)
+        if not (path / "config.json").is_file():
+            print(f"building {path}", flush=True)
+            build().save_pretrained(path)
+        if tokenizer:  # WordPiece over cn-clip's vocabulary (`vocab=`: transformers 5 ignores `vocab_file=`)
+            load_tokenizer(vocab).save_pretrained(path)
 
     make("bert-base-chinese", lambda: BertModel(BertConfig(vocab_size=21128)))
     make(
