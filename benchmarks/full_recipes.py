@@ -49,16 +49,29 @@ SAMPLE = {  # sample data big enough for the recipes' batch sizes (drop_last) an
     "muge": {"train_texts": 1100},
     "avfusion": {"videos": 200},
 }
+QQ_FAMILIES = [
+    "mixnextvlad",
+    "mixnextvlad-asl",
+    "mixnextvlad-roformer",
+    "uniter",
+    "uniter-asl",
+    "uniter-roformer",
+]
 # step name → smaller sizes to try, in order, when the recipe's own size is killed for memory
 FALLBACKS = {
     "pretrain-singlestream": [("batch 32", {"batch_size": 32}), ("batch 8", {"batch_size": 8})],
     "pretrain-clip": [("batch 64", {"batch_size": 64}), ("batch 16", {"batch_size": 16})],
     "finetune-cnclip-vitb16": [("batch 128", {"batch_size": 128}), ("batch 32", {"batch_size": 32})],
     "finetune-online-cnclip": [("batch 128", {"batch_size": 128}), ("batch 32", {"batch_size": 32})],
-    "pretrain": [
-        ("DeBERTa-v2-base text, batch 32", {}),
-        ("DeBERTa-v2-base text, batch 8", {"batch_size": 8}),
-    ],
+    **{
+        f"pretrain-{f}": [("batch 64", {"batch_size": 64}), ("batch 16", {"batch_size": 16})]
+        for f in QQ_FAMILIES
+    },
+    **{
+        f"finetune-{f}": [("batch 32", {"batch_size": 32}), ("batch 8", {"batch_size": 8})]
+        for f in QQ_FAMILIES
+    },
+    "pretrain": [("batch 8", {"batch_size": 8})],  # avfusion, after the recipe's DeBERTa-v2-base-sized text
     "finetune-retrieval": [("batch 16", {"batch_size": 16})],
     "finetune-qa": [("batch 48", {"batch_size": 48}), ("batch 12", {"batch_size": 12})],
 }
@@ -319,8 +332,11 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
         attempts.append(FIRST[(task, step.group)])
     attempts.append(("recipe size", {}))
     attempts += FALLBACKS.get(step.group, [])
-    notes = []
+    memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
+    notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
     for label, overrides in attempts:
+        if any(n.startswith(f"{label}:") for n in notes):
+            continue
         params = _merge(step.params, overrides)
         out = Path(params["out_dir"])
         if out.exists():
@@ -350,6 +366,7 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
             return row
         if res["killed"] == "memory":
             notes.append(f"{label}: over {args.mem_limit_gib} GiB")
+            memo.write_text(json.dumps(notes))
             continue
         row["status"] = f"failed ({label}): " + (
             f"over {args.timeout_min} min" if res["killed"] == "timeout" else res["error"].replace("|", "/")
