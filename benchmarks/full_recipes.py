@@ -334,6 +334,7 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
     attempts += FALLBACKS.get(step.group, [])
     memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
     notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
+    row: dict = {"model": step.params.get("model", ""), "peak_rss_gib": f"> {args.mem_limit_gib}"}
     for label, overrides in attempts:
         if any(n.startswith(f"{label}:") for n in notes):
             continue
