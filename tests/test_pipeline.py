@@ -12,6 +12,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from vmmlib.pipeline import load_pipeline, run_pipeline
+from vmmlib.pipeline_log import steps_table
 
 STEP_SOURCE = """
 import json, pathlib
@@ -59,7 +60,8 @@ def _pipeline(tmp_path: Path, *, fail_b: bool = False, resources=None) -> Path:
 
 
 def test_load_pipeline_expands_folds_and_resolves_parameters(tmp_path):
-    pipe = load_pipeline(_pipeline(tmp_path))
+    path = _pipeline(tmp_path)
+    pipe = load_pipeline(path)
     assert [s.name for s in pipe.steps] == ["a", "b-fold0", "b-fold1", "c"]
     b1 = pipe.steps[2]
     assert b1.params == {
@@ -69,7 +71,9 @@ def test_load_pipeline_expands_folds_and_resolves_parameters(tmp_path):
         "fail": False,
         "out_dir": str(tmp_path / "run" / "b-fold1"),
     }
-    assert pipe.steps[3].after == ["b-fold0", "b-fold1"]
+    assert pipe.steps[3].after == ["b-fold0", "b-fold1"] and pipe.track is None
+    path.write_text(path.read_text() + "track: sqlite:///runs/mlflow.db\n")  # the key --track overrides
+    assert load_pipeline(path).track == "sqlite:///runs/mlflow.db"
 
 
 def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
@@ -88,10 +92,24 @@ def test_unknown_parameter_or_step_is_rejected_before_anything_runs(tmp_path):
         load_pipeline(path)
 
 
-def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path):
+def _mlflow_or_none():
+    try:
+        import mlflow
+    except ImportError:
+        return None
+    return mlflow
+
+
+def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path, capsys):
     path = _pipeline(tmp_path)
-    results = run_pipeline(path, progress=False)
+    results = run_pipeline(path)
     assert [r["status"] for r in results] == ["ok"] * 4
+    printed = capsys.readouterr().out  # each step's start and end as it happens, then a table
+    assert "start  a" in printed and printed.index("start  a") < printed.index("ok     a (1/4) in ")
+    assert "ok     c (4/4) in " in printed
+    table = steps_table(results).splitlines()
+    assert table[0].split() == ["step", "status", "duration", "metrics"] and table[-1].startswith("4 steps, ")
+    assert table[2].split()[:2] == ["a", "ok"] and "value 10" in table[2]
     run = tmp_path / "run"
     assert json.loads((run / "a" / "metrics.json").read_text()) == {"value": 10, "fold": -1}
     assert json.loads((run / "b-fold1" / "metrics.json").read_text())["fold"] == 1
@@ -109,8 +127,16 @@ def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path):
     spec = yaml.safe_load(path.read_text())
     spec["steps"][2]["set"] = {"value": 7}  # c changes: it re-runs from a clean folder, a and b stay
     path.write_text(yaml.safe_dump(spec))
-    third = run_pipeline(path, progress=False)
+    mlflow = _mlflow_or_none()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    third = run_pipeline(path, progress=False, track=uri if mlflow else None)
     assert [r["status"] for r in third] == ["cached", "cached", "cached", "ok"]
+    if mlflow:  # --track: one MLflow run per step, found by search_runs with params and metrics
+        mlflow.set_tracking_uri(uri)
+        found = mlflow.search_runs(experiment_names=[path.stem], filter_string="tags.`vmm.step` = 'c'")
+        assert found["metrics.value"].tolist() == [14] and found["params.value"].tolist() == ["7"]
+        assert len(mlflow.search_runs(experiment_names=[path.stem])) == 4
+        mlflow.set_tracking_uri(None)
     assert (run / "c" / "runs.txt").read_text() == "x"  # not "xx": nothing left over from the old run
     assert json.loads((run / "c" / "metrics.json").read_text())["value"] == 14
 

@@ -48,12 +48,14 @@ def embedding_params(model: nn.Module, pattern: str) -> list[nn.Parameter]:
 
 
 def _unit_step(p: nn.Parameter, size: float) -> None:
-    """p += size · g / ‖g‖ (skipped when the gradient is missing or its norm is 0 / NaN)."""
+    """p += size · g / ‖g‖ (skipped when the gradient is missing or its norm is 0 / NaN), decided on
+    the device: no host sync."""
     if p.grad is None:
         return
-    norm = torch.linalg.vector_norm(p.grad.float())
-    if norm != 0 and not torch.isnan(norm):
-        p.add_((size * p.grad.float() / norm).to(p.dtype))
+    g = p.grad.float()
+    norm = torch.linalg.vector_norm(g)
+    ok = (norm != 0) & ~torch.isnan(norm)
+    p.add_(torch.where(ok, size * g / norm, 0.0).to(p.dtype))
 
 
 class FGM:
@@ -97,8 +99,8 @@ class PGD:
     def _project(self, p: nn.Parameter, clean: torch.Tensor) -> None:
         r = (p - clean).float()
         norm = torch.linalg.vector_norm(r)
-        if norm > self.epsilon:
-            p.copy_((clean.float() + self.epsilon * r / norm).to(p.dtype))
+        projected = (clean.float() + self.epsilon * r / norm).to(p.dtype)
+        p.copy_(torch.where(norm > self.epsilon, projected, p))  # decided on the device: no host sync
 
     def attack(self, again: Pass) -> torch.Tensor:
         """K perturb-and-backward passes (gradients as in the module docstring), restore; the last loss."""

@@ -8,12 +8,16 @@ vmm evaluate qqbrowser --pred result.zip --truth label.tsv
 vmm evaluate yt8m --pred submission.csv --truth DATA_DIR   (segment CSV, or video-level predictions)
 vmm validate TASK SUBMISSION [--truth T | --data-dir D [--split S]]
 vmm prepare muge DATA_DIR [--splits train,valid,test] [--check decode|fast] [--workers N]
+vmm track RUN_DIR [...] --uri sqlite:///runs/mlflow.db   (log run folders to MLflow; vmm run --track URI does it live)
+vmm compare RUN_A RUN_B [...] [--html FILE]   (parameters that differ, metric deltas, training curves)
 vmm extract VIDEO_DIR OUT_DIR --format qqbrowser|wbdc|yt8m [--backbone DIR] [--texts FILE] [--split S]
 
 `evaluate` and `validate` use `vmmlib.submissions` only (no torch): they answer in about a second;
 without --truth or --data-dir, `validate` checks the format alone and says that ids were not checked.
 An invalid submission exits 1 with its problem list; output is always valid JSON (an undefined
-score, e.g. Spearman of constant cosines, is null).
+score, e.g. Spearman of constant cosines, is null). A user file that cannot be accepted (a
+`vmmlib.io.safe.InputError`: malformed, too large, outside its root) prints one line
+`error: <file>: <where>: <reason>` on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 
 import numpy as np
 
+from vmmlib.io.safe import InputError
 from vmmlib.submissions import InvalidSubmissionError, get_format, list_formats
 from vmmlib.tasks import list_tasks
 
@@ -74,12 +79,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from vmmlib.pipeline import pipeline_summary, run_pipeline
+    from vmmlib.pipeline_log import steps_table
     from vmmlib.pipeline_settings import parse_settings
 
     results = run_pipeline(
-        args.pipeline, scheduler=args.scheduler, workers=args.workers, force=args.force,
+        args.pipeline, scheduler=args.scheduler, workers=args.workers, force=args.force, track=args.track,
         settings=parse_settings(args.set), dry_run=args.dry_run,
     )  # fmt: skip
+    print(steps_table(results))
     summary = pipeline_summary(results)
     print(json.dumps(summary))
     if results:
@@ -152,6 +159,41 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _track(args: argparse.Namespace) -> int:
+    from vmmlib.track import track_dir
+
+    for run_dir in args.run_dir:
+        for step, run_id in track_dir(args.uri, run_dir):
+            print(f"{step}: MLflow run {run_id}")
+    print(f"browse: mlflow ui --backend-store-uri {args.uri}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from vmmlib.compare import compare_runs
+
+    comparison = compare_runs(args.runs, html=args.html)
+    print(comparison.table())
+    if comparison.html_path:
+        print(f"report: {comparison.html_path}")
+    return 0
+
+
+def _add_track_parsers(sub) -> None:
+    p = sub.add_parser(
+        "track", help="log run folders (a pipeline's or one step's) to MLflow after the fact (idempotent)"
+    )
+    p.add_argument("run_dir", nargs="+")
+    p.add_argument("--uri", required=True, help="MLflow tracking URI, e.g. sqlite:///runs/mlflow.db")
+    p.set_defaults(func=_track)
+    p = sub.add_parser(
+        "compare", help="parameters that differ, metric deltas and training curves of two or more runs"
+    )
+    p.add_argument("runs", nargs="+", help="step folders, or pipeline run folders (steps matched by name)")
+    p.add_argument("--html", help="where the HTML page goes (default: compare.html beside the first run)")
+    p.set_defaults(func=_compare)
+
+
 def _add_sample_parser(sub) -> None:
     """`vmm sample TASK DIR [options]`: the options each task's `make_sample` takes."""
     p = sub.add_parser("sample", help="write deterministic sample data in a task's real layout")
@@ -206,12 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample_parser(sub)
 
     _add_prepare_parser(sub)
+    _add_track_parsers(sub)
 
     p = sub.add_parser("run", help="run a pipeline of notebooks (params/pipelines/<name>.yaml)")
     p.add_argument("pipeline")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=int, help="local Dask workers (default: the pipeline's `workers`)")
     p.add_argument("--force", action="store_true", help="re-run steps that already hold a finished result")
+    p.add_argument(
+        "--track",
+        metavar="URI",
+        help="log each step to MLflow, e.g. sqlite:///runs/mlflow.db (pip install vmmlib[track])",
+    )
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a pipeline setting (its `settings:`, run_dir, data_dir), e.g. "
                         "--set data_dir=/data/wbdc --set text_model_dir=/models/macbert; repeatable")  # fmt: skip
@@ -284,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except InputError as e:  # a user file we cannot accept: one line naming file, place and reason
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"vmm {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -426,7 +426,7 @@ def extract(
     Returns:
         `ExtractResult`; a report of it is also saved as `extract/report-<split>.json`.
     """
-    from tqdm.auto import tqdm
+    from vmmlib.progress import progress as progress_bar
 
     spec, split = format_spec(format, split)
     videos = list_videos(video_dir)
@@ -446,7 +446,9 @@ def extract(
     todo = [v for v in videos if not work.has(v.id)]
     result = ExtractResult(Path(out_dir), spec.name, split, len(videos), 0, len(videos) - len(todo))
     todo = todo if max_videos is None else todo[:max_videos]
-    bar = tqdm(total=len(todo), unit="video", desc=f"extract {spec.name}/{split}", disable=not progress)
+    bar = progress_bar(
+        total=len(todo), unit="video", desc=f"extract {spec.name}/{split}", disable=not progress
+    )
 
     def done(decoded: DecodedVideo, feats: np.ndarray) -> None:
         work.save(decoded, feats)

@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmmlib.report import WARNINGS, report_warnings
+from vmmlib.runs import in_run_dir
+
 if TYPE_CHECKING:
     from vmmlib.pipeline import Pipeline, Step
 
@@ -256,12 +259,15 @@ def _steps_html(pipe: Pipeline, results: list[dict]) -> str:
             if r.get(k) and Path(r[k]).exists()
         )
         metrics = "<br>".join(
-            f"{html.escape(str(k))} = {_fmt(v)}" for k, v in (r.get("metrics") or {}).items()
+            f"{html.escape(str(k))} = {_fmt(v)}" for k, v in (r.get("metrics") or {}).items() if k != WARNINGS
+        )
+        warned = "".join(
+            f'<p class="warn">⚠ {html.escape(w)}</p>' for w in report_warnings(r.get("metrics") or {})
         )
         error = f'<pre class="err">{html.escape(r["error"])}</pre>' if r.get("error") else ""
         rows.append(
             f'<tr class="{r["status"]}"><td>{html.escape(r["name"])}</td><td>{r["status"]}</td>'
-            f"<td>{r.get('duration_s', 0):.1f} s</td><td>{metrics}</td><td>{links}{error}</td></tr>"
+            f"<td>{r.get('duration_s', 0):.1f} s</td><td>{warned}{metrics}</td><td>{links}{error}</td></tr>"
         )
     return (
         "<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>duration</th><th>metrics</th>"
@@ -274,7 +280,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f4
 table.board td{text-align:right;white-space:nowrap}table.board td:nth-child(2),table.board td:last-child{text-align:left}
 tr.ensemble{background:#fff3e0}tr.folds{color:#666}.arch{color:#666;font-size:85%}p.answer{font-size:115%}
 tr.ok td:nth-child(2),tr.cached td:nth-child(2){color:green}tr.failed td:nth-child(2),tr.blocked td:nth-child(2){color:#b00}
-pre.err{color:#b00;white-space:pre-wrap}"""
+pre.err{color:#b00;white-space:pre-wrap}p.warn{color:#b00;font-weight:bold;margin:0 0 .3em}ul.warn{color:#b00;font-size:110%}"""
 
 
 def _leaderboard_section(pipe: Pipeline, results: list[dict]) -> tuple[list[dict], str]:
@@ -284,7 +290,7 @@ def _leaderboard_section(pipe: Pipeline, results: list[dict]) -> tuple[list[dict
         parts = []
         for i, board in enumerate(boards):
             chart = CHART if i == 0 else f"leaderboard-{board.task}.png"
-            _write_chart(board, pipe.run_dir / chart)
+            _write_chart(board, in_run_dir(pipe.run_dir, chart, what="chart"))
             parts.append(leaderboard_html(board, pipe.run_dir, chart))
         return [_finite(asdict(b)) for b in boards], "".join(parts)
     except Exception as e:  # the index must be written whatever a half-finished run holds
@@ -317,17 +323,27 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _warnings_html(results: list[dict]) -> str:
+    """Every step's warnings (e.g. "fine-tuning did not improve"), above the leaderboard."""
+    items = [
+        f"<li><b>{html.escape(r['name'])}</b>: {html.escape(w)}</li>"
+        for r in results
+        for w in report_warnings(r.get("metrics") or {})
+    ]
+    return f'<ul class="warn">{"".join(items)}</ul>' if items else ""
+
+
 def write_index(pipe: Pipeline, results: list[dict]) -> Path:
     """Write `index.json` and `index.html`: the leaderboard(s) first, then every step with its
     status, duration, metrics and report (`leaderboard.png` beside them when there is a board)."""
     pipe.run_dir.mkdir(parents=True, exist_ok=True)
     boards, board_html = _leaderboard_section(pipe, results)
-    (pipe.run_dir / "index.json").write_text(
+    in_run_dir(pipe.run_dir, "index.json", what="index").write_text(
         json.dumps({"pipeline": pipe.name, "leaderboards": boards, "steps": results}, indent=2, default=str)
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(pipe.name)}</title>
 <style>{STYLE}</style></head><body><h1>Pipeline {html.escape(pipe.name)}</h1><p>{time.strftime("%Y-%m-%d %H:%M:%S")}</p>
-{board_html}{_steps_html(pipe, results)}</body></html>"""
-    path = pipe.run_dir / "index.html"
+{_warnings_html(results)}{board_html}{_steps_html(pipe, results)}</body></html>"""
+    path = in_run_dir(pipe.run_dir, "index.html", what="index")
     path.write_text(page, encoding="utf-8")
     return path

@@ -157,20 +157,21 @@ def make_optimizer(
     *,
     lr: float,
     steps: int,
-    weight_decay: float = 0.01,
-    backbone_lr: float | None = None,
-    backbone_prefixes: tuple[str, ...] = ("text.",),
-    layer_lr_decay: float | None = None,
-    adam_eps: float = 1e-8,
-    warmup_steps: int = 0,
-    backbone_warmup_steps: int | None = None,
-    schedule: str = "linear",
-    schedule_steps: int | None = 0,
-    decay_rate: float = 0.9,
+    weight_decay: float,
+    backbone_lr: float | None,
+    backbone_prefixes: tuple[str, ...],
+    layer_lr_decay: float | None,
+    adam_eps: float,
+    warmup_steps: int,
+    backbone_warmup_steps: int | None,
+    schedule: str,
+    schedule_steps: int | None,
+    decay_rate: float,
     fused: bool = False,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """`fit`'s AdamW over `param_groups` and its per-group `LambdaLR` of `lr_multiplier` (same
-    arguments and meanings as `fit`'s; 0/None backbone_lr, layer_lr_decay, schedule_steps: off)."""
+    """`fit`'s AdamW over `param_groups` and its per-group `LambdaLR` of `lr_multiplier` (the options
+    marked `optimizer` in `vmmlib.fit_args.FitConfig`, which holds their defaults and meanings; 0/None
+    backbone_lr, layer_lr_decay, schedule_steps: off)."""
     groups = param_groups(
         model, lr=lr, weight_decay=weight_decay, backbone_lr=backbone_lr or None,
         backbone_prefixes=backbone_prefixes, layer_lr_decay=layer_lr_decay,
@@ -214,8 +215,15 @@ class EMA:
         return [self.shadow[n] for n in self.shadow], [params[n] for n in self.shadow]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, ok: torch.Tensor | None = None) -> None:
+        """One EMA step; with `ok` (a bool tensor) only where it is True, decided on the device."""
         shadows, params = self._pairs(model)
+        if ok is not None:
+            before = [s.clone() for s in shadows]
+            self.update(model)
+            for s, b in zip(shadows, before):
+                s.copy_(torch.where(ok, s, b))
+            return
         if all(p.dtype == torch.float32 for p in params):
             torch._foreach_mul_(shadows, self.decay)
             torch._foreach_add_(shadows, [p.detach() for p in params], alpha=1.0 - self.decay)
@@ -258,7 +266,7 @@ class EMA:
 class SWA:
     """Stochastic weight averaging over the last `n` snapshots of the weights.
 
-    `fit` takes a snapshot (the evaluated weights: the EMA's when it is on) every `eval_every` steps;
+    `fit` takes a snapshot (the EMA's weights when it is on) every `swa_every` steps (0: `eval_every`);
     at the end the final weights count as one more unless the last step was a snapshot step, and the
     mean of the last `n` is the final model. Floating tensors (parameters and float buffers such as
     BatchNorm statistics) are averaged in fp32; integer buffers come from the final weights.

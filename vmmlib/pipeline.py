@@ -46,13 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmmlib import pipeline_file as pf
+from vmmlib.io.safe import InputError
 from vmmlib.leaderboard import write_index
+from vmmlib.pipeline_log import TOPIC, StepConsole, announce_start
 from vmmlib.pipeline_settings import apply_settings, dry_run_dir, mark_dry_run
-from vmmlib.runs import load_metrics, notebook_params, read_yaml, resolve_path
+from vmmlib.runs import in_run_dir, load_metrics, resolve_path
 
-STEP_KEYS = {"name", "notebook", "params", "set", "after", "folds", "resources"}
-PIPELINE_KEYS = {"run_dir", "workers", "data", "settings", "steps"}
-DATA_KEYS = {"task", "dir", "sample"}
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
 
 
@@ -67,6 +67,7 @@ class Step:
     cwd: str = "."
     threads: int = 1  # OMP_NUM_THREADS for the notebook's kernel
     group: str = ""  # the declared step it comes from: `finetune` for `finetune-fold3`
+    run_dir: str = ""  # the pipeline's run folder: every path the runner writes lies below it
 
 
 @dataclass
@@ -76,67 +77,7 @@ class Pipeline:
     workers: int
     steps: list[Step]
     data: dict[str, Any] | None = None
-
-
-def _expand(value: Any, context: Mapping[str, Any]) -> Any:
-    if isinstance(value, str):
-        try:
-            return value.format(**context)
-        except (KeyError, IndexError) as e:
-            raise ValueError(
-                f"unknown placeholder {e} in {value!r}; valid: {', '.join(sorted(context))}"
-            ) from None
-    if isinstance(value, list):
-        return [_expand(v, context) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v, context) for k, v in value.items()}
-    return value
-
-
-def _notebook_params(notebook: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """A notebook's parameter defaults and their annotations (`papermill.inspect_notebook`)."""
-    import papermill
-
-    info = papermill.inspect_notebook(str(notebook))
-    if not info:
-        raise ValueError(f"{notebook} has no cell tagged 'parameters'")
-    unread = [name for name in _assigned_parameters(notebook) if name not in info]
-    if unread:  # papermill would neither list nor inject them: say so now, not at run time
-        raise ValueError(
-            f"papermill cannot parse the line(s) of parameter(s) {', '.join(unread)} in the parameters "
-            "cell (its line parser trips on an '=' in a comment, e.g. '>=', and on annotations such as "
-            "`str | None`); rewrite those lines"
-        )
-    defaults = {name: _literal(p["default"]) for name, p in info.items()}
-    # papermill says "None" for a parameter without annotation: any value goes.
-    annotations = {
-        name: p["inferred_type_name"] for name, p in info.items() if p["inferred_type_name"] != "None"
-    }
-    return defaults, annotations
-
-
-def _assigned_parameters(notebook: Path) -> list[str]:
-    """Names the parameters cell assigns at top level, read with Python's own parser."""
-    import ast
-
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    names = []
-    for node in ast.parse(cell.source).body:
-        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
-        names += [t.id for t in targets if isinstance(t, ast.Name)]
-    return names
-
-
-def _literal(text: str) -> Any:
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    track: str | None = None  # MLflow tracking URI each finished step is logged to (`vmmlib.track`)
 
 
 def load_pipeline(
@@ -149,157 +90,48 @@ def load_pipeline(
     """Read a pipeline file, check it whole and resolve every step's parameters (nothing runs).
 
     Steps may be declared in any order; they come back in dependency order (declaration order
-    where free), fold steps expanded. `settings` override the file's `settings:` (`--set`, see
-    `vmmlib.pipeline_settings`); `dry_run` makes every step a dry run in `<run_dir>-dry-run`.
+    where free), fold steps expanded. The checks live in `vmmlib.pipeline_file`. `settings` override
+    the file's `settings:` (`--set`, `vmmlib.pipeline_settings`); `dry_run` makes every step a dry
+    run in `<run_dir>-dry-run`.
 
     Raises:
-        ValueError: anything a run would trip over later, naming the file, the step and the valid
-            choices: keys that do not exist, a step without a name, `steps` not a list, `folds`
-            not a whole number ≥ 1, an unknown or cyclic dependency, a parameter the notebook does
-            not declare or a value of the wrong type for its annotation.
+        InputError: anything a run would trip over later, naming the file, the step and the valid
+            choices: invalid YAML, keys that do not exist or have the wrong type (`run_dir: 5`), a
+            step that is not a mapping, a step without a plain name (`[A-Za-z0-9_.-]`, not `.` or
+            `..`: it becomes a folder under `run_dir`), `steps` not a list, `folds` not a whole
+            number ≥ 1, an unknown or cyclic dependency, a parameter the notebook does not declare
+            or a value of the wrong type for its annotation.
     """
     path = resolve_path(path)
-    spec = _read_spec(path)
+    spec = pf.read_spec(path)
     context = apply_settings(path, spec, settings)
-    run_dir = resolve_path(spec.get("run_dir", f"runs/{path.stem}"))
+    run_dir = resolve_path(spec.get("run_dir", f"runs/{path.stem}")).resolve()
     run_dir = dry_run_dir(run_dir) if dry_run else run_dir
-    data = _check_data(path, spec.get("data"))
+    data = pf.check_data(path, spec.get("data"))
     data_dir = (
         resolve_path(data["dir"]) if data else context.get("data_dir") and resolve_path(context["data_dir"])
     )
     context = {**context, "run_dir": str(run_dir), "data_dir": str(data_dir or "")}
     steps: list[Step] = []
     groups: dict[str, list[str]] = {}  # declared name → expanded step names (folds)
-    for raw in _in_dependency_order(path, _check_steps(path, spec["steps"])):
+    for raw in pf.in_dependency_order(path, pf.check_steps(path, spec["steps"])):
         expanded = _expand_step(path, raw, context, run_dir, groups)
         groups[raw["name"]] = [s.name for s in expanded]
         steps += expanded
     clash = sorted({s.name for s in steps if [t.name for t in steps].count(s.name) > 1})
     if clash:
-        raise ValueError(f"{path}: step name(s) {', '.join(clash)} occur twice once folds are expanded")
+        raise InputError(path, f"step name(s) {', '.join(clash)} occur twice once folds are expanded")
     workers = workers or spec.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"{path}: workers must be a whole number ≥ 1, got {workers!r}")
+        raise ValueError(f"workers must be a whole number ≥ 1, got {workers!r}")
     for step in steps:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
     if dry_run:
         mark_dry_run(path, steps)
-    return Pipeline(path.stem, run_dir, workers, steps, data)
-
-
-def _read_spec(path: Path) -> dict[str, Any]:
-    spec = read_yaml(path)
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: a pipeline file is a mapping with keys {', '.join(sorted(PIPELINE_KEYS))}")
-    bad = set(spec) - PIPELINE_KEYS
-    if bad:
-        raise ValueError(
-            f"{path}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(PIPELINE_KEYS))}"
-        )
-    steps = spec.get("steps")
-    if isinstance(steps, dict):
-        raise ValueError(
-            f"{path}: steps must be a list, one `- name: …` entry per step; got a mapping with keys "
-            f"{', '.join(map(str, steps))}"
-        )
-    if not isinstance(steps, list) or not steps:
-        raise ValueError(
-            f"{path}: steps must be a non-empty list, one `- name: …` entry per step; got {steps!r}"
-        )
-    return spec
-
-
-def _check_data(path: Path, data: Any) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    from vmmlib.tasks import list_tasks
-
-    if not isinstance(data, dict) or not {"task", "dir"} <= set(data) or set(data) - DATA_KEYS:
-        raise ValueError(
-            f"{path}: data must be a mapping with keys task, dir and optionally sample; got {data!r}"
-        )
-    if data["task"] not in list_tasks():
-        raise ValueError(
-            f"{path}: data: unknown task {data['task']!r}; valid tasks: {', '.join(list_tasks())}"
-        )
-    if not isinstance(data.get("sample") or {}, dict):
-        raise ValueError(
-            f"{path}: data: sample must be a mapping of sample-data options, got {data['sample']!r}"
-        )
-    return data
-
-
-def _check_steps(path: Path, raws: list[Any]) -> list[dict[str, Any]]:
-    """Check each declared step's own keys; return them (names unique, types right)."""
-    names: list[str] = []
-    for i, raw in enumerate(raws, 1):
-        if not isinstance(raw, dict):
-            raise ValueError(
-                f"{path}: step #{i} must be a mapping with keys {', '.join(sorted(STEP_KEYS))}; got {raw!r}"
-            )
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(
-                f"{path}: step #{i} (notebook {raw.get('notebook', '?')}) has no name; every step needs a "
-                f"unique `name:` (got {name!r})"
-            )
-        where = f"{path}: step {name!r}"
-        if name in names:
-            raise ValueError(f"{where} is declared twice")
-        names.append(name)
-        bad = set(raw) - STEP_KEYS
-        if bad:
-            raise ValueError(
-                f"{where}: unknown key(s) {', '.join(sorted(bad))}; valid keys: {', '.join(sorted(STEP_KEYS))}"
-            )
-        if not isinstance(raw.get("notebook"), str):
-            raise ValueError(f"{where}: notebook must be the path of a notebook, got {raw.get('notebook')!r}")
-        folds = raw.get("folds")
-        if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 1):
-            raise ValueError(
-                f"{where}: folds must be a whole number ≥ 1 (one step per fold), got {folds!r}"
-                f"{' (a string)' if isinstance(folds, str) else ''}; leave it out for a step without folds"
-            )
-        for key in ("set", "resources"):
-            if not isinstance(raw.get(key) or {}, dict):
-                raise ValueError(f"{where}: {key} must be a mapping of name: value, got {raw[key]!r}")
-        after = raw.get("after") or []
-        if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-            raise ValueError(f"{where}: after must be a list of step names, e.g. [pretrain]; got {after!r}")
-    for raw in raws:
-        unknown = [a for a in raw.get("after") or [] if a not in names]
-        if unknown:
-            raise ValueError(
-                f"{path}: step {raw['name']!r} runs after unknown step {', '.join(map(repr, unknown))}; "
-                f"steps: {', '.join(names)}"
-            )
-    return raws
-
-
-def _in_dependency_order(path: Path, raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The steps ordered so that each comes after its `after` steps; a cycle is an error naming it."""
-    by_name = {raw["name"]: raw for raw in raws}
-    ordered: list[dict[str, Any]] = []
-    state: dict[str, str] = {}  # name → "visiting" | "done"
-
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            cycle = trail[trail.index(name) :] + [name]
-            raise ValueError(
-                f"{path}: steps {', '.join(sorted(set(cycle)))} form a dependency cycle: "
-                f"{' → '.join(cycle)} (→ reads 'runs after'); remove one of these `after` entries"
-            )
-        state[name] = "visiting"
-        for dep in by_name[name].get("after") or []:
-            visit(dep, [*trail, name])
-        state[name] = "done"
-        ordered.append(by_name[name])
-
-    for raw in raws:
-        visit(raw["name"], [])
-    return ordered
+    track = spec.get("track")
+    if track is not None and not isinstance(track, str):
+        raise InputError(path, f"track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}")
+    return Pipeline(path.stem, run_dir, workers, steps, data, track)
 
 
 def _expand_step(
@@ -311,23 +143,18 @@ def _expand_step(
 ) -> list[Step]:
     """One declared step → its Step per fold, parameters resolved and checked against the notebook."""
     name = raw["name"]
-    where = f"{path}: step {name!r}"
+    where = f"step {name!r}"
     notebook = resolve_path(raw["notebook"])
     if not notebook.is_file():
-        raise ValueError(f"{where}: notebook {notebook} does not exist")
+        raise InputError(path, f"notebook {notebook} does not exist", where)
     try:
-        defaults, annotations = _notebook_params(notebook)
-    except Exception as e:  # not a notebook, no parameters cell, ...
-        raise ValueError(f"{where}: notebook {notebook}: {e}") from None
+        defaults, annotations = pf.notebook_parameters(notebook)
+    except InputError as e:  # not a notebook, no parameters cell, ...
+        raise InputError(path, f"notebook {e}", where) from None
     base = dict(defaults)
     if raw.get("params"):
-        params_file = resolve_path(raw["params"])
-        if not params_file.is_file():
-            raise ValueError(f"{where}: params file {params_file} does not exist")
-        from_file = read_yaml(params_file)
-        if not isinstance(from_file, dict):
-            raise ValueError(f"{where}: params file {params_file} must map parameter names to values")
-        _check_values(from_file, defaults, annotations, f"{where}: params {raw['params']}")
+        from_file = pf.read_params_file(path, where, resolve_path(raw["params"]))
+        pf.check_values(from_file, defaults, annotations, path, f"{where}: params {raw['params']}")
         base.update(from_file)
     after = [inst for dep in raw.get("after") or [] for inst in groups[dep]]
     folds = raw.get("folds")
@@ -336,39 +163,22 @@ def _expand_step(
     )
     steps = []
     for inst, fold_ctx in instances:
-        out_dir = run_dir / inst
+        out_dir = in_run_dir(run_dir, inst, what=f"{path}: step {inst!r}: folder")
         ctx = {**context, **fold_ctx, "out_dir": str(out_dir)}
         try:
-            overrides = _expand(dict(raw.get("set") or {}), ctx)
+            overrides = pf.expand(dict(raw.get("set") or {}), ctx)
         except ValueError as e:
-            raise ValueError(f"{where}: set: {e}") from None
+            raise InputError(path, f"set: {e}", where) from None
         overrides.update(fold_ctx)
         overrides["out_dir"] = str(out_dir)
-        _check_values(
-            overrides, defaults, annotations, f"{where}: set" if inst == name else f"{where}: set ({inst})"
+        pf.check_values(
+            overrides, defaults, annotations, path, f"{where}: set" + ("" if inst == name else f" ({inst})")
         )
         steps.append(
             Step(inst, str(notebook), str(out_dir), {**base, **overrides}, list(after),
-                 dict(raw.get("resources") or {}), os.getcwd(), group=name)
+                 dict(raw.get("resources") or {}), os.getcwd(), group=name, run_dir=str(run_dir))
         )  # fmt: skip
     return steps
-
-
-def _check_values(
-    given: Mapping[str, Any], defaults: Mapping[str, Any], annotations: Mapping[str, str], where: str
-) -> None:
-    """Names the notebook declares, values of the types its parameters cell annotates."""
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown parameter(s) {', '.join(sorted(unknown))}; valid parameters: {', '.join(sorted(defaults))}"
-        )
-    typed = {k: v for k, v in annotations.items() if k in given}
-    if typed:
-        try:  # the notebook's own check (`notebook_params`), run now instead of when the step starts
-            notebook_params({"__annotations__": typed, **given})
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
 
 
 def fingerprint(step: Step, upstream: list[str]) -> str:
@@ -388,13 +198,12 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
         A result dict: name, status (ok | cached | failed | blocked), duration_s, metrics,
         fingerprint, notebook/html paths and, on failure, the error and the notebook path.
     """
-    out = Path(step.out_dir)
     stem = Path(step.notebook).stem
     result = {
         "name": step.name,
-        "out_dir": str(out),
-        "notebook": str(out / f"{stem}.ipynb"),
-        "html": str(out / f"{stem}.html"),
+        "out_dir": step.out_dir,
+        "notebook": str(Path(step.out_dir) / f"{stem}.ipynb"),
+        "html": str(Path(step.out_dir) / f"{stem}.html"),
         "duration_s": 0.0,
         "metrics": {},
         "error": None,
@@ -406,11 +215,18 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
             "status": BLOCKED,
             "error": f"not run: upstream step(s) {', '.join(failed_up)} did not finish",
         }
+    try:  # every path this step writes or deletes, resolved now and refused outside the run folder
+        out = _in_run(step, step.out_dir)
+        status_path, notebook_out, html_out = (
+            _in_run(step, out / name) for name in ("status.json", f"{stem}.ipynb", f"{stem}.html")
+        )
+    except InputError as e:
+        return {**result, "status": FAILED, "error": f"not run: {e}"}
+    result.update(out_dir=str(out), notebook=str(notebook_out), html=str(html_out))
     result["fingerprint"] = fp = fingerprint(step, [u["fingerprint"] for u in upstream])
-    status_path = out / "status.json"
-    previous = json.loads(status_path.read_text()) if status_path.exists() else {}
+    previous = _read_status(status_path)
     same = previous.get("fingerprint") == fp
-    if not force and same and previous.get("status") == OK and Path(result["notebook"]).exists():
+    if not force and same and previous.get("status") == OK and notebook_out.exists():
         return {**previous, "status": CACHED}
     if out.exists() and (force or not same):
         # Other parameters (or --force): start clean, so training does not resume from the old
@@ -421,6 +237,8 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # One BLAS/torch thread per step per core share: steps run side by side on the workers.
     os.environ.setdefault("OMP_NUM_THREADS", str(step.threads))
+    os.environ.setdefault("VMM_PROGRESS", "lines")  # progress as text lines in the notebook, no widget
+    announce_start(step.name)
     start = time.time()
     try:
         import papermill
@@ -447,15 +265,29 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     return result
 
 
+def _in_run(step: Step, path: str | Path) -> Path:
+    """`path` if it lies strictly below the step's run folder (`vmmlib.runs.in_run_dir`)."""
+    if not step.run_dir:
+        raise InputError(step.out_dir, f"step {step.name!r} has no run folder to keep its writes in")
+    return in_run_dir(step.run_dir, path, what=f"step {step.name!r}: path")
+
+
+def _read_status(path: Path) -> dict:
+    """A step folder's `status.json`; {} when missing or unreadable (a kill mid-write): run again."""
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
 def _export_html(result: dict) -> None:
     if not Path(result["notebook"]).exists():
         return
-    try:
-        import nbformat
-        from nbconvert import HTMLExporter
+    try:  # the summary (metric, baseline, warnings) first, code folded: `vmmlib.report`
+        from vmmlib.report import export_report
 
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(result["notebook"], as_version=4))
-        Path(result["html"]).write_text(body, encoding="utf-8")
+        export_report(result["notebook"], result["html"], result["out_dir"])
     except Exception as e:  # a report we cannot render must not fail the step
         result["html_error"] = f"{type(e).__name__}: {e}"
 
@@ -477,6 +309,7 @@ def run_pipeline(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    track: str | None = None,
     settings: Mapping[str, str] | None = None,
     dry_run: bool = False,
 ) -> list[dict]:
@@ -486,12 +319,15 @@ def run_pipeline(
         scheduler: address of an existing Dask scheduler (`tcp://host:8786`); default: a local
             cluster of `workers` single-threaded worker processes (one GPU each when present).
         force: re-run steps even when their folder holds a finished result for the same fingerprint.
+        progress: print each step's start and end as it happens (`vmmlib.pipeline_log`).
+        track: an MLflow tracking URI (default: the pipeline file's `track`): each finished step is
+            logged as one MLflow run (`vmmlib.track.track_step`).
         settings, dry_run: see `load_pipeline`.
     """
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
 
     pipe = load_pipeline(path, workers=workers, settings=settings, dry_run=dry_run)
+    track = track or pipe.track
     _ensure_data(pipe)
     if scheduler:
         cluster, client = None, Client(scheduler)
@@ -510,17 +346,16 @@ def run_pipeline(
                 key=f"{pipe.name}-{step.name}-{time.time_ns()}", resources=step.resources or None, pure=False,
             )  # fmt: skip
         results: dict[str, dict] = {}
-        bar = tqdm(total=len(futures), desc=f"pipeline {pipe.name}", disable=not progress, unit="step")
+        console = StepConsole(pipe.name, len(futures), enabled=progress)
+        console.begin(pipe.workers)
+        client.subscribe_topic(TOPIC, console.on_event)
         for future in as_completed(list(futures.values())):
             r = future.result()
             results[r["name"]] = r
-            bar.update(1)
-            line = f"{r['name']}: {r['status']} ({r['duration_s']:.1f} s)"
-            if r["error"]:
-                line += f"\n    {r['error']}"
-            bar.write(line)
+            console.finished(r)
             write_index(pipe, [results.get(s.name) or _pending(s) for s in pipe.steps])
-        bar.close()
+            if track:
+                _track(track, pipe, r, console)
     finally:
         client.close()
         if cluster is not None:
@@ -528,6 +363,19 @@ def run_pipeline(
     ordered = [results[s.name] for s in pipe.steps]
     write_index(pipe, ordered)
     return ordered
+
+
+def _track(uri: str, pipe: Pipeline, result: dict, console: StepConsole) -> None:
+    """Log a finished step to MLflow; a tracking failure is reported, never fatal to the pipeline."""
+    if result["status"] not in (OK, CACHED):
+        return
+    try:
+        from vmmlib.track import track_step
+
+        run_id = track_step(uri, result["out_dir"], pipeline=pipe.name, step=result["name"])
+        console.note(f"tracked {result['name']} in {uri} (MLflow run {run_id})")
+    except Exception as e:
+        console.note(f"could not track {result['name']} in {uri}: {type(e).__name__}: {e}")
 
 
 def _pending(step: Step) -> dict:
@@ -539,8 +387,7 @@ def read_results(pipe: Pipeline) -> list[dict]:
     write the index of a run again: `write_index(pipe, read_results(pipe))`."""
     results = []
     for step in pipe.steps:
-        path = Path(step.out_dir) / "status.json"
-        status = json.loads(path.read_text()) if path.exists() else {}
+        status = _read_status(Path(step.out_dir) / "status.json")
         results.append({**_pending(step), **status})
     return results
 

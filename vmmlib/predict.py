@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from vmmlib import dryrun
+from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import read_yaml, submitted_weights
 
 Step = Callable[[nn.Module, dict], torch.Tensor]
@@ -76,7 +76,9 @@ def predict_batches(
         return (total / len(models)).astype(np.float32, copy=False)
 
     try:  # a dry run (`vmmlib.dryrun`) runs the models on the first batches only
-        yield from dryrun.capped(tqdm(loader, desc=desc, disable=not progress, leave=False), run)
+        yield from dryrun.capped(
+            progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch"), run
+        )
     finally:
         for m, state in zip(models, states):
             m.train(state)

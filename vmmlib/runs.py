@@ -127,6 +127,18 @@ def resolve_path(path: str | Path) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+def in_run_dir(run_dir: str | Path, path: str | Path, *, what: str = "path") -> Path:
+    """`path` (absolute, or relative to `run_dir`) resolved, links followed, if it lies strictly
+    below `run_dir`; else `InputError` naming both. Every path a runner writes or deletes goes
+    through it, so no configuration can make it touch anything outside its run folder."""
+    from vmmlib.io.safe import InputError, inside
+
+    target = inside(run_dir, path, what=what)
+    if target == Path(run_dir).resolve():
+        raise InputError(run_dir, f"{what} {os.fspath(path)!r} is the run folder itself, not a path in it")
+    return target
+
+
 def _plain(value: Any) -> Any:
     """Convert numpy scalars/arrays and paths to YAML/JSON-friendly Python values."""
     if isinstance(value, Mapping):

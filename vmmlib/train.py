@@ -3,11 +3,13 @@
 
 What lives here:
 - `fit`: AdamW with a backbone learning rate and optional layer-wise decay, warmup + decay per group
-  (`vmmlib.optim`), gradient clipping, bf16 autocast on GPU, an EMA of the weights, FGM/PGD
-  adversarial training on the word embeddings (`vmmlib.adversarial`), SWA over the last evaluated
-  weights, periodic evaluation with best-checkpoint selection, a guard against non-finite steps,
-  periodic atomic checkpoints and `history.csv`.
-- re-exported: `check_fit_args` (`vmmlib.fit_args`, for notebooks to run before loading data);
+  (`vmmlib.optim`), gradient accumulation, gradient clipping, bf16 autocast on GPU, an EMA of the
+  weights, FGM/PGD adversarial training on the word embeddings (`vmmlib.adversarial`), SWA over
+  periodic snapshots, periodic evaluation with best-checkpoint selection, a guard against non-finite
+  steps decided on the device (`vmmlib.train_step`: no host sync per step), periodic atomic
+  checkpoints and `history.csv`. Its options are the fields of one dataclass, `FitConfig`.
+- re-exported: `FitConfig`, `check_fit_args` (for notebooks to run before loading data) and
+  `fit_params` (the notebook parameters that are `fit` options) from `vmmlib.fit_args`;
   `param_groups`, `lr_multiplier`, `EMA`, `SWA` (`vmmlib.optim`); `TrainState`, `make_loader`,
   `EpochShuffleSampler`, `save_weights`, `load_weights` (`vmmlib.checkpoint`).
 
@@ -23,8 +25,11 @@ with `steps=N` is exact only with `schedule_steps=N` in both calls (the decay ho
 
 Off is 0: every optional number (`schedule_steps`, `ema_decay`, `grad_clip`, `backbone_lr`,
 `eval_every`, `save_every`, `save_minutes`, `log_every`, `max_nonfinite_steps`, `layer_lr_decay`,
-`swa_last`) means "off / the
-default" at 0, and None is accepted the same way.
+`swa_last`, `swa_every`) means "off / the default" at 0, and None is accepted the same way.
+
+Gradient accumulation (`grad_accum_steps` N): each optimiser step takes N micro-batches, weighted so
+the gradients are those of one batch holding them all; `steps`, the schedule, logging, checkpoints and
+resume count optimiser steps (the data position counts batches, so a resume is exact).
 
 Checkpoint layout under `out_dir`:
 
@@ -58,7 +63,6 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from vmmlib.adversarial import FGM, PGD, build_adversary
 from vmmlib.checkpoint import (
@@ -79,11 +83,31 @@ from vmmlib.checkpoint import (
     save_weights,
     write_history_csv,
 )
-from vmmlib.fit_args import check_fit_args, check_same_run, resolve_mixed_precision, result_args, sum_terms
+from vmmlib.fit_args import (
+    FitConfig,
+    check_fit_args,
+    check_same_run,
+    fit_params,
+    fit_signature,
+    optimizer_args,
+    resolve_mixed_precision,
+    result_args,
+)
 from vmmlib.optim import EMA, SWA, lr_multiplier, make_optimizer, param_groups, position_scheduler
+from vmmlib.progress import progress as progress_bar
+from vmmlib.train_step import flush, train_step
 
-__all__ = ["EMA", "SWA", "EpochShuffleSampler", "FitResult", "TrainState", "check_fit_args", "fit"]
-__all__ += ["load_weights", "lr_multiplier", "make_loader", "param_groups", "save_weights"]
+__all__ = [
+    "EMA",
+    "SWA",
+    "EpochShuffleSampler",
+    "FitConfig",
+    "FitResult",
+    "TrainState",
+    "check_fit_args",
+    "fit",
+]
+__all__ += ["fit_params", "load_weights", "lr_multiplier", "make_loader", "param_groups", "save_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,43 +142,8 @@ def fit(
     model: nn.Module,
     train_loader: DataLoader,
     objective: Callable[[nn.Module, Any], Mapping[str, torch.Tensor]],
-    *,
-    steps: int,
-    lr: float,
-    out_dir: str | Path,
-    backbone_lr: float | None = None,
-    backbone_prefixes: tuple[str, ...] = ("text.",),
-    weight_decay: float = 0.01,
-    warmup_steps: int = 0,
-    backbone_warmup_steps: int | None = None,
-    schedule: str = "linear",
-    schedule_steps: int | None = 0,
-    decay_rate: float = 0.9,
-    adam_eps: float = 1e-8,
-    grad_clip: float | None = 1.0,
-    ema_decay: float | None = 0.0,
-    adversarial: str | None = "none",
-    adv_epsilon: float = 1.0,
-    adv_alpha: float = 0.3,
-    adv_steps: int = 3,
-    adv_param_pattern: str = "word_embeddings",
-    layer_lr_decay: float | None = 0.0,
-    swa_last: int | None = 0,
-    eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
-    eval_every: int | None = 0,
-    metric: str | None = None,
-    greater_is_better: bool = True,
-    save_every: int | None = 0,
-    save_minutes: float | None = 0.0,
-    resume: bool = True,
-    reset_optimizer: bool = False,
-    fingerprint: str | None = None,
-    max_nonfinite_steps: int | None = 5,
-    mixed_precision: str = "auto",
-    seed: int = 0,
-    log_every: int | None = 10,
-    progress: bool = True,
-    accelerator: Accelerator | None = None,
+    config: FitConfig | None = None,
+    **options: Any,
 ) -> FitResult:
     """Train `model` for `steps` optimiser steps on batches of `train_loader`.
 
@@ -163,69 +152,35 @@ def fit(
             when `ema_decay` is set), the ones written to `out_dir/model.safetensors`. A model with an
             `after_optimizer_step()` method has it called after every optimiser step taken (before
             the EMA update): constraints such as CLIP's logit-scale clamp.
-        train_loader: a plain torch DataLoader, iterated epoch by epoch (see `make_loader`).
+        train_loader: a plain torch DataLoader, iterated epoch by epoch (see `make_loader`). With
+            `grad_accum_steps` N, each optimiser step takes N of its batches (micro-batches).
         objective: `objective(model, batch) -> {"term": scalar tensor}`; `fit` sums the terms and logs
             each as `train/<term>` and the sum as `train/loss`. `model` is the Accelerate-prepared one
             (DDP-wrapped when distributed): call it, unwrap it only to reach attributes. An objective
             with the attribute `backward_inside = True` is called as `objective(model, batch,
             backward=fn)` and runs its own backward passes (e.g. contrastive gradient accumulation
-            over cached features, `vmmlib.contrastive`); its terms are only logged.
-        steps: optimiser steps in total, counting those done before a resume.
-        lr: peak learning rate of the non-backbone groups.
-        out_dir: run folder for checkpoints, history.csv and model.safetensors.
-        backbone_lr: peak lr of parameters whose names start with `backbone_prefixes` (0: `lr`).
-        backbone_prefixes: name prefixes of backbone parameters, e.g. ("text.",).
-        weight_decay: AdamW decoupled weight decay; 0 for parameters with fewer than 2 dims.
-        warmup_steps: linear warmup steps of the non-backbone groups.
-        backbone_warmup_steps: warmup of the backbone groups (None: `warmup_steps`; 0 is no warmup).
-        schedule: one of `vmmlib.optim.SCHEDULES` ("linear", "cosine", "constant", "exponential").
-        schedule_steps: horizon of the decay (0: `steps`); seed 000 decays over 40k but stops at 3-4k.
-            For "exponential" it is the decay interval.
-        decay_rate: factor per `schedule_steps` of the "exponential" schedule.
-        adam_eps: AdamW epsilon (WBDC rank-8 uses 1e-6).
-        grad_clip: max global grad norm (0: no clipping; the norm is still computed and logged).
-        ema_decay: keep an EMA of the weights with this decay (0: off); evaluation, the best
-            checkpoint and the final model use it.
-        adversarial: "none", "fgm" or "pgd" on the parameters matching `adv_param_pattern` (SPEC §4.5,
-            `vmmlib.adversarial`); the last adversarial loss is logged as `train/adv_loss`.
-        adv_epsilon, adv_alpha, adv_steps: FGM's step / PGD's L2 ball ε, PGD's step α and K (1.0, 0.3, 3).
-        adv_param_pattern: regex searched in parameter names (default: the text word-embedding table).
-        layer_lr_decay: in (0, 1] (0: off): rate × decay**depth, depth by `vmmlib.optim.layer_depth`
-            (head 0, top layer 1, embeddings deepest); groups logged as `lr/<backbone|others>/depth<d>`.
-        swa_last: the final model is the mean of the last this many snapshots (0: off), one every
-            `eval_every` steps plus the final weights (EMA's when on); evaluated as `swa/<key>`, it
-            becomes `checkpoints/best` when it beats the best evaluation.
-        eval_fn: `eval_fn(model) -> {"metric": float}`, run in eval mode under no_grad every
-            `eval_every` steps and at the end. It runs on every process; the main process's dict is
-            used, so under DDP it should compute the full-validation metric there (e.g. with
-            `accelerator.gather_for_metrics`). RNG states are restored after it. A non-finite value
-            is logged (history.csv shows `nan`/`inf`) with a warning and never selected as best.
-        eval_every: evaluate every this many steps (0: only at the end).
-        metric: key of `eval_fn`'s dict that selects `checkpoints/best` (None: no best checkpoint).
-        greater_is_better: direction of `metric`.
-        save_every: write `checkpoints/last` every this many steps (0: off; it is written at the end).
-        save_minutes: also write it when this many wall-clock minutes passed since the last write
-            (0: off). A rerun after a kill resumes from it.
-        resume: continue from `out_dir/checkpoints/last` if it exists; False deletes what an earlier
-            fit wrote in `out_dir` and starts over.
-        reset_optimizer: on a resume, take the weights, EMA/SWA, step, data position and RNG from the
-            checkpoint but start AdamW's moments afresh, on this run's schedule at the checkpoint's
-            step; the optimiser's settings (`vmmlib.fit_args.OPTIMIZER_ARGS`: lr, warmup, schedule,
-            ...) may then differ from the checkpoint's (Chinese-CLIP's `--reset-optimizer`). The
-            fingerprint must still match: a notebook's run folder pins its parameters.
-        fingerprint: a string identifying what made this run beyond `fit`'s own arguments (e.g. a hash
-            of the notebook's parameters, `vmmlib.runs.params_fingerprint`). It is stored in the
-            checkpoint; resuming a checkpoint with another fingerprint, or made with other
-            result-shaping arguments (lr, schedule, ...), raises instead.
-        max_nonfinite_steps: raise after this many consecutive skipped steps (0: never). A step whose
-            loss, grad norm or buffers (BatchNorm statistics) are NaN/inf is skipped with a
-            RuntimeWarning and leaves no trace in the model: its buffers are restored; the schedule
-            still advances.
-        mixed_precision: "auto" (bf16 on a bf16-capable GPU, else "no"), "no" or "bf16".
-        seed: seeds python/numpy/torch (+ process index) and plain RandomSamplers per epoch.
-        log_every: add a history row every this many steps (0: at the end only).
-        progress: show a tqdm progress bar (main process only).
-        accelerator: an existing `Accelerator` (e.g. from `notebook_launcher`); None builds one.
+            over cached features, `vmmlib.contrastive`); its terms are only logged. One with
+            `loss_reduction = "sum"` sums over its batch (accumulation weights, `vmmlib.train_step`).
+        config: a `FitConfig`; `options` (its field names, the keywords of this signature) replace
+            its fields. Every option, its default and meaning: `vmmlib.fit_args.FitConfig`.
+
+    Notes on the options:
+        - `eval_fn(model) -> {"metric": float}` runs in eval mode under no_grad every `eval_every`
+          steps and at the end, on every process; the main process's dict is used, so under DDP it
+          should compute the full-validation metric there (`accelerator.gather_for_metrics`). RNG
+          states are restored after it. A non-finite value is logged with a warning, never best.
+        - `swa_last`: the final model is the mean of the last this many snapshots, one every
+          `swa_every` steps (0: `eval_every`) plus the final weights (EMA's when on); evaluated as
+          `swa/<key>`, it becomes `checkpoints/best` when it beats the best evaluation.
+        - `reset_optimizer`: on a resume, take the weights, EMA/SWA, step, data position and RNG from
+          the checkpoint but start AdamW's moments afresh, on this run's schedule at the checkpoint's
+          step; the optimiser's settings (`vmmlib.fit_args.OPTIMIZER_ARGS`) may then differ.
+        - `fingerprint` is stored in the checkpoint; resuming one with another fingerprint, or made
+          with other result-shaping options (`result_args`: lr, schedule, ...), raises instead.
+        - The non-finite guard: a step whose loss, grad norm or buffers are NaN/inf leaves no trace in
+          the model (decided on the device, `vmmlib.train_step`); the schedule still advances. The
+          values reach the host every `log_every` steps (and before a checkpoint): the RuntimeWarning
+          for a skipped step, and the error after `max_nonfinite_steps` in a row, come then.
 
     Returns:
         FitResult; `history` has the columns step, epoch, lr/<group> (the rate the optimiser used at
@@ -235,16 +190,21 @@ def fit(
     Raises:
         RuntimeError: after `max_nonfinite_steps` consecutive non-finite steps, or when the final
             weights are non-finite and no finite checkpoint exists to fall back to.
-        ValueError: on invalid arguments (`check_fit_args`), a checkpoint beyond `steps`, or one made
-            with another fingerprint or other result-shaping arguments.
+        ValueError: on invalid options (`check_fit_args`), a checkpoint beyond `steps`, or one made
+            with another fingerprint or other result-shaping options.
+        TypeError: an unknown option.
     """
-    args = dict(locals())  # first statement: exactly the arguments
-    check_fit_args(**{k: args[k] for k in inspect.signature(check_fit_args).parameters if k in args})
+    args = FitConfig.make(config, **options).as_dict()
+    check_fit_args(**args)
+    steps, out_dir = args["steps"], args["out_dir"]
+    eval_fn, eval_every, log_every = args["eval_fn"], args["eval_every"], args["log_every"]
+    save_every, save_minutes, accum = args["save_every"], args["save_minutes"], args["grad_accum_steps"]
+    swa_every = args["swa_every"] or eval_every
     f = _prepare(model, train_loader, Path(out_dir), args)
     batches, resumed_from = _start(f, train_loader, args)
     state, optimizer = f.state, f.optimizer
-    bar = tqdm(
-        total=steps, initial=state.step, desc="fit", disable=not (progress and f.is_main), dynamic_ncols=True
+    bar = progress_bar(
+        total=steps, initial=state.step, desc="fit", disable=not (args["progress"] and f.is_main), dynamic_ncols=True
     )
     last_save_step, last_save_time = resumed_from, time.monotonic()
     running = None  # smoothed loss for the progress bar only
@@ -252,34 +212,46 @@ def fit(
     optimizer.zero_grad(set_to_none=True)
     try:
         while state.step < steps:
-            batch = next(batches)
+            micro = [next(batches) for _ in range(accum)]
             state.step += 1
             lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}  # the rates of this step
-            loss = _train_step(f, objective, batch)
+            train_step(f, objective, micro)  # no host read: the values wait in f.pending
             optimizer.zero_grad(set_to_none=True)
             f.scheduler.step()
             step = state.step
-
-            if loss is not None:
-                running = loss if running is None else 0.98 * running + 0.02 * loss
-                bar.set_postfix(loss=f"{running:.4g}", refresh=False)
             bar.update(1)
-            if (log_every and step % log_every == 0) or step == steps:
+            log_now = (log_every and step % log_every == 0) or step == steps
+            save_now = (save_every and step % save_every == 0) or _minutes_passed(
+                f, last_save_time, save_minutes
+            )
+            if log_now or save_now:
+                loss = flush(f)  # the one device→host read
+                if loss is not None:
+                    running = loss if running is None else 0.98 * running + 0.02 * loss
+                    bar.set_postfix(loss=f"{running:.4g}", refresh=False)
+            if log_now:
                 history_row(f.rows, step, state.epoch).update({**lrs, **state.pop_window()})
-            if eval_every and step % eval_every == 0:
-                _evaluation_step(f)
-            if (save_every and step % save_every == 0) or _minutes_passed(f, last_save_time, save_minutes):
+            if eval_fn is not None and eval_every and step % eval_every == 0:
+                _evaluate(f)
+            if f.swa is not None and swa_every and step % swa_every == 0:
+                _swa_snapshot(f)
+            if save_now:
                 _save_last(f)
                 last_save_step, last_save_time = step, time.monotonic()
     finally:
         bar.close()
         batches.close()  # ends the epoch's iterator (an abandoned Accelerate one stays registered)
 
+    flush(f)
     if eval_fn is not None and state.last_eval_step != state.step:
         _evaluate(f)
     if last_save_step != state.step:
         _save_last(f)
     return _finish(f, resumed_from)
+
+
+# fit's keywords are FitConfig's fields: `inspect.signature(fit)` (notebooks' `check_options`) lists them
+fit.__signature__ = fit_signature(list(inspect.signature(fit).parameters.values())[:4])
 
 
 @dataclass
@@ -299,6 +271,7 @@ class _Fit:
     rows: list[dict[str, Any]]
     paths: dict[str, Path]
     args: dict[str, Any]
+    pending: list[tuple[int, list[str], torch.Tensor]] = field(default_factory=list)  # steps not yet read
 
     @property
     def is_main(self) -> bool:
@@ -333,9 +306,8 @@ def _prepare(model: nn.Module, train_loader: DataLoader, out_dir: Path, args: di
     model.to(accelerator.device)  # before the optimiser: fused AdamW checks devices at construction
     # The scheduler is not prepared: Accelerate's wrapper steps num_processes times per call; we step once.
     optimizer, scheduler = make_optimizer(
-        model, **{k: args[k] for k in inspect.signature(make_optimizer).parameters if k in args and k != "model"},
-        fused=accelerator.device.type == "cuda",
-    )  # fmt: skip
+        model, **optimizer_args(args), fused=accelerator.device.type == "cuda"
+    )
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     adversary = build_adversary(
         args["adversarial"], model, trainable, epsilon=args["adv_epsilon"], alpha=args["adv_alpha"],
@@ -412,75 +384,6 @@ def _resume(
         write_history_csv(f.rows, f.paths["history"])
     f.accelerator.wait_for_everyone()
     return loaded["rng_states"], f.state.step
-
-
-def _train_step(f: _Fit, objective: Callable, batch: Any) -> float | None:
-    """One forward/backward/optimiser step; returns the loss, or None when the step was skipped.
-
-    A step whose loss, grad norm or buffers are non-finite is skipped: no optimiser or EMA update,
-    and the buffers the forward pass wrote (BatchNorm running statistics) are restored.
-    """
-    state, args = f.state, f.args
-    buffers = list(f.unwrapped.buffers())
-    saved_buffers = [b.detach().clone() for b in buffers]  # small: norm statistics, position ids
-    terms, loss = _loss_backward(f, objective, batch)
-    if f.adversary is not None:  # FGM / PGD: more forward + backward passes on perturbed embeddings
-        adv_loss = f.adversary.attack(lambda: _loss_backward(f, objective, batch)[1])
-        terms = {**terms, "adv_loss": adv_loss}
-    params = [p for g in f.optimizer.param_groups for p in g["params"]]
-    grad_norm = f.accelerator.clip_grad_norm_(params, args["grad_clip"] or math.inf)
-    if grad_norm is None:  # DeepSpeed clips inside its engine
-        grad_norm = torch.zeros(())
-    floating = [b for b in buffers if b.is_floating_point()]
-    buffers_ok = (
-        torch.stack([torch.isfinite(b).all() for b in floating]).all() if floating else torch.ones(())
-    )
-    values = torch.stack(
-        [loss.detach(), grad_norm.detach().float().to(loss.device), buffers_ok.float().to(loss.device)]
-        + [t.detach().float().reshape(()) for t in terms.values()]
-    )
-    if f.world > 1:  # every process then takes the same skip decision
-        values = f.accelerator.reduce(values, reduction="mean")
-    loss_value, norm_value, buffers_value, *term_values = values.tolist()
-    if math.isfinite(loss_value) and math.isfinite(norm_value) and buffers_value == 1.0:
-        f.optimizer.step()
-        after_step = getattr(f.unwrapped, "after_optimizer_step", None)
-        if after_step is not None:  # the model's own constraint (CLIP's logit-scale clamp), EMA sees it
-            after_step()
-        if f.ema is not None:
-            f.ema.update(f.unwrapped)
-        state.nonfinite_in_a_row = 0
-        state.accumulate({"loss": loss_value, **dict(zip(terms, term_values)), "grad_norm": norm_value})
-        return loss_value
-    with torch.no_grad():
-        for b, old in zip(buffers, saved_buffers):
-            b.copy_(old)
-    state.nonfinite_in_a_row += 1
-    state.window["skipped"] += 1
-    last_terms = dict(zip(terms, term_values), grad_norm=norm_value, buffers_finite=buffers_value == 1.0)
-    if args["max_nonfinite_steps"] and state.nonfinite_in_a_row >= args["max_nonfinite_steps"]:
-        raise RuntimeError(
-            f"loss was non-finite for {state.nonfinite_in_a_row} consecutive steps at step {state.step}; "
-            f"last terms: {last_terms}"
-        )
-    warnings.warn(
-        f"step {state.step}: non-finite loss, grad norm or buffers; optimiser step skipped, buffers restored; "
-        f"terms: {last_terms}",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return None
-
-
-def _loss_backward(f: _Fit, objective: Callable, batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The objective's terms and their sum, after its backward pass (gradients accumulate)."""
-    if getattr(objective, "backward_inside", False):  # e.g. contrastive accumulation over cached features
-        terms = objective(f.model, batch, backward=f.accelerator.backward)
-        return terms, sum_terms({k: v.detach() for k, v in terms.items()})
-    terms = objective(f.model, batch)
-    loss = sum_terms(terms)
-    f.accelerator.backward(loss)
-    return terms, loss.detach()
 
 
 def _evaluate(f: _Fit, prefix: str = "eval") -> None:
@@ -591,14 +494,10 @@ def _finish(f: _Fit, resumed_from: int) -> FitResult:
     )  # fmt: skip
 
 
-def _evaluation_step(f: _Fit) -> None:
-    """Every `eval_every` steps: evaluate (with an `eval_fn`) and add the evaluated weights (EMA's when
-    on) to SWA's snapshots (with SWA)."""
-    if f.args["eval_fn"] is not None:
-        _evaluate(f)
-    if f.swa is not None:
-        with f.ema.applied(f.unwrapped) if f.ema is not None else nullcontext():
-            f.swa.add(f.state.step, f.unwrapped.state_dict())
+def _swa_snapshot(f: _Fit) -> None:
+    """Every `swa_every` steps: add the weights (EMA's when on) to SWA's snapshots."""
+    with f.ema.applied(f.unwrapped) if f.ema is not None else nullcontext():
+        f.swa.add(f.state.step, f.unwrapped.state_dict())
 
 
 def _swa_finish(f: _Fit) -> list[int]:

@@ -21,6 +21,7 @@ from vmmlib.data import wbdc as W
 from vmmlib.data import wbdc_categories as C
 from vmmlib.data.sample_wbdc import write_wbdc_sample
 from vmmlib.data.tokenize import load_tokenizer
+from vmmlib.io.safe import InputError
 
 SIZES = dict(labeled=120, unlabeled=40, test=30, raw_frame_videos=3)
 
@@ -169,20 +170,20 @@ def test_planted_structure_frames_and_titles_predict_the_category(sample, tmp_pa
 
 
 def test_check_layout_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         W.check_layout(tmp_path / "nope")
     (tmp_path / "annotations").mkdir()
-    with pytest.raises(FileNotFoundError, match="labeled.json"):
+    with pytest.raises(InputError, match="labeled.json"):
         W.check_layout(tmp_path)
     (tmp_path / "annotations" / "labeled.json").write_text("[]")
-    with pytest.raises(FileNotFoundError, match="zip_feats"):
+    with pytest.raises(InputError, match="zip_feats"):
         W.check_layout(tmp_path)
     (tmp_path / "zip_feats").mkdir()
     _write_zip(tmp_path / "zip_feats" / "labeled.zip", {})
     assert W.open_split(tmp_path, "labeled")["entries"] == []
-    with pytest.raises(FileNotFoundError, match="zip_frames/labeled"):
+    with pytest.raises(InputError, match="zip_frames/labeled"):
         W.open_split(tmp_path, "labeled", frames="raw")
-    with pytest.raises(FileNotFoundError, match="splits present: labeled"):
+    with pytest.raises(InputError, match="splits present: labeled"):
         W.open_split(tmp_path, "test_a")
 
 
@@ -231,7 +232,7 @@ def _broken_split(tmp_path):
     nan[1, 3], nan[4, 0] = np.nan, np.inf
     members = {
         "ok.npy": _npy(ok),
-        "bad.npy": _npy(np.ones((50, 768), np.float16)),
+        "bad.npy": _npy(np.random.default_rng(0).standard_normal((50, 768)).astype(np.float16)),
         "text.npy": b"not an npy",
         "nan.npy": _npy(nan),
     }
@@ -252,7 +253,7 @@ def test_corrupt_missing_and_garbage_members_fall_back_to_text_only_and_are_repo
         warnings.simplefilter("always")
         items = {it["id"]: it for it in (ds[i] for i in range(len(ds)))}
     messages = " ".join(str(w.message) for w in caught)
-    assert "video bad: corrupt member bad.npy" in messages and "video text:" in messages
+    assert "feats.zip: member 'bad.npy': video bad: corrupt member" in messages and "video text:" in messages
     assert items["ok"]["frame_mask"].sum() == 4 and items["ok"]["frame_error"] == ""
     for vid in ("bad", "text", "gone"):
         assert items[vid]["frame_mask"].sum() == 0 and items[vid]["frames"].abs().sum() == 0

@@ -17,7 +17,6 @@ different lengths in a batch; the model averages the embeddings of the real fram
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vmmlib.data.image_transforms import EvalTransform, build_transform
-from vmmlib.data.muge_prepare import SPLITS, MugeDataError, parse_text_line, split_files
+from vmmlib.data.muge_prepare import SPLITS, split_files
 from vmmlib.data.tokenize import encode_texts, tokenizer_for
 from vmmlib.io.lmdb_store import LMDBSplit
+from vmmlib.io.safe import DEFAULT_LIMITS, InputError, Limits, iter_jsonl, open_image
 
 CONTEXT_LENGTH = 52  # Chinese-CLIP's default; Online-CNCLIP uses 24
 
@@ -69,26 +69,46 @@ def tokenize(
     return encode_texts(tokenizer, [preprocess_text(t) for t in texts], context_length)
 
 
-def read_texts(path: str | Path) -> list[dict]:
+def read_texts(path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> list[dict]:
     """A `{split}_texts.jsonl` → [{"text_id", "text", "image_ids"}] in file order.
 
+    Read through `vmmlib.io.safe` (streamed, strict UTF-8, bounded line length and JSON depth).
+
     Raises:
-        MugeDataError: naming the file and line of a malformed line or a repeated text_id.
+        InputError: naming the file and line of invalid UTF-8, a malformed line, a field of the wrong
+            type or a repeated text_id.
     """
-    rows, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                text_id, text, image_ids = parse_text_line(line)
-            except ValueError as err:
-                raise MugeDataError(f"{path}:{line_no}: {err}") from None
-            if text_id in seen:
-                raise MugeDataError(f"{path}:{line_no}: text_id {text_id} repeated")
-            seen.add(text_id)
-            rows.append({"text_id": text_id, "text": text, "image_ids": list(image_ids)})
+    rows, seen = [], {}
+    for line_no, obj in iter_jsonl(path, limits=limits, what="texts file"):
+        problem = _text_problem(obj)
+        if problem:
+            raise InputError(path, problem, f"line {line_no}")
+        text_id = obj["text_id"]
+        if text_id in seen:
+            raise InputError(
+                path, f"text_id {text_id} repeated (first on line {seen[text_id]})", f"line {line_no}"
+            )
+        seen[text_id] = line_no
+        rows.append({"text_id": text_id, "text": obj["text"], "image_ids": list(obj["image_ids"])})
     return rows
+
+
+def _valid_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _text_problem(obj) -> str | None:
+    """What is wrong with one parsed query line (None if nothing)."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    missing = [k for k in ("text_id", "text", "image_ids") if k not in obj]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    if not _valid_id(obj["text_id"]) or not isinstance(obj["text"], str):
+        return f"text_id must be an int and text a string, got {obj['text_id']!r}, {obj['text']!r}"[:300]
+    if not isinstance(obj["image_ids"], list) or not all(_valid_id(i) for i in obj["image_ids"]):
+        return f"image_ids must be a list of ints, got {obj['image_ids']!r}"[:300]
+    return None
 
 
 def lmdb_split(data_dir: str | Path, split: str, lmdb_dir: str | Path | None = None) -> LMDBSplit:
@@ -97,22 +117,43 @@ def lmdb_split(data_dir: str | Path, split: str, lmdb_dir: str | Path | None = N
     return LMDBSplit(Path(lmdb_dir or Path(data_dir) / "lmdb") / split)
 
 
-def decode_frames(data: bytes, max_frames: int = 1) -> list[Image.Image]:
+def decode_frames(
+    data: bytes,
+    max_frames: int = 1,
+    *,
+    path: str | Path | None = None,
+    where: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[Image.Image]:
     """Decode an image file into its frames: 1 for a still image, up to `max_frames` spread uniformly
-    (first and last included) over a multi-frame file. Frames come back loaded, in their own mode."""
-    with Image.open(io.BytesIO(data)) as image:
-        n = getattr(image, "n_frames", 1)
-        picks = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int)) if n > 1 else [0]
-        frames = []
-        for i in picks:
-            image.seek(int(i))
-            frames.append(image.copy())
+    (first and last included) over a multi-frame file. Frames come back loaded, in their own mode.
+
+    The size is checked from the header first (`limits.max_image_pixels`: a decompression bomb is
+    never decoded); an undecodable image is an InputError naming `path` and `where` (the image id).
+    """
+    with open_image(data, path=path, where=where, limits=limits) as image:
+        try:
+            n = getattr(image, "n_frames", 1)
+            picks = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int)) if n > 1 else [0]
+            frames = []
+            for i in picks:
+                image.seek(int(i))
+                frames.append(image.copy())
+        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as e:
+            raise InputError(path, f"corrupt image ({e})", where) from None
     return frames
 
 
 def _frames_tensor(frames: list[Image.Image], transform: Callable) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.stack([transform(f) for f in frames])  # (T, 3, H, W)
     return x, torch.ones(len(frames), dtype=torch.float32)
+
+
+def _stored_frames(store: LMDBSplit, image_id, max_frames: int) -> list[Image.Image]:
+    """The frames of a stored image; errors name the LMDB and the image id."""
+    return decode_frames(
+        store.image_bytes(image_id), max_frames, path=store.root / "imgs", where=f"image {image_id}"
+    )
 
 
 class MugePairDataset(Dataset):
@@ -149,9 +190,7 @@ class MugePairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image_id, text_id, text = self.store.pair(i)
-        frames, mask = _frames_tensor(
-            decode_frames(self.store.image_bytes(image_id), self.max_frames), self.transform
-        )
+        frames, mask = _frames_tensor(_stored_frames(self.store, image_id, self.max_frames), self.transform)
         ids, text_mask = tokenize(self.tokenizer, [text], self.context_length)
         return {
             "frames": frames,
@@ -196,9 +235,7 @@ class MugeImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image_id = self.image_ids[i]
-        frames, mask = _frames_tensor(
-            decode_frames(self.store.image_bytes(image_id), self.max_frames), self.transform
-        )
+        frames, mask = _frames_tensor(_stored_frames(self.store, image_id, self.max_frames), self.transform)
         return {"frames": frames, "frame_mask": mask, "image_id": image_id, "id": str(image_id)}
 
 

@@ -40,8 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from vmmlib.data.image_checks import CHECKS, check_encoded
 from vmmlib.io.lmdb_store import (
     NUM_IMAGES_KEY,
@@ -50,6 +48,8 @@ from vmmlib.io.lmdb_store import (
     open_env,
     put_batch,
 )
+from vmmlib.io.safe import InputError
+from vmmlib.progress import progress as progress_bar
 
 SPLITS = ("train", "valid", "test")
 ON_ERROR = ("skip", "raise")
@@ -59,8 +59,16 @@ READ_BUFFER = 1 << 20
 MAX_REPORTED = 50  # error messages kept in the summary; every one is counted
 
 
-class MugeDataError(ValueError):
-    """A malformed line in a MUGE source file (with `on_error="raise"`)."""
+class MugeDataError(InputError):
+    """A malformed line in a MUGE source file (with `on_error="raise"`).
+
+    An `InputError`; the message alone (`path:line: reason`) when `path` is not given."""
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None, where: str | None = None):
+        super().__init__(path, reason, where)
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.path, self.where))
 
 
 @dataclass
@@ -290,7 +298,9 @@ def _store_images(
     counts = stage.state["counts"]
     start, line_no = stage.progress["offset"], stage.progress["line"]
     seen: set[bytes] = set()  # ids stored by this run; earlier runs' ids are in the snapshot `txn`
-    bar = tqdm(total=tsv.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress)
+    bar = progress_bar(
+        total=tsv.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
+    )
     bar.set_description(f"{tsv.name}")
     offset = start
     with env.begin() as txn:
@@ -348,7 +358,9 @@ def _store_pairs(
     start, line_no = stage.progress["offset"], stage.progress["line"]
     offset = start
     written = counts.get("pairs", 0)
-    bar = tqdm(total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress)
+    bar = progress_bar(
+        total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
+    )
     bar.set_description(f"{jsonl.name}")
     for offset, raw in _iter_lines(jsonl, start):
         line_no += 1
@@ -521,7 +533,7 @@ def prepare_muge(
         workers: processes that check images while this one parses and writes (0: this one does
             it all); default one fewer than the CPUs this process may use (at most 8) for a TSV of
             256 MiB or more, else 0 (starting processes costs more than checking a small file).
-        progress: show a tqdm bar per file.
+        progress: a progress bar (or lines, `vmmlib.progress`) per file.
 
     Returns:
         {split: PrepareSummary}. Warnings are issued for every reported line.

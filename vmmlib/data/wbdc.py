@@ -24,7 +24,7 @@ sorted subset of T frames (`train=True`, the baseline's train mode).
 
 from __future__ import annotations
 
-import json
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +44,7 @@ from vmmlib.data.wbdc_zips import (  # noqa: F401  (the readers are part of this
     RawFrameZips,
     decode_jpeg,
 )
+from vmmlib.io.safe import InputError, check_name, inside, read_json, read_text
 
 MAX_FRAMES = 32
 SPLITS = ("labeled", "unlabeled", "test_a", "test_b", "test")
@@ -62,43 +63,87 @@ def annotation_path(data_dir: str | Path, split: str) -> Path:
 
 
 def read_annotations(path: str | Path) -> list[dict]:
-    """An annotation JSON array → list of entries (id, title, asr, ocr, and category_id if labelled)."""
-    entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    """An annotation JSON array → list of entries (id, title, asr, ocr, and category_id if labelled).
+
+    Read through `vmmlib.io.safe` (size, encoding, depth). Raises InputError naming the file and the
+    entry (and its line, where it can be found) for an entry that is not an object, an id that is
+    missing, not a plain name or repeated, a text field that is not a string or an unknown category.
+    """
+    entries = read_json(path, what="annotation file")
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a JSON array of annotation objects")
+        raise InputError(path, f"expected a JSON array of annotation objects, got {type(entries).__name__}")
+    seen: dict[str, int] = {}
     for n, e in enumerate(entries):
-        if not isinstance(e, dict) or "id" not in e:
-            raise ValueError(f"{path}: entry {n} has no 'id'")
+        problem = _entry_problem(e, seen)
+        if problem:
+            raise InputError(path, problem, _entry_place(path, n))
+        seen[str(e["id"])] = n
     return entries
+
+
+def _entry_problem(e: object, seen: dict[str, int]) -> str | None:
+    """What is wrong with one annotation entry (None if nothing)."""
+    if not isinstance(e, dict):
+        return f"entry is a {type(e).__name__}, not an object"
+    vid = e.get("id")
+    if isinstance(vid, bool) or not isinstance(vid, (str, int)):
+        return f"'id' missing or not a string ({vid!r})"
+    try:
+        check_name(str(vid), "id")
+    except InputError as err:
+        return err.reason
+    if str(vid) in seen:
+        return f"id {vid} repeated (first at entry {seen[str(vid)]})"
+    for key in ("title", "asr"):
+        if not isinstance(e.get(key) or "", str):
+            return f"{key!r} is a {type(e[key]).__name__}, not a string"
+    if not isinstance(e.get("ocr") or [], (str, list)):
+        return f"'ocr' is a {type(e['ocr']).__name__}, not a list"
+    category = e.get("category_id")
+    if category not in (None, ""):
+        try:
+            category_to_lv2(str(category))
+        except (KeyError, ValueError) as err:
+            return f"category_id {category!r}: {err}"
+    return None
+
+
+def _entry_place(path: str | Path, n: int) -> str:
+    """ "entry n (line k)": the line of the n-th `"id":` key when every entry has one, else "entry n"."""
+    text = read_text(path, what="annotation file")
+    starts = [m.start() for m in re.finditer(r'"id"\s*:', text)]
+    if n < len(starts):
+        return f"entry {n} (line {text.count(chr(10), 0, starts[n]) + 1})"
+    return f"entry {n}"
 
 
 def check_layout(data_dir: str | Path) -> dict[str, dict[str, Path | None]]:
     """The splits present under `data_dir`: {split: {"annotations", "features", "frames"}} (None if absent).
 
     Raises:
-        FileNotFoundError: naming what is missing and the layout expected.
+        InputError: naming what is missing and the layout expected.
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"data_dir {root} does not exist (make a sample with `vmm sample wbdc {root}`)"
-        )
+        raise InputError(root, f"data_dir does not exist (make a sample with `vmm sample wbdc {root}`)")
     found = {}
     for split in SPLITS:
         ann = annotation_path(root, split)
-        if ann.is_file():
+        if ann.exists() or ann.is_symlink():
+            inside(root, ann.relative_to(root), what="annotation file")
             feats, frames = root / "zip_feats" / f"{split}.zip", root / "zip_frames" / split
             found[split] = {
                 "annotations": ann,
-                "features": feats if feats.is_file() else None,
-                "frames": frames if frames.is_dir() else None,
+                "features": feats if feats.exists() or feats.is_symlink() else None,
+                "frames": frames if frames.exists() or frames.is_symlink() else None,
             }
     if "labeled" not in found:
-        raise FileNotFoundError(
-            f"data_dir {root} is not in the WBDC layout: missing annotations/labeled.json"
+        raise InputError(
+            annotation_path(root, "labeled"),
+            "not found: not the WBDC layout (data_dir is the competition folder)",
         )
     if not any(v["features"] or v["frames"] for v in found.values()):
-        raise FileNotFoundError(f"{root}: neither zip_feats/{{split}}.zip nor zip_frames/{{split}}/ found")
+        raise InputError(root, "neither zip_feats/{split}.zip nor zip_frames/{split}/ found")
     return found
 
 
@@ -398,24 +443,27 @@ def open_split(data_dir: str | Path, split: str, *, frames: str = "features") ->
         raise ValueError(f"unknown frames {frames!r}; valid choices: {', '.join(choices)}")
     layout = check_layout(data_dir)
     if split not in layout:
-        raise FileNotFoundError(
-            f"no annotations/{split}.json in {data_dir}; splits present: {', '.join(layout)}"
-        )
+        raise InputError(annotation_path(data_dir, split), f"not found; splits present: {', '.join(layout)}")
     found = layout[split]
     if frames == "features" and found["features"] is None:
-        raise FileNotFoundError(
-            f"{Path(data_dir) / 'zip_feats' / (split + '.zip')} not found (data_options frames: features reads "
-            "zip_feats/, frames: raw reads zip_frames/; data_dir is the competition folder)"
+        raise InputError(
+            Path(data_dir) / "zip_feats" / f"{split}.zip",
+            "not found (data_options frames: features reads zip_feats/, frames: raw reads zip_frames/)",
         )
     if frames == "raw" and found["frames"] is None:
-        raise FileNotFoundError(
-            f"{Path(data_dir) / 'zip_frames' / split} not found (data_options frames: raw reads zip_frames/, "
-            "frames: features reads zip_feats/; data_dir is the competition folder)"
+        raise InputError(
+            Path(data_dir) / "zip_frames" / split,
+            "not found (data_options frames: raw reads zip_frames/, frames: features reads zip_feats/)",
         )
+    root = Path(data_dir)
     return {
         "entries": read_annotations(found["annotations"]),
-        "features": FeatureZip(found["features"]) if frames == "features" else None,
-        "raw_frames": RawFrameZips(found["frames"]) if frames == "raw" else None,
+        "features": FeatureZip(inside(root, found["features"].relative_to(root), what="feature zip"))
+        if frames == "features"
+        else None,
+        "raw_frames": RawFrameZips(inside(root, found["frames"].relative_to(root), what="frame folder"))
+        if frames == "raw"
+        else None,
     }
 
 

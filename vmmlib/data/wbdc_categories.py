@@ -8,10 +8,13 @@ The lv2 id of a category is its index in `CATEGORY_IDS` (the official `CATEGORY_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from vmmlib.io.safe import InputError
 
 _TABLE = Path(__file__).with_name("wbdc_categories.txt")
 
@@ -34,8 +37,16 @@ LV1_SIZES = np.bincount(LV2_TO_LV1, minlength=NUM_LV1)  # sub-classes per lv1: 9
 _LV2_OF = {c: i for i, c in enumerate(CATEGORY_IDS)}
 
 
-class UnknownCategoryError(KeyError, ValueError):
-    """A category id that is not one of the 200; the message names it and the valid form."""
+class UnknownCategoryError(KeyError, InputError):
+    """A category id that is not one of the 200; the message names it and the valid form.
+
+    A KeyError and an `InputError` (a ValueError); `path`/`where` when the caller knows the file."""
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None, where: str | None = None):
+        InputError.__init__(self, path, reason, where)
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.path, self.where))
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

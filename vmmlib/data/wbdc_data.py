@@ -9,6 +9,7 @@ the default DataLoader collation â€” the one the notebooks' `make_loader` uses â
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from vmmlib.data.wbdc import (
     open_split,
     stratified_folds,
 )
+from vmmlib.io.safe import InputError
 from vmmlib.runs import check_choice
 
 FRAME_SOURCES = ("features", "raw", "none")
@@ -133,6 +135,21 @@ class WBDCData:
         return {} if text_model_dir else {"vocab_size": len(self.tokenizer)}
 
 
+def _frame_source(data_dir, split: str, found: dict, frames: str, allow_text_only: bool) -> str:
+    """`frames`, or "none" for a split that lacks that source when text only is allowed."""
+    missing = {"features": found["features"] is None, "raw": found["frames"] is None}.get(frames, False)
+    if not missing:
+        return frames
+    if allow_text_only:
+        return "none"
+    where = Path(data_dir) / ("zip_feats" if frames == "features" else "zip_frames")
+    raise InputError(
+        where / (f"{split}.zip" if frames == "features" else split),
+        f"not found: the {split} videos would have no frames; pass data_options allow_text_only=True "
+        "to train and predict on their text alone, or frames='none'",
+    )
+
+
 def load(
     data_dir: str | Path,
     *,
@@ -147,6 +164,7 @@ def load(
     nonfinite: str = "zero",
     pretrain_splits: Sequence[str] = ("unlabeled", "labeled"),
     pretrain_eval_videos: int = 200,
+    allow_text_only: bool = False,
 ) -> WBDCData:
     """Open a WBDC data folder (the notebooks' `data_options` are these keyword arguments).
 
@@ -159,6 +177,9 @@ def load(
             baseline: title in 50).
         pretrain_splits: the splits pretraining reads (rank 8: the 1M unlabeled videos).
         pretrain_eval_videos: videos of the first pretraining split held out to score pretraining.
+        allow_text_only: a split with annotations but no frame source (`zip_feats/{split}.zip` or
+            `zip_frames/{split}/` missing) is an InputError naming it, unless this is True: then its
+            videos use text only, with one warning naming the splits.
     """
     check_choice("frames", frames, FRAME_SOURCES)
     check_choice("frame_sampling", frame_sampling, FRAME_SAMPLINGS)
@@ -167,14 +188,17 @@ def load(
     layout = check_layout(data_dir)
     for s in pretrain_splits:
         check_choice("pretrain split", s, layout)
-    splits = {}
-    for name, found in layout.items():
-        wanted = frames
-        if frames == "features" and found["features"] is None:
-            wanted = "none"
-        if frames == "raw" and found["frames"] is None:
-            wanted = "none"
-        splits[name] = open_split(data_dir, name, frames=wanted)
+    splits = {name: open_split(data_dir, name, frames=_frame_source(data_dir, name, found, frames, allow_text_only))
+              for name, found in layout.items()}  # fmt: skip
+    text_only = [
+        n for n, s in splits.items() if frames != "none" and s["features"] is None and s["raw_frames"] is None
+    ]
+    if text_only:
+        warnings.warn(
+            f"allow_text_only: the videos of split(s) {', '.join(text_only)} have no {frames} frames in "
+            f"{data_dir} and use text only",
+            stacklevel=2,
+        )
     return WBDCData(
         data_dir=Path(data_dir),
         tokenizer=tokenizer_for(text_model_dir, vocab_path or default_vocab(data_dir)),

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import lmdb
 
+from vmmlib.io.safe import InputError
+
 NUM_IMAGES_KEY = b"num_images"
 NUM_SAMPLES_KEY = b"num_samples"
 PICKLE_PROTOCOL = 4  # pickle's default on Python 3.8–3.13, so our pairs are byte-identical to cn_clip's
@@ -33,8 +35,16 @@ MAP_SIZE = 1 << 40  # the builder's 1 TiB: address space only, the file grows wi
 URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")  # url-safe base64 → the standard alphabet
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickled pair names a global (a class or function): refused, it could run code."""
+class UnsafePickleError(pickle.UnpicklingError, InputError):
+    """A pickled pair names a global (a class or function): refused, it could run code.
+
+    An `InputError` too; `path`/`where` name the LMDB and key when the caller knows them."""
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None, where: str | None = None):
+        InputError.__init__(self, path, reason, where)
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.path, self.where))
 
 
 class _NoGlobals(pickle.Unpickler):

@@ -25,15 +25,21 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vmmlib.io.safe import InputError
+
 FRAME_STRATEGIES = ("rate", "uniform", "random")
 
 
-class MediaError(RuntimeError):
-    """A media file that cannot be opened or decoded; `path` and `reason` are kept as attributes."""
+class MediaError(InputError, RuntimeError):
+    """A media file that cannot be opened or decoded; `path` and `reason` are kept as attributes.
+
+    An `InputError` (`vmm` prints it in one line), and still a RuntimeError for older handlers."""
 
     def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
+        super().__init__(str(path), reason)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -406,7 +407,7 @@ class SafeZip:
         try:
             with self.handle().open(info) as f:
                 data = f.read(info.file_size + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error) as e:
             raise InputError(self.path, f"corrupt member ({e})", f"member {name!r}") from None
         if len(data) != info.file_size:
             raise InputError(self.path, "member size differs from its directory entry", f"member {name!r}")
@@ -562,3 +563,21 @@ def _origin(source: Any, path: str | os.PathLike | None) -> str | os.PathLike | 
     if path is not None or isinstance(source, (bytes, bytearray, memoryview)):
         return path
     return source
+
+
+# ------------------------------------------------------------------------------- zip, one member by name
+
+
+def zip_listing(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS) -> zipfile.ZipFile:
+    """A zip opened to list its members and stream one chosen by exact name (`.open(info)`).
+
+    Unlike `SafeZip`, the other members' names and sizes are not judged: this is for a reader that
+    opens one member by its exact name and checks that member's declared size, flags and content
+    itself as it streams it (a submission's `result.json`, as the official evaluator opens it).
+    Never extract from it. Errors opening it are InputErrors naming the file.
+    """
+    p = check_file(path, what="zip file", max_bytes=limits.max_file_bytes)
+    try:
+        return zipfile.ZipFile(p, "r")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+        raise InputError(p, f"not a readable zip file ({type(e).__name__}: {e})") from None

@@ -23,6 +23,8 @@ from pathlib import Path
 import crc32c as _crc32c
 import numpy as np
 
+from vmmlib.io.safe import InputError
+
 __all__ = [
     "RecordError",
     "TFRecordWriter",
@@ -42,8 +44,10 @@ _LENGTH = struct.Struct("<Q")
 _crc = _crc32c.crc32c
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that cannot be read: bad framing, checksum, protobuf or feature type.
+
+    An `InputError` (so `vmm` prints it in one line), with the record's offset as its `where`.
 
     Attributes:
         path: the file, or None when decoding bytes that came from nowhere in particular.
@@ -52,15 +56,8 @@ class RecordError(ValueError):
     """
 
     def __init__(self, reason: str, path: str | os.PathLike | None = None, offset: int | None = None):
-        self.path = None if path is None else os.fspath(path)
         self.offset = offset
-        self.reason = reason
-        where = []
-        if self.path is not None:
-            where.append(self.path)
-        if offset is not None:
-            where.append(f"record at byte offset {offset}")
-        super().__init__(": ".join([*where, reason]))
+        super().__init__(path, reason, None if offset is None else f"record at byte offset {offset}")
 
     def __reduce__(self):  # keep path/offset when pickled across DataLoader worker processes
         return (type(self), (self.reason, self.path, self.offset))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from vmmlib.io.safe import InputError
+
 FORMATS = {
     "qqbrowser": "vmmlib.submissions.qqbrowser",
     "yt8m": "vmmlib.submissions.yt8m",
@@ -26,13 +28,22 @@ FORMATS = {
 }
 
 
-class InvalidSubmissionError(ValueError):
-    """A submission the competition would refuse; `problems` lists why, one line each."""
+class InvalidSubmissionError(InputError):
+    """A submission the competition would refuse; `problems` lists why, one line each.
+
+    An `InputError` (so `vmm` and the hostile-input test treat it as one) whose message keeps the
+    submission's own wording: "<path> is not a valid submission: <first problem> (and N more ...)".
+    """
 
     def __init__(self, path, problems: list[str]):
-        self.path, self.problems = str(path), list(problems)
+        self.problems = list(problems)
         more = f" (and {len(self.problems) - 1} more problem(s))" if len(self.problems) > 1 else ""
-        super().__init__(f"{self.path} is not a valid submission: {self.problems[0]}{more}")
+        super().__init__(path, f"not a valid submission: {self.problems[0]}{more}")
+        self.path = str(path)
+        ValueError.__init__(self, f"{self.path} is not a valid submission: {self.problems[0]}{more}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problems))
 
 
 def list_formats() -> list[str]:

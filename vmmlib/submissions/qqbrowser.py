@@ -7,9 +7,11 @@ vector at most 256-d. Checks here refuse, one problem line per kind, what that e
 refuse or silently misread: a missing or misnamed member, an unreadable zip (bad CRC, corrupt
 deflate data, encryption), invalid JSON, duplicate ids (JSON keeps the last), values that are not
 lists of JSON numbers (strings, booleans, null, objects), NaN/inf, vectors of different lengths or
-over 256-d, missing ids. The member is size-checked before reading and parsed one id at a time, so
-memory stays bounded whatever the file claims to hold. A bare `result.json` (not zipped) is read
-the same way, for local use.
+over 256-d, missing ids. The member is size-checked before reading and parsed one id at a time;
+`validate` keeps no vectors (ids are counted by `_ids.IdCounter`, which spills to disk past 500k
+ids), so memory stays bounded whatever the file holds: at the 512 MiB cap, well under 500 MB
+(benchmarks/bench_validate_memory.py). A bare `result.json` (not zipped) is read the same way, for
+local use.
 
 No torch here: `vmm validate qqbrowser result.zip` answers in about a second.
 """
@@ -26,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vmmlib.io.safe import InputError, zip_listing
 from vmmlib.submissions import InvalidSubmissionError
+from vmmlib.submissions._ids import IdCounter
 
 MEMBER = "result.json"  # the name the official evaluate.py opens
 MAX_DIM = 256  # "NO MORE THAN 256" (baseline config.py)
@@ -76,8 +80,10 @@ def read(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def validate(path: str | Path, required_ids: Iterable[str] | None = None) -> list[str]:
-    """Problems with a submission, one line each (empty: valid); `required_ids` None checks the format only."""
-    return load(path, required_ids)[1]
+    """Problems with a submission, one line each (empty: valid); `required_ids` None checks the format only.
+
+    Streams: no vector is kept, so memory stays bounded at any size up to the member limit."""
+    return _check(path, required_ids, MAX_MEMBER_BYTES, keep=False)[1]
 
 
 def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
@@ -133,26 +139,43 @@ def load(
         required_ids: ids that must be present (None: not checked).
         max_bytes: largest uncompressed `result.json` read.
     """
+    return _check(path, required_ids, max_bytes, keep=True)
+
+
+def _check(
+    path: str | Path, required_ids: Iterable[str] | None, max_bytes: int, keep: bool
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """`load` (keep=True: the vectors too) or `validate` (keep=False: problems only, bounded memory)."""
     path = Path(path)
     if not path.is_file():
         return {}, [f"{path}: no such file"]
+    required = None if required_ids is None else dict.fromkeys(required_ids)
+    parser = None
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with zip_listing(path) as zf:
                 info, problems = _member(zf, max_bytes)
                 if problems:
                     return {}, problems
                 with zf.open(info) as stream:
-                    embeddings, problems = _Parser(stream, f"{path.name}:{MEMBER}").parse()
+                    parser = _Parser(stream, f"{path.name}:{MEMBER}", keep, required)
+                    embeddings, problems = parser.parse()
         elif path.stat().st_size > max_bytes:
             return {}, [f"{path}: {path.stat().st_size} bytes, more than the {max_bytes}-byte limit"]
         else:
             with open(path, "rb") as stream:
-                embeddings, problems = _Parser(stream, path.name).parse()
+                parser = _Parser(stream, path.name, keep, required)
+                embeddings, problems = parser.parse()
+    except InputError as e:
+        return {}, [f"{path}: cannot read it ({e.reason})"]
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
         return {}, [f"{path}: cannot read it ({type(e).__name__}: {e})"]
-    if required_ids is not None:
-        missing = [v for v in dict.fromkeys(required_ids) if v not in embeddings]
+    finally:
+        if parser is not None:
+            parser.ids.close()
+    if required is not None:
+        present = embeddings if keep else parser.found
+        missing = [v for v in required if v not in present]
         if missing:
             problems.append(f"{len(missing)} required id(s) missing, e.g. {missing[0]}")
     return embeddings, problems
@@ -185,15 +208,23 @@ _KINDS = {str: "a string", bool: "a boolean", type(None): "null", list: "an arra
 
 class _Parser:
     """Streams `{"id": [numbers], ...}` one member at a time (`json.JSONDecoder.raw_decode` per value),
-    collecting one problem line per kind of defect with a count and a first example."""
+    collecting one problem line per kind of defect with a count and a first example.
 
-    def __init__(self, stream, name: str):
-        self.stream, self.name = stream, name
+    keep=True stores every vector (`load`, `read`, `evaluate`); keep=False (`validate`) stores none:
+    ids go to an `IdCounter` (exact repeats in bounded memory), lengths to one example id each, and
+    the required ids seen to `found`."""
+
+    def __init__(self, stream, name: str, keep: bool = True, required: dict | None = None):
+        self.stream, self.name, self.keep, self.required = stream, name, keep, required
         self.text = codecs.getincrementaldecoder("utf-8-sig")()
         self.buf, self.base, self.eof = "", 0, False
         self.decoder = json.JSONDecoder()
         self.embeddings: dict[str, np.ndarray] = {}
-        self.defects: dict[str, list] = {}  # kind -> [count, first example]
+        self.defects: dict[str, list] = {}  # kind -> [count, first example, event of the first]
+        self.events = 0  # values seen so far
+        self.ids = IdCounter()
+        self.lengths: dict[int, str] = {}  # keep=False: vector length -> first id with it
+        self.found: set[str] = set()  # keep=False: required ids with a valid vector
 
     def _fill(self) -> None:
         chunk = self.stream.read(CHUNK_BYTES)
@@ -225,19 +256,35 @@ class _Parser:
                 )
             self._fill()
 
-    def _note(self, kind: str, example: str) -> None:
-        self.defects.setdefault(kind, [0, example])[0] += 1
+    def _note(self, kind: str, example: str, event: int) -> None:
+        self.defects.setdefault(kind, [0, example, event])[0] += 1
 
     def parse(self) -> tuple[dict[str, np.ndarray], list[str]]:
         try:
             self._members()
         except UnicodeDecodeError as e:
-            return {}, [f"{self.name}: not UTF-8 text ({e.reason} near byte {e.start})"]
+            return self._failed(f"{self.name}: not UTF-8 text ({e.reason} near byte {e.start})")
         except ValueError as e:
-            return {}, [f"{self.name}: {e}"]
+            return self._failed(f"{self.name}: {e}")
         except RecursionError:
-            return {}, [f"{self.name}: arrays or objects nested too deeply to be a vector"]
+            return self._failed(f"{self.name}: arrays or objects nested too deeply to be a vector")
+        if not self.keep:
+            self._note_repeats()
         return self.embeddings, self._problems()
+
+    def _failed(self, problem: str) -> tuple[dict, list[str]]:
+        self.found = set()
+        return {}, [problem]
+
+    def _note_repeats(self) -> None:
+        """keep=False: the duplicate defect from the id counts (count of repeats, earliest repeat)."""
+        total, earliest = 0, None
+        for c in self.ids.counts():
+            if c.repeats:
+                total += c.repeats
+                earliest = min(earliest or (c.repeat, c.key), (c.repeat, c.key))
+        if total:
+            self.defects["duplicate"] = [total, earliest[1], earliest[0]]
 
     def _members(self) -> None:
         pos = self._skip(0)
@@ -269,35 +316,55 @@ class _Parser:
             raise ValueError(f"extra data after the JSON object at character {self.base + end}")
 
     def _add(self, key: str, value) -> None:
-        if key in self.embeddings:
-            self._note("duplicate", key)
-        if not isinstance(value, list):
-            self._note(f"holds {_KINDS.get(type(value), 'a number')} in place of a list of numbers", key)
+        event, self.events = self.events, self.events + 1
+        if self.keep and key in self.embeddings:
+            self._note("duplicate", key, event)
+        vector = self._vector(key, value, event)
+        if self.keep:
+            if vector is not None:
+                self.embeddings[key] = vector
             return
+        self.ids.add(key, valid=vector is not None)
+        if vector is not None:
+            self.lengths.setdefault(len(vector), key)
+            if self.required is not None and key in self.required:
+                self.found.add(key)
+
+    def _vector(self, key: str, value, event: int) -> np.ndarray | None:
+        """The value as a float64 vector, or None (noted) if it is not a list of numbers."""
+        if not isinstance(value, list):
+            kind = f"holds {_KINDS.get(type(value), 'a number')} in place of a list of numbers"
+            self._note(kind, key, event)
+            return None
         if not set(map(type, value)) <= _NUMBERS:  # bool is not a number here, nor "1.0"
             wrong = next(x for x in value if type(x) not in _NUMBERS)
-            self._note(f"holds {_KINDS.get(type(wrong), 'an unknown value')} in place of a number", key)
-            return
+            self._note(
+                f"holds {_KINDS.get(type(wrong), 'an unknown value')} in place of a number", key, event
+            )
+            return None
         try:
             vector = np.array(value, np.float64)
         except OverflowError:  # an integer beyond float range
             vector = np.full(len(value), np.inf)
         if not np.isfinite(vector).all():
-            self._note("nonfinite", key)
-        self.embeddings[key] = vector
+            self._note("nonfinite", key, event)
+        return vector
 
     def _problems(self) -> list[str]:
         problems = []
-        for kind, (count, example) in self.defects.items():
+        order = sorted(self.defects.items(), key=lambda kv: (kv[1][2], kv[0] != "duplicate"))
+        for kind, (count, example, _) in order:
             if kind == "duplicate":
                 problems.append(f"{count} id(s) appear more than once (JSON keeps the last), e.g. {example}")
             elif kind == "nonfinite":
                 problems.append(f"{count} embedding(s) hold NaN or inf, e.g. id {example}")
             else:
                 problems.append(f"{count} value(s) {kind}, e.g. id {example}")
-        lengths = {}
-        for key, vector in self.embeddings.items():
-            lengths.setdefault(len(vector), key)
+        lengths = self.lengths
+        if self.keep:
+            lengths = {}
+            for key, vector in self.embeddings.items():
+                lengths.setdefault(len(vector), key)
         if len(lengths) > 1:
             shown = ", ".join(f"{n} (id {k})" for n, k in sorted(lengths.items())[:3])
             problems.append(f"embeddings have different lengths: {shown}")

@@ -8,24 +8,32 @@ reports all of these (and duplicates, which the official one misses) as readable
 
 Truth is `annotations/labeled.json` (or any annotation JSON with `category_id`), or the organisers'
 `id,category_id` CSV. No torch is imported here.
+
+`validate` streams the file line by line and counts ids with `_ids.IdCounter`, so a 200 MB
+`result.csv` costs tens of MB, not the ~13× its size a whole-file read took. Bytes that are not
+UTF-8 are a problem (the official reader fails on them), named by line.
 """
 
 from __future__ import annotations
 
-import json
+import heapq
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vmmlib.data.wbdc_categories import CATEGORY_IDS, categories_to_lv2, is_category, lv2_to_category
+from vmmlib.io.safe import InputError, check_file, read_json
 from vmmlib.metrics.wbdc import f1_mean
 from vmmlib.submissions import InvalidSubmissionError
+from vmmlib.submissions._ids import IdCounter
 
 FILE_NAME = "result.csv"
 DEFAULT_SPLIT = "test_a"
 _MAX_LISTED = 5
+_MAX_LINE_BYTES = 1 << 20  # a line is ~16 bytes; anything this long is not a submission
+_MAX_LINE_PROBLEMS = 100  # malformed lines listed one by one; the rest counted in one line
 
 
 def _category_strings(category_ids: Sequence) -> list[str]:
@@ -81,28 +89,68 @@ def read(path: str | Path) -> dict[str, str]:
 
 def _parse(path: str | Path) -> tuple[list[tuple[str, str]], list[str]]:
     """Lines → (id, category) rows and the problems of malformed lines (`path:line: ...`)."""
-    rows, problems = [], []
-    text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    if text.startswith("\ufeff"):
-        problems.append(
-            f"{path}: starts with a UTF-8 byte-order mark; the official reader keeps it in the first id"
-        )
-        text = text[1:]
-    for n, line in enumerate(text.splitlines(), 1):
-        fields = line.strip().split(",")
-        if len(fields) != 2 or not fields[0]:
-            what = "an empty line" if not line.strip() else f"{line[:60]!r}"
-            problems.append(f"{path}:{n}: expected 'id,category_id', got {what}")
-            continue
-        if n == 1 and not is_category(fields[1]) and not fields[1].isdigit():
-            problems.append(f"{path}:1: header line {line.strip()!r}; result.csv has no header")
-            continue
-        rows.append((fields[0], fields[1]))
+    problems: list[str] = []
+    rows = list(_rows(path, problems))
     return rows, problems
 
 
-def _listed(items: list[str]) -> str:
-    more = f", … ({len(items)} in all)" if len(items) > _MAX_LISTED else ""
+def _rows(path: str | Path, problems: list[str]) -> Iterator[tuple[str, str]]:
+    """(id, category) of each well-formed line, streamed; malformed lines go to `problems`."""
+    malformed = 0
+
+    def problem(text: str) -> None:
+        nonlocal malformed
+        malformed += 1
+        if malformed <= _MAX_LINE_PROBLEMS:
+            problems.append(text)
+
+    for n, line in _lines(path, problem):
+        if n == 1 and line.startswith("\ufeff"):
+            problems.append(
+                f"{path}: starts with a UTF-8 byte-order mark; the official reader keeps it in the first id"
+            )
+            line = line[1:]
+        fields = line.strip().split(",")
+        if len(fields) != 2 or not fields[0]:
+            what = "an empty line" if not line.strip() else f"{line[:60]!r}"
+            problem(f"{path}:{n}: expected 'id,category_id', got {what}")
+            continue
+        if n == 1 and not is_category(fields[1]) and not fields[1].isdigit():
+            problem(f"{path}:1: header line {line.strip()!r}; result.csv has no header")
+            continue
+        yield fields[0], fields[1]
+    if malformed > _MAX_LINE_PROBLEMS:
+        problems.append(f"{path}: … and {malformed - _MAX_LINE_PROBLEMS} more malformed line(s)")
+
+
+def _lines(path: str | Path, problem) -> Iterator[tuple[int, str]]:
+    """(number, text) of each line as `str.splitlines` numbers them, read one line at a time.
+
+    A line that is not UTF-8 is reported through `problem` and decoded with U+FFFD; a line over
+    `_MAX_LINE_BYTES` ends the file with a problem.
+    """
+    p = check_file(path, what="submission")
+    n = 0
+    with open(p, "rb") as f:
+        while raw := f.readline(_MAX_LINE_BYTES + 1):
+            if len(raw) > _MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                problem(f"{path}:{n + 1}: a line longer than {_MAX_LINE_BYTES:,} bytes; not a result.csv")
+                return
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problem(
+                    f"{path}:{n + 1}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); the official reader fails"
+                )
+                text = raw.decode("utf-8", errors="replace")
+            for part in text.splitlines():
+                n += 1
+                yield n, part
+
+
+def _listed(items: list[str], total: int | None = None) -> str:
+    total = len(items) if total is None else total
+    more = f", … ({total} in all)" if total > _MAX_LISTED else ""
     return ", ".join(items[:_MAX_LISTED]) + more
 
 
@@ -111,46 +159,99 @@ def validate(path: str | Path, required_ids: Sequence[str] | None = None) -> lis
 
     Checks: readable file, one `id,category_id` per line, no header, no blank lines, every category
     one of the 200, no duplicate id, and with `required_ids`: no unknown id and none missing.
+    Streams the file: memory is bounded whatever its size.
     """
     path = Path(path)
     if not path.is_file():
         return [f"{path}: no such file"]
-    rows, problems = _parse(path)
-    bad = [f"{v}:{c!r}" for v, c in rows if not is_category(c)]
-    if bad:
+    problems: list[str] = []
+    required = None if required_ids is None else dict.fromkeys(str(v) for v in required_ids)
+    bad, n_bad, n_rows, seen = [], 0, 0, set()
+    with IdCounter() as ids:
+        for v, c in _rows(path, problems):
+            n_rows += 1
+            if not is_category(c):
+                n_bad += 1
+                if len(bad) < _MAX_LISTED:
+                    bad.append(f"{v}:{c!r}")
+            ids.add(v)
+            if required is not None and v in required:
+                seen.add(v)
+        dup, n_dup, unknown, n_unknown = _dup_and_unknown(ids, required)
+    if n_bad:
         problems.append(
-            f"{len(bad)} line(s) with an unknown category id ({_listed(bad)}); "
+            f"{n_bad} line(s) with an unknown category id ({_listed(bad, n_bad)}); "
             f"valid: the 200 'LLSS' ids {CATEGORY_IDS[0]}…{CATEGORY_IDS[-1]}"
         )
-    counts = Counter(v for v, _ in rows)
-    dup = [v for v, n in counts.items() if n > 1]
-    if dup:
-        problems.append(f"{len(dup)} duplicate id(s): {_listed(dup)}")
-    if required_ids is not None:
-        required = dict.fromkeys(str(v) for v in required_ids)
-        unknown = [v for v in counts if v not in required]
-        missing = [v for v in required if v not in counts]
-        if unknown:
-            problems.append(f"{len(unknown)} id(s) not in the test set: {_listed(unknown)}")
+    if n_dup:
+        problems.append(f"{n_dup} duplicate id(s): {_listed(dup, n_dup)}")
+    if required is not None:
+        missing = [v for v in required if v not in seen]
+        if n_unknown:
+            problems.append(f"{n_unknown} id(s) not in the test set: {_listed(unknown, n_unknown)}")
         if missing:
             problems.append(f"{len(missing)} required id(s) missing: {_listed(missing)}")
-        if not rows and not required:
+        if not n_rows and not required:
             problems.append("no videos to score")
-    elif not rows:
+    elif not n_rows:
         problems.append(f"{path}: no predictions")
     return problems
+
+
+def _dup_and_unknown(ids: IdCounter, required: dict | None) -> tuple[list[str], int, list[str], int]:
+    """The first few repeated and unknown ids in order of first appearance, and how many of each."""
+    dup, unknown, n_dup, n_unknown = [], [], 0, 0
+    for c in ids.counts():
+        if c.repeats:
+            n_dup += 1
+            dup.append((c.first, c.key))
+        if required is not None and c.key not in required:
+            n_unknown += 1
+            unknown.append((c.first, c.key))
+        if len(dup) > 4 * _MAX_LISTED:
+            dup = heapq.nsmallest(_MAX_LISTED, dup)
+        if len(unknown) > 4 * _MAX_LISTED:
+            unknown = heapq.nsmallest(_MAX_LISTED, unknown)
+    first = [k for _, k in heapq.nsmallest(_MAX_LISTED, dup)]
+    return first, n_dup, [k for _, k in heapq.nsmallest(_MAX_LISTED, unknown)], n_unknown
 
 
 def read_truth(path: str | Path) -> dict[str, str]:
     """Ground truth {id: category_id}: an annotation JSON array (entries without `category_id` are
     skipped) or the organisers' `id,category_id` CSV."""
     path = Path(path)
-    if path.suffix.lower() == ".json":
-        entries = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(entries, list):
-            raise ValueError(f"{path}: expected a JSON array of annotation objects")
-        return {str(e["id"]): str(e["category_id"]) for e in entries if e.get("category_id") is not None}
-    return read(path)
+    if path.suffix.lower() != ".json":
+        truth = read(path)
+        bad = next((v for v, c in truth.items() if not is_category(c)), None)
+        if bad is not None:
+            raise InputError(path, f"id {bad}: unknown category id {truth[bad]!r}")
+        return truth
+    truth: dict[str, str] = {}
+    for k, entry in enumerate(_annotations(path)):
+        category = entry.get("category_id")
+        if category is None:
+            continue
+        vid = str(entry["id"])
+        if not isinstance(category, str) or not is_category(category):
+            raise InputError(path, f"unknown category id {category!r}", f"entry {k} (id {vid})")
+        if vid in truth:
+            raise InputError(path, f"id {vid} appears twice", f"entry {k}")
+        truth[vid] = category
+    return truth
+
+
+def _annotations(path: Path) -> list[dict]:
+    """The entries of an annotation JSON array: objects with a string or integer `id`."""
+    entries = read_json(path, what="annotation file")
+    if not isinstance(entries, list):
+        raise InputError(path, "expected a JSON array of annotation objects")
+    for k, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise InputError(path, f"an annotation must be an object, got {type(e).__name__}", f"entry {k}")
+        vid = e.get("id")
+        if isinstance(vid, bool) or not isinstance(vid, (str, int)) or str(vid) == "":
+            raise InputError(path, f"'id' must be a non-empty string, got {vid!r}", f"entry {k}")
+    return entries
 
 
 def required_ids(
@@ -168,7 +269,7 @@ def required_ids(
         raise FileNotFoundError(
             f"{path} not found: split must name a file in {Path(data_dir) / 'annotations'}"
         )
-    return [str(e["id"]) for e in json.loads(path.read_text(encoding="utf-8"))]
+    return [str(e["id"]) for e in _annotations(path)]
 
 
 def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:

@@ -14,18 +14,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vmmlib.data.avfusion import SkipLog, collate_avfusion
 from vmmlib.data.avfusion_folder import RetrievalSplit, frames_of
 from vmmlib.metrics.retrieval import gt_ranks, qa_accuracy, rank_metrics, rerank_top_k
 from vmmlib.predict import predict_batches
+from vmmlib.progress import progress as progress_bar
 
 METRIC = "score"
 
 
 def progress(items, desc: str, enabled: bool):
-    return tqdm(items, desc=desc, disable=not enabled, leave=False)
+    return progress_bar(items, desc=desc, disable=not enabled, leave=False)
 
 
 def _net(model):

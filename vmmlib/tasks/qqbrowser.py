@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 import torch
-from tqdm.auto import tqdm
 
 from vmmlib import losses as L
 from vmmlib.data import qqbrowser as qq
@@ -25,6 +24,7 @@ from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
 from vmmlib.predict import predict_all, tensors
+from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import call_with_options, check_choice
 
 NAME = "qqbrowser"
@@ -53,7 +53,7 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
     for split, paths in files.items():
         n = 0
         records = (r for p in paths for r in read_examples(p, schema=qq.SCHEMA, raw_dtypes=qq.RAW_DTYPES))
-        for record in tqdm(records, desc=f"reading {split}", disable=not progress, leave=False):
+        for record in progress_bar(records, desc=f"reading {split}", disable=not progress, leave=False):
             video = qq.parse_video(record)
             kept = [int(t) for t in video["tag_id"] if t in tags]
             tag_counter.update(kept)

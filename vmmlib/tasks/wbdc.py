@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vmmlib.data import wbdc as W
 from vmmlib.data.sample_wbdc import write_wbdc_sample
@@ -36,6 +35,7 @@ from vmmlib.explore import ExploreReport
 from vmmlib.metrics import wbdc as M
 from vmmlib.objectives import video_text as VT
 from vmmlib.predict import predict_all, predict_batches
+from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import call_with_options, load_arrays, save_arrays
 
 NAME = "wbdc"
@@ -71,7 +71,7 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
             entries = entries[:max_items_per_split]
         feats = W.FeatureZip(found["features"]) if found["features"] else None
         unreadable = 0
-        for e in tqdm(entries, desc=f"reading {split}", disable=not progress, leave=False):
+        for e in progress_bar(entries, desc=f"reading {split}", disable=not progress, leave=False):
             vid, lv2 = str(e["id"]), W.label_of(e)
             try:
                 num_frames = len(feats.read(vid)) if feats is not None else 0

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vmmlib import losses as L
 from vmmlib.data import yt8m_format as Y
@@ -35,6 +34,7 @@ from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
 from vmmlib.predict import predict_batches
+from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
     TTA_RANK_DECAY,
     Ranking,
@@ -84,7 +84,9 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
             r for p in paths for r in read_examples(p, keys=keys, schema=Y.FRAME_SCHEMA, sequence=True,
                                                     raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]})
         )  # fmt: skip
-        for context, lists in tqdm(records, desc=f"reading {split}", disable=not progress, leave=False):
+        for context, lists in progress_bar(
+            records, desc=f"reading {split}", disable=not progress, leave=False
+        ):
             meta = Y.parse_context(context)
             rgb = lists.get("rgb")
             num_frames = min(0 if rgb is None else len(rgb), Y.MAX_FRAMES)
@@ -341,7 +343,7 @@ def _shift_rankings(arrays: dict) -> ShiftRankings:
 
 def _rank_shifts(models, data: YT8MData, view: StoreView, shifts, average: str, progress: bool):
     ids, per_shift = None, []
-    for shift in tqdm(shifts, desc="TTA shifts", disable=not progress, leave=False):
+    for shift in progress_bar(shifts, desc="TTA shifts", disable=not progress, leave=False):
         dataset = data.inference_dataset(view, shift)
         if average == "raw":
             ids_s, ranking = rank_segments(models, dataset, data.classes.class_ids)
