@@ -239,17 +239,8 @@ def _add_prepare_parser(sub) -> None:
     p.set_defaults(func=_prepare)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    _add_sample_parser(sub)
-
-    _add_prepare_parser(sub)
-    _add_track_parsers(sub)
-
+def _add_run_parser(sub) -> None:
+    """`vmm run PIPELINE [options]`: the notebook DAG (`vmmlib.pipeline.run_pipeline`)."""
     p = sub.add_parser("run", help="run a pipeline of notebooks (params/pipelines/<name>.yaml)")
     p.add_argument("pipeline")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a local cluster)")
@@ -267,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every step for real at the recipe's size but 2 steps, a few batches, a few "
                         "ensemble probes, in <run_dir>-dry-run (vmmlib.dryrun)")  # fmt: skip
     p.set_defaults(func=_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_sample_parser(sub)
+
+    _add_prepare_parser(sub)
+    _add_track_parsers(sub)
+
+    _add_run_parser(sub)
 
     p = sub.add_parser(
         "evaluate", help="score a submission with the competition's official metric (prints JSON)"
