@@ -19,7 +19,8 @@ backbone folders built here from the real architectures' configs with random wei
 
 Each step runs in its own papermill process; a watchdog samples the resident memory of its process
 tree (kernel included) every 0.2 s and kills it above --mem-limit-gib (this machine's memory is shared).
-A step killed for memory is retried with the next smaller size of `FALLBACKS` (named in the table).
+A step killed for memory or time is retried with the next smaller size of `FALLBACKS` (named in the
+table); sizes found too big are remembered in --work (`<step>.over-memory.json`).
 Columns: the recipe, the model and its parameter count (from the saved weights), peak RSS, seconds
 per training step (batch_size / the notebook's train_samples_per_s: includes the one evaluation and
 checkpoint of a 2-step run), wall time, status.
@@ -369,17 +370,19 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
             row["status"] = "ok" + (f" (after: {'; '.join(notes)})" if notes else "")
             row["status"] += " (last-cell improvement assert tripped)" if res["rc"] else ""
             return row
-        if res["killed"] == "memory":
-            notes.append(f"{label}: over {args.mem_limit_gib} GiB")
+        if res["killed"]:  # too big for this machine: note it, try the next smaller size
+            notes.append(
+                f"{label}: over {args.mem_limit_gib} GiB"
+                if res["killed"] == "memory"
+                else f"{label}: 2 steps over {args.timeout_min:g} min"
+            )
             memo.write_text(json.dumps(notes))
             continue
-        row["status"] = f"failed ({label}): " + (
-            f"over {args.timeout_min} min" if res["killed"] == "timeout" else res["error"].replace("|", "/")
-        )
+        row["status"] = f"failed ({label}): " + res["error"].replace("|", "/")
         if notes:
             row["status"] += f" (before: {'; '.join(notes)})"
         return row
-    return {**row, "status": "does not fit: " + "; ".join(notes)}
+    return {**row, "status": "too big here: " + "; ".join(notes)}
 
 
 def table(rows: list[dict]) -> str:
