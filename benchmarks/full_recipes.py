@@ -230,13 +230,18 @@ def _notebook_error(nb_path: Path) -> str:
 
 
 def _param_count(out_dir: Path) -> int | None:
+    """From the saved weights, else from the report's "<model>: N parameters" line (a killed run)."""
+    import re
+
     from safetensors import safe_open
 
     files = sorted(out_dir.glob("model.safetensors")) or sorted(
         out_dir.glob("checkpoints/*/model.safetensors")
     )
     if not files:
-        return None
+        text = (out_dir / "report.ipynb").read_text() if (out_dir / "report.ipynb").exists() else ""
+        found = re.search(r": ([\d,]{7,}) parameters", text)
+        return int(found.group(1).replace(",", "")) if found else None
     total = 0
     with safe_open(str(files[0]), "pt") as f:
         for key in f.keys():
