@@ -284,7 +284,9 @@ def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
         cached = Path(step.out_dir) / "bench_row.json"
         if args.report:  # no runs: what earlier runs recorded (a finished row, else the logs' last row)
             row = json.loads(cached.read_text()) if cached.exists() else args.logged.get(recipe)
-            rows.append(row or {"recipe": recipe, "status": "not run (out of time on this machine)"})
+            row = row or {"recipe": recipe, "status": "not run (out of time on this machine)"}
+            row["params"] = row.get("params") or _param_count(Path(step.out_dir))
+            rows.append(row)
             continue
         if cached.exists() and not args.rerun:
             rows.append(json.loads(cached.read_text()))
