@@ -2,6 +2,7 @@
 folders (the files a notebook writes: params.yaml, metrics.json, history.csv, status.json)."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -62,6 +63,7 @@ def test_two_pipelines_are_matched_step_by_step_and_the_cli_prints_the_table(tmp
     out = capsys.readouterr().out
     assert "== finetune-fold0" in out and "== finetune-fold1" in out and "only in A: ensemble" in out
     assert "0.7 (-0.1)" in out and "optim.lr" in out
+    assert re.search(r"finetune-fold0\s+spearman\s+0.8\s+0.7 \(-0.1\)", out)  # the summary: one line per step
     assert "report: " in out and (tmp_path / "c.html").exists()
 
 

@@ -206,8 +206,10 @@ def test_kill_and_resume_skips_finished_videos_and_ends_byte_identical(videos, t
     assert not part.complete and part.extracted == 2 and not (tmp_path / "resumed" / "frame").exists()
     saved, real_save = [], ex.WorkDir.save
 
-    def killed_after_one(self, decoded, feats):  # the process dies right after one more video is saved
-        real_save(self, decoded, feats)
+    def killed_after_one(
+        self, decoded, feats, source
+    ):  # the process dies right after one more video is saved
+        real_save(self, decoded, feats, source)
         saved.append(decoded.video.id)
         raise KeyboardInterrupt
 

@@ -1,10 +1,13 @@
 """`vmmlib.fast_inference`: every fast backend predicts what eager predicts, on the tiny single-stream
 WBDC model, with batch size, frame count and text length all varying after the export."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
-from vmmlib.fast_inference import BACKENDS, argmax_agreement, prepare, prepare_models
+from vmmlib.fast_inference import BACKENDS, argmax_agreement, cpu_summary, prepare, prepare_models
 from vmmlib.models import create_model
 from vmmlib.predict import predict_all
 
@@ -82,9 +85,48 @@ def test_an_onnx_module_runs_in_the_shared_prediction_loop(tiny, onnx_tiny):
 
 def test_prepare_models_maps_every_fold_model_and_names_the_device_to_predict_on(tiny):
     model = tiny[0]
-    assert prepare_models([model, model], "eager") == ([model, model], None)
-    quantised, device = prepare_models(model, "int8")
+    assert prepare_models([model, model], "eager") == ([model, model], None, {"infer_backend": "eager"})
+    quantised, device, report = prepare_models(model, "int8")
     assert len(quantised) == 1 and quantised[0] is not model and device == torch.device("cpu")
+    assert report == {"infer_backend": "int8"}
+
+
+def test_auto_times_eager_and_int8_on_the_sample_and_never_picks_a_slower_backend(tiny, capsys):
+    model, batches = tiny
+    (fast,), device, report = prepare_models(
+        model, "auto", sample=[batches[0], batches[2]], candidates=["int8"], rounds=1
+    )
+    rates = {b: report[f"infer_rate_{b}"] for b in ("eager", "int8")}
+    assert all(r > 0 for r in rates.values()) and report["infer_agreement_eager"] == 1.0
+    assert (
+        0 <= report["infer_agreement_int8"] <= 1
+        and report["infer_engine"] in torch.backends.quantized.supported_engines
+    )
+    pick = report["infer_backend"]
+    assert pick in rates and rates[pick] >= rates["eager"]
+    assert (fast is model) == (pick == "eager")
+    assert device == (None if pick == "eager" else torch.device("cpu"))
+    assert f"infer_backend auto: picked {pick}; measured eager " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("int8_rate", "agrees", "pick"),
+    [(30.0, True, "int8"), (30.0, False, "eager"), (9.0, True, "eager")],
+    ids=["faster-and-agreeing", "faster-but-disagreeing", "slower"],
+)
+def test_auto_picks_the_fastest_agreeing_backend_or_eager(tiny, monkeypatch, int8_rate, agrees, pick):
+    import vmmlib.fast_inference as FI
+
+    model, batches = tiny
+    monkeypatch.setattr(FI, "race", lambda modules, *a, **k: {"eager": 10.0, "int8": int8_rate})
+    monkeypatch.setattr(FI, "argmax_agreement", lambda *a, **k: 1.0 if agrees else 0.99)
+    fast, report = FI.choose_backend(model, batches[:1], candidates=["int8"], log=None)
+    assert report["infer_backend"] == pick and (fast is model) == (pick == "eager")
+
+
+def test_auto_needs_sample_batches(tiny):
+    with pytest.raises(ValueError, match="sample batches"):
+        prepare_models(tiny[0], "auto")
 
 
 def test_an_unknown_backend_names_the_valid_ones(tiny):
@@ -92,3 +134,24 @@ def test_an_unknown_backend_names_the_valid_ones(tiny):
         ValueError, match="unknown infer_backend 'tensorrt'; valid choices: " + ", ".join(BACKENDS)
     ):
         prepare(tiny[0], "tensorrt")
+
+
+def test_the_wbdc_inference_benchmark_runs_at_tiny_size_and_ties_every_ratio_to_the_cpu(capsys):
+    """Correctness only (the timings of a tiny model on a shared machine mean nothing): the fast path
+    agrees with eager, and each ratio line names the CPU it was measured on."""
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_wbdc_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_wbdc_inference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--size", "tiny", "--test", "8", "--labeled", "8", "--steps", "0", "--batch-size", "4"]
+    assert (
+        bench.main(
+            [*args, "--repeats", "1", "--backends", "int8", "--min-ratio", "0", "--min-agreement", "0.75"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    ratios = [line for line in out.splitlines() if "videos/s" in line]
+    cpu = cpu_summary().split(";")[0]
+    assert len(ratios) == 3 and all(cpu in line for line in ratios), out
+    assert "fastest: int8" in out and "meets --min-ratio 0.0" in out

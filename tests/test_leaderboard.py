@@ -233,3 +233,13 @@ def test_an_ensemble_worse_than_its_best_model_is_said_so(tmp_path):
         "Best out-of-fold spearman: <b>0.8310</b> by <b>inference-b</b>; the ensemble ensemble scores 0.8000 (-0.0310)."
         in page
     )
+
+
+def test_a_model_that_learns_online_explains_why_its_out_of_fold_score_differs_from_its_fold_mean(tmp_path):
+    from vmmlib.leaderboard import Leaderboard, Row, leaderboard_html
+
+    row = Row(
+        "inference-vit", "model", folds={0: 0.41}, fold_mean=0.41, oof=0.55, oof_parts={"offline": 0.40}
+    )
+    page = leaderboard_html(Leaderboard("muge", "mean_recall", [row]), tmp_path)
+    assert "learns online at prediction time" in page and "0.4100" in page and "0.4000" in page

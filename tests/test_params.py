@@ -61,3 +61,15 @@ def test_every_notebook_is_stripped_and_has_a_parameters_cell():
         assert all(
             not c.get("outputs") and not c.get("execution_count") for c in cells if c["cell_type"] == "code"
         ), nb_path
+
+
+def test_every_notebook_is_nbformat_4_5_with_unique_cell_ids():
+    # JupyterLab marks a notebook without cell ids as modified the moment it opens it.
+    import nbformat
+
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=nbformat.NO_CONVERT)
+        assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), nb_path
+        ids = [c.get("id") for c in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), nb_path
+        nbformat.validate(nb)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vmmlib.plots import plot_leaderboard, plot_search  # noqa: E402
+from vmmlib.plots import plot_history, plot_leaderboard, plot_search  # noqa: E402
 
 
 def _search_history(scores) -> pd.DataFrame:
@@ -27,6 +27,19 @@ def test_one_failed_probe_does_not_flatten_the_weight_search_plot():
     (clipped,) = [line for line in ax.get_lines() if "below" in line.get_label()]
     assert clipped.get_label().startswith("1 probe(s) below") and "lowest -1" in clipped.get_label()
     assert list(clipped.get_xdata()) == [7] and bottom <= clipped.get_ydata()[0] <= top  # marked, on the axis
+    plt.close(fig)
+
+
+def test_a_probe_with_all_weights_zero_is_marked_not_scored_instead_of_lowest_minus_one():
+    scores = 0.80 + 0.03 * np.random.default_rng(0).random(12)
+    scores[4] = -1.0  # search_weights' placeholder: no ensemble to score
+    history = _search_history(scores).assign(weight_0=0.5, weight_1=0.5)
+    history.loc[4, ["weight_0", "weight_1"]] = 0.0
+    fig = plot_search(history, metric="spearman")
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "1 probe(s) with all weights 0: not scored" in labels
+    assert not any("lowest" in label or "below" in label for label in labels), labels
+    assert 0.7 < fig.axes[0].get_ylim()[0] < scores[scores > 0].min()
     plt.close(fig)
 
 
@@ -53,4 +66,14 @@ def test_leaderboard_chart_zooms_onto_the_scores_and_skips_what_is_missing():
     assert 0.7 < bottom < 0.8 and top > 0.86  # the fold spread (0.80-0.86) fits, the axis is zoomed
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ensemble", "b\nnet_b", "a"]
     assert "not 0" in ax.get_xlabel()
+    plt.close(fig)
+
+
+def test_a_loss_term_below_zero_is_drawn_dashed_and_explained_under_the_plot():
+    steps = np.arange(1, 11)
+    history = pd.DataFrame({"step": steps, "train/loss": 2.0 / steps, "train/kl": 0.5 - 0.1 * steps})
+    fig = plot_history(history, title="fold 0")
+    kl = next(line for line in fig.axes[0].get_lines() if line.get_label().startswith("kl"))
+    assert kl.get_linestyle() == "--" and "< 0" in kl.get_label()
+    assert any("Keras KLDivergence on un-normalised" in t.get_text() for t in fig.texts)
     plt.close(fig)

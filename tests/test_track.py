@@ -16,12 +16,16 @@ def test_a_pipeline_folder_is_logged_once_per_step_with_params_metrics_curves_ar
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["track", str(run), "--uri", uri]) == 0
     assert main(["track", str(run), "--uri", uri]) == 0  # idempotent: same folders, same fingerprints
+    status = run / "finetune-fold1" / "status.json"
+    status.write_text(status.read_text().replace('"ok"', '"failed"'))
+    assert main(["track", str(run / "finetune-fold1"), "--uri", uri]) == 0  # another status: logged again
     assert "finetune-fold1: MLflow run" in capsys.readouterr().out
 
     mlflow.set_tracking_uri(uri)
     try:
-        runs = mlflow.search_runs(experiment_names=["demo"], order_by=["tags.`vmm.step`"])
-        assert list(runs["tags.vmm.step"]) == ["finetune-fold0", "finetune-fold1"]
+        runs = mlflow.search_runs(experiment_names=["demo"], order_by=["tags.`vmm.step`", "status"])
+        assert list(runs["tags.vmm.step"]) == ["finetune-fold0", "finetune-fold1", "finetune-fold1"]
+        assert list(runs["status"]) == ["FINISHED", "FAILED", "FINISHED"]
         first = runs.iloc[0]
         assert first["params.optim.lr"] == "0.01" and first["params.task"] == "qqbrowser"
         assert first["metrics.spearman"] == pytest.approx(0.8) and "metrics.note" not in runs

@@ -1,5 +1,15 @@
 """The `vmm` command: sample data, run pipelines, evaluate and validate submissions.
 
+Five tasks; each has sample data (`vmm sample TASK DIR`), a sample pipeline
+(`vmm run params/pipelines/TASK_sample.yaml`) and full recipes in `params/TASK/`:
+  qqbrowser  QQ Browser 2021 video similarity, seed 000          metric spearman
+  yt8m       YouTube-8M 2019 temporal segments, seed 003         metric segment_map
+  wbdc       WeChat Big Data Challenge 2022, seed 001            metric mean_f1
+  muge       MUGE retrieval on Chinese-CLIP, seed 002            metric mean_recall
+  avfusion   text+audio+video retrieval and QA, seed 004         metric score
+A notebook runs any of them from `-p task TASK` alone; `papermill --help-notebook
+notebooks/20_finetune.ipynb` lists a notebook's parameters.
+
 vmm sample TASK DIR [--videos N] [--pairs M (qqbrowser)] [--seed S]
 vmm run params/pipelines/qqbrowser_sample.yaml [--scheduler tcp://host:8786] [--workers N] [--force]
 vmm run params/pipelines/wbdc_full.yaml --set data_dir=/data/wbdc --set text_model_dir=/models/macbert [--dry-run]
@@ -163,7 +173,12 @@ def _track(args: argparse.Namespace) -> int:
     from vmmlib.track import track_dir
 
     for run_dir in args.run_dir:
-        for step, run_id in track_dir(args.uri, run_dir):
+        try:
+            logged = track_dir(args.uri, run_dir)
+        except ImportError as e:  # MLflow is an optional extra
+            print(f"vmm track: error: {e}", file=sys.stderr)
+            return 2
+        for step, run_id in logged:
             print(f"{step}: MLflow run {run_id}")
     print(f"browse: mlflow ui --backend-store-uri {args.uri}")
     return 0

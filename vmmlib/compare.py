@@ -69,10 +69,13 @@ def _relative(value: Any, root: Path) -> Any:
     return value
 
 
-def _params(step_dir: Path, root: Path) -> dict[str, Any]:
-    if step_dir is None or not (step_dir / "params.yaml").is_file():
-        return {}
-    return {k: _relative(v, root) for k, v in flatten(read_yaml(step_dir / "params.yaml")).items()}
+def _params(step_dir: Path) -> dict[str, Any]:
+    path = step_dir / "params.yaml"
+    return flatten(read_yaml(path)) if path.is_file() else {}
+
+
+def _all_same(values: list[Any]) -> bool:
+    return len({json.dumps(v, default=str, sort_keys=True) for v in values}) == 1
 
 
 def _metrics(step_dir: Path | None) -> dict[str, float]:
@@ -92,9 +95,13 @@ def _history(step_dir: Path | None) -> pd.DataFrame | None:
 
 def _compare_step(name: str, runs: list[Run]) -> StepComparison:
     dirs = [r.steps[name] for r in runs]
-    params = [_params(d, r.path) for d, r in zip(dirs, runs)]
-    values = {k: [p.get(k, "(absent)") for p in params] for k in sorted(set().union(*params))}
-    differ = [(k, v) for k, v in values.items() if len({json.dumps(x, default=str) for x in v}) > 1]
+    params = [_params(d) for d in dirs]
+    differ = []
+    for k in sorted(set().union(*params)):
+        raw = [p.get(k, "(absent)") for p in params]
+        shown = [_relative(v, r.path) for v, r in zip(raw, runs)]  # each run's own folder as <run>
+        if not _all_same(raw) and not _all_same(shown):  # the same path, or each its own folder: same
+            differ.append((k, shown))
     metrics = [_metrics(d) for d in dirs]
     names = list(dict.fromkeys(k for m in metrics for k in m))
     return StepComparison(
@@ -159,37 +166,49 @@ def _delta(v: float | None, base: float | None) -> str:
     return f"{d:+.4g}" if d else "="
 
 
-def _rows(step: StepComparison) -> tuple[list[list[str]], list[list[str]]]:
-    params = [[k, *(_fmt(v) for v in vals)] for k, vals in step.params]
-    metrics = [
-        [
-            k,
-            _fmt(vals[0]),
-            *(f"{_fmt(v)} ({_delta(v, vals[0])})" if _delta(v, vals[0]) else _fmt(v) for v in vals[1:]),
-        ]
-        for k, vals in step.metrics
-    ]
-    return params, metrics
+def _param_rows(step: StepComparison) -> list[list[str]]:
+    return [[k, *(_fmt(v) for v in vals)] for k, vals in step.params]
 
 
 def _grid(header: list[str], rows: list[list[str]], width: int = 40) -> list[str]:
-    rows = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in [header, *rows]]
+    half = width // 2
+    rows = [
+        [c if len(c) <= width else c[: half - 1] + "…" + c[-half:] for c in row] for row in [header, *rows]
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
 
 
+def _title(step: StepComparison, comparison: Comparison) -> str:
+    return step.name or " vs ".join(r.path.name for r in comparison.runs)
+
+
+def _summary_rows(comparison: Comparison) -> list[list[str]]:
+    """Each step's first metric (the task metric where the notebook writes it first) and its deltas."""
+    rows = []
+    for step in comparison.steps:
+        if step.metrics:
+            name, vals = step.metrics[0]
+            cells = _metric_cells(StepComparison(step.name, [], [(name, vals)], []))[0]
+            rows.append([_title(step, comparison), *cells])
+    return rows
+
+
 def text_table(comparison: Comparison) -> str:
     labels = [r.label for r in comparison.runs]
     lines = [f"{r.label}: {r.path}" for r in comparison.runs]
     lines += [f"only in {label}: {', '.join(names)}" for label, names in comparison.unmatched.items()]
+    summary = _summary_rows(comparison)
+    if len(summary) > 1:
+        lines += [""] + _grid(["step", "metric", *labels], summary)
     for step in comparison.steps:
-        lines += ["", f"== {step.name or 'run'}"]
-        params, metrics = _rows(step)
+        lines += ["", f"== {_title(step, comparison)}"]
+        params = _param_rows(step)
         lines += _grid(["parameter", *labels], params) if params else ["parameters: identical"]
-        if metrics:
-            lines += [""] + _grid(["metric", *labels], metrics)
+        if step.metrics:
+            lines += [""] + _grid(["metric", *labels], _metric_cells(step))
     return "\n".join(lines)
 
 
@@ -247,7 +266,7 @@ def _metric_cells(step: StepComparison) -> list[list[str]]:
         cells = [k, _fmt(vals[0])]
         for v in vals[1:]:
             d = _delta(v, vals[0])
-            cells.append(f"{_fmt(v)}  ({d})" if d else _fmt(v))
+            cells.append(f"{_fmt(v)} ({d})" if d else _fmt(v))
         rows.append(cells)
     return rows
 
@@ -265,14 +284,17 @@ def html_page(comparison: Comparison) -> str:
     changed = [s for s in comparison.steps if s.params]
     parts.append(
         f"<p>{len(comparison.steps)} step(s); parameters differ in {len(changed)}: "
-        f"{html.escape(', '.join(s.name or 'run' for s in changed) or 'none')}. "
+        f"{html.escape(', '.join(_title(s, comparison) for s in changed) or 'none')}. "
         "Deltas are each run minus run A.</p>"
     )
     for label, names in comparison.unmatched.items():
         parts.append(f"<p class='note'>only in {label}: {html.escape(', '.join(names))}</p>")
+    summary = _summary_rows(comparison)
+    if len(summary) > 1:
+        parts.append("<h2>Summary</h2>" + _html_table(["step", "metric", *labels], summary))
     for step in comparison.steps:
-        parts.append(f"<h2>{html.escape(step.name or 'run')}</h2>")
-        params, _ = _rows(step)
+        parts.append(f"<h2>{html.escape(_title(step, comparison))}</h2>")
+        params = _param_rows(step)
         parts.append("<h3>Parameters that differ</h3>")
         parts.append(_html_table(["parameter", *labels], params) if params else "<p class='note'>none</p>")
         if step.metrics:

@@ -25,7 +25,8 @@ on-disk format of `qqbrowser`, `wbdc` or `yt8m`. Layouts, projection and writers
   Memory is bounded by (prefetch + 1) decoded videos of at most `max_frames` frames each, one batch,
   and the PCA's D × D statistics; the output is streamed to disk.
 - **Resumable**: every video's features are saved atomically to `OUT_DIR/extract/features/<split>/`
-  as soon as they are computed; a later call skips those videos. The dataset files are written (each
+  as soon as they are computed, keyed by the video's name and `source_key` (size, mtime, a hash of
+  its first 64 KiB); a later call skips those videos, and extracts a replaced one again. The dataset files are written (each
   atomically) once every video is done, from those features. A broken video is reported (path and
   reason), counted and skipped; it is tried again by the next call.
 - **Projection**: see `vmmlib.extract_formats`; it is fitted when the dataset is first written and
@@ -35,6 +36,7 @@ on-disk format of `qqbrowser`, `wbdc` or `yt8m`. Layouts, projection and writers
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -62,6 +64,8 @@ from vmmlib.extract_formats import (
     write_split,
 )
 from vmmlib.io.media import MediaError, probe_media, read_audio, read_frames
+from vmmlib.io.safe import InputError, inside
+from vmmlib.io.safe_npz import load_npz
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,33 @@ def list_videos(video_dir: str | Path) -> list[VideoFile]:
     if not found:
         raise FileNotFoundError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) under {root}")
     return [VideoFile(vid, found[vid]) for vid in sorted(found)]
+
+
+SOURCE_HEAD = 64 * 1024  # bytes of each video hashed into its source key
+
+
+def source_key(path: str | Path) -> str:
+    """What identifies a video file's content cheaply: size, mtime and a hash of its first 64 KiB.
+
+    Saved with its features, so a video replaced under the same name is extracted again."""
+    path = Path(path)
+    st = path.stat()
+    with open(path, "rb") as f:
+        head = hashlib.blake2b(f.read(SOURCE_HEAD), digest_size=8).hexdigest()
+    return f"{st.st_size}:{st.st_mtime_ns}:{head}"
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """`out_dir` if it is a folder or can become one: refuses a path that is a file (or lies under
+    one, or whose `extract/` is one) before anything is computed."""
+    out = Path(out_dir)
+    for path in (out / WORK_DIR, out, *out.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                raise InputError(path, f"is not a folder: the output folder {out} cannot be made there")
+            if path != out / WORK_DIR:
+                break
+    return out
 
 
 def second_indices(num_frames: int, video_fps: float, fps: float = 1.0, max_frames: int = 300) -> np.ndarray:
@@ -199,18 +230,25 @@ class WorkDir:
     def feature_path(self, vid: str) -> Path:
         return self.features / f"{vid}.npz"
 
-    def has(self, vid: str) -> bool:
-        return self.feature_path(vid).is_file()
+    def has(self, vid: str, source: str) -> bool:
+        """Whether features of this video exist and were made from the file `source` describes
+        (`source_key`): a replaced video, even under the same name, is extracted again."""
+        path = self.feature_path(vid)
+        if not path.is_file():
+            return False
+        try:
+            return str(load_npz(path, ["source"]).get("source", "")) == source
+        except (OSError, ValueError):  # a torn or foreign file (an InputError): extract again
+            return False
 
-    def save(self, decoded: DecodedVideo, feats: np.ndarray) -> None:
-        arrays = {"frames": feats.astype(np.float32)}
+    def save(self, decoded: DecodedVideo, feats: np.ndarray, source: str) -> None:
+        arrays = {"frames": feats.astype(np.float32), "source": np.array(source)}
         if decoded.audio is not None:
             arrays.update(audio=decoded.audio, audio_mask=decoded.audio_mask, note=np.array(decoded.note))
         atomic_write(self.feature_path(decoded.video.id), lambda f: np.savez(f, **arrays))
 
     def load(self, vid: str) -> dict[str, np.ndarray]:
-        with np.load(self.feature_path(vid), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return load_npz(self.feature_path(vid))
 
     def check_settings(self, settings: dict) -> None:
         """Record the settings on first use; refuse features made with other settings."""
@@ -241,7 +279,7 @@ class WorkDir:
         """Forget this split's features and files, the projections and the settings (overwrite)."""
         manifest = self.manifest()
         for rel in manifest["splits"].pop(self.split_key, []):
-            (self.out_dir / rel).unlink(missing_ok=True)
+            inside(self.out_dir, rel, what="manifest entry").unlink(missing_ok=True)
         shutil.rmtree(self.features, ignore_errors=True)
         for name in ("pca_frames.npz", "pca_audio.npz", "settings.json"):
             (self.root / name).unlink(missing_ok=True)
@@ -364,7 +402,7 @@ def _write_dataset(work: WorkDir, spec, split: str, ids: list[str], texts: dict,
         )
     write_split(files, spec.name, _projected(work, ids, texts, *projections, spec.audio, result), shard_size)
     for stale in set(manifest["splits"].get(work.split_key, [])) - set(rel):
-        (work.out_dir / stale).unlink(missing_ok=True)
+        inside(work.out_dir, stale, what="manifest entry").unlink(missing_ok=True)
     manifest["splits"][work.split_key] = rel
     created = complete_layout(work.out_dir, spec.name, texts, vocab)
     manifest["created"] = sorted({*manifest["created"], *(str(f.relative_to(work.out_dir)) for f in created)})
@@ -429,9 +467,11 @@ def extract(
     from vmmlib.progress import progress as progress_bar
 
     spec, split = format_spec(format, split)
+    check_out_dir(out_dir)  # before the backbone is built: a wrong path fails in a second
     videos = list_videos(video_dir)
     fields = read_texts(texts) if texts else {}
     check_texts(spec.name, fields)
+    sources = {v.id: source_key(v.path) for v in videos}
     encoder = (
         backbone
         if isinstance(backbone, FrameEncoder)
@@ -443,7 +483,8 @@ def extract(
     settings = {"backbone": encoder.name, "feature_dim": encoder.feature_dim, "image_size": encoder.image_size,
                 "fps": fps, "max_frames": max_frames, "format": spec.name}  # fmt: skip
     work.check_settings(settings)
-    todo = [v for v in videos if not work.has(v.id)]
+    have = {v.id for v in videos if work.has(v.id, sources[v.id])}
+    todo = [v for v in videos if v.id not in have]
     result = ExtractResult(Path(out_dir), spec.name, split, len(videos), 0, len(videos) - len(todo))
     todo = todo if max_videos is None else todo[:max_videos]
     bar = progress_bar(
@@ -451,7 +492,8 @@ def extract(
     )
 
     def done(decoded: DecodedVideo, feats: np.ndarray) -> None:
-        work.save(decoded, feats)
+        work.save(decoded, feats, sources[decoded.video.id])
+        have.add(decoded.video.id)
         result.extracted += 1
         bar.update(1)
 
@@ -469,11 +511,11 @@ def extract(
         encode_batched(todo, encoder, decode, done, failed, batch_size=batch_size, workers=workers)
     finally:
         bar.close()
-    left = [v for v in videos if not work.has(v.id) and v.id not in result.failed]
+    left = [v for v in videos if v.id not in have and v.id not in result.failed]
     if left:
         result.complete = False
         return _report(work, result)
-    ids = [v.id for v in videos if work.has(v.id)]
+    ids = [v.id for v in videos if v.id in have]
     if not ids:
         raise ValueError(f"none of the {len(videos)} videos under {video_dir} could be read: {result.failed}")
     projections = _projections(work, spec, encoder, ids, pca)

@@ -30,7 +30,6 @@ and validate shards are the competition's: add the extracted split to a folder t
 
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 import json
@@ -45,11 +44,21 @@ from pathlib import Path
 import numpy as np
 
 from vmmlib.data.yt8m_format import RGB_DIM, dequantize, quantize
-from vmmlib.io import BytesList, FloatList, Int64List, TFRecordWriter, encode_example, encode_sequence_example
+from vmmlib.io import (
+    BytesList,
+    FloatList,
+    Int64List,
+    TFRecordWriter,
+    encode_example,
+    encode_sequence_example,
+    safe,
+)
+from vmmlib.io.safe_npz import load_npz
 
 WHITEN_EPS = 1e-4  # the official extractor's sqrt(eigenvalue + 1e-4)
 RANK_TOL = 1e-10  # an eigenvalue below this fraction of the largest is no direction of the data
 _FP16_MAX = float(np.finfo(np.float16).max)
+_FP32_MAX = float(np.finfo(np.float32).max)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same input gives the same bytes
 
 
@@ -185,9 +194,13 @@ class Projection:
 
     @classmethod
     def load(cls, path: str | Path) -> Projection:
-        with np.load(path, allow_pickle=False) as z:
+        """A saved projection (`--pca` may name one from elsewhere): read through `vmmlib.io.safe`."""
+        z = load_npz(path)
+        try:
             meta = json.loads(str(z["meta"]))
             return cls(z["mean"], z["components"], z["eigenvalues"], **meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise safe.InputError(path, f"not a saved projection ({type(e).__name__}: {e})") from None
 
 
 def atomic_write(path: Path, write) -> None:
@@ -207,44 +220,88 @@ def atomic_write(path: Path, write) -> None:
 # ------------------------------------------------------------------------------------------ texts
 
 
-def read_texts(path: str | Path) -> dict[str, dict]:
+class Texts(dict):
+    """{video id: fields} as `read_texts` read them, remembering the file and each entry's place
+    (`where[id]`: "line 3", "entry 2") so later checks name them."""
+
+    def __init__(self, rows: dict, path: Path | None = None, where: dict[str, str] | None = None):
+        super().__init__(rows)
+        self.path, self.where = path, where or {}
+
+
+def read_texts(path: str | Path) -> Texts:
     """Per-video texts and labels: {video id: fields}. The id is the video file's name without suffix.
 
     Accepted files: `.json` (an array of objects with `id`, e.g. a WBDC annotation file, or an object
     {id: fields}), `.jsonl` (one object with `id` per line), `.tsv`/`.csv` (a header naming `id` and
     the fields). Fields a format stores: `title`, `asr_text` (or `asr`), `ocr` (WBDC), `tag_id`,
     `category_id` (QQ Browser, WBDC), `labels`, `segment_start_times`, `segment_labels`,
-    `segment_scores` (YouTube-8M).
+    `segment_scores` (YouTube-8M). Read through `vmmlib.io.safe`: every error (invalid UTF-8 or JSON,
+    nesting too deep, a row of the wrong width, an entry without `id`, an id given twice) is an
+    `InputError` naming the file and the line or entry.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+        rows = [(f"line {n}", row) for n, row in safe.iter_jsonl(path, what="texts file")]
     elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = [{"id": k, **v} for k, v in data.items()] if isinstance(data, dict) else data
+        data = safe.read_json(path, what="texts file")
+        if isinstance(data, dict):
+            rows = [(f"entry {k!r}", {"id": k, **v} if isinstance(v, dict) else v) for k, v in data.items()]
+        elif isinstance(data, list):
+            rows = [(f"entry {n}", row) for n, row in enumerate(data)]
+        else:
+            raise safe.InputError(path, "a texts .json file is an array of objects or an object {id: fields}")
     elif suffix in (".tsv", ".csv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        rows = _table_rows(path, "\t" if suffix == ".tsv" else ",")
     else:
-        raise ValueError(
-            f"{path}: unknown texts file type {suffix!r}; valid choices: .json, .jsonl, .tsv, .csv"
+        raise safe.InputError(
+            path, f"unknown texts file type {suffix!r}; valid choices: .json, .jsonl, .tsv, .csv"
         )
-    out = {}
-    for n, row in enumerate(rows):
+    out, where = {}, {}
+    for place, row in rows:
         if not isinstance(row, dict) or not str(row.get("id", "")):
-            raise ValueError(f"{path}: entry {n} has no 'id'")
+            raise safe.InputError(path, "entry has no 'id' (an object with an 'id' field is expected)", place)
         fields = dict(row)
         if "asr" in fields and "asr_text" not in fields:
             fields["asr_text"] = fields["asr"]
-        out[str(fields.pop("id"))] = fields
-    return out
+        vid = str(fields.pop("id"))
+        if vid in out:
+            raise safe.InputError(path, f"video id {vid!r} given twice (first at {where[vid]})", place)
+        out[vid], where[vid] = fields, place
+    if not out:
+        raise safe.InputError(path, "texts file holds no entries")
+    return Texts(out, path, where)
+
+
+def _table_rows(path: Path, delimiter: str) -> list[tuple[str, dict]]:
+    rows, header = [], None
+    for n, fields in safe.iter_csv_rows(path, delimiter=delimiter, what="texts file"):
+        if header is None:
+            header = fields
+            continue
+        if len(fields) != len(header):
+            raise safe.InputError(
+                path, f"{len(fields)} fields where the header names {len(header)}", f"line {n}"
+            )
+        rows.append((f"line {n}", dict(zip(header, fields))))
+    return rows
+
+
+def _float_list(value) -> np.ndarray:
+    """Finite float32 values from a JSON list, one number, or a string of numbers."""
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float, str)) for v in value):
+        raise ValueError(f"not numbers: {value!r}"[:200])
+    values = np.asarray([float(v) for v in value], np.float64)
+    if not np.isfinite(values).all() or (np.abs(values) > _FP32_MAX).any():
+        raise ValueError(
+            f"{values[~np.isfinite(values) | (np.abs(values) > _FP32_MAX)][0]} is not a finite float32"
+        )
+    return values.astype(np.float32)
 
 
 def _int_list(value) -> np.ndarray:
@@ -260,7 +317,8 @@ def check_texts(format: str, texts: dict[str, dict]) -> None:
     """Refuse, before any video is decoded, labels the format's readers would reject.
 
     Raises:
-        ValueError: naming the video id, the field and the valid values.
+        InputError: naming the texts file and line (when `texts` came from `read_texts`), the video
+            id, the field and the valid values; segment scores must be finite float32 numbers.
     """
     from vmmlib.data.wbdc_categories import CATEGORY_IDS
     from vmmlib.data.yt8m_format import NUM_CLASSES
@@ -270,6 +328,8 @@ def check_texts(format: str, texts: dict[str, dict]) -> None:
             for key in ("tag_id", "labels", "segment_start_times", "segment_labels"):
                 if f.get(key) not in (None, ""):
                     _int_list(f[key])
+            if f.get("segment_scores") not in (None, ""):
+                _float_list(f["segment_scores"])
             if format == "qqbrowser" and f.get("category_id") not in (None, ""):
                 int(f["category_id"])
             if format == "wbdc" and f.get("category_id") not in (None, "", *CATEGORY_IDS):
@@ -283,11 +343,12 @@ def check_texts(format: str, texts: dict[str, dict]) -> None:
                 lengths = {
                     k: len(_int_list(f.get(k) or [])) for k in ("segment_start_times", "segment_labels")
                 }
-                lengths["segment_scores"] = len(f.get("segment_scores") or [])
+                lengths["segment_scores"] = len(_float_list(f.get("segment_scores") or []))
                 if len(set(lengths.values())) > 1:
                     raise ValueError(f"segment lists of different lengths {lengths}")
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"texts of video {vid}: {e}") from None
+        except (ValueError, TypeError, OverflowError) as e:
+            where = getattr(texts, "where", {}).get(vid)
+            raise safe.InputError(getattr(texts, "path", None), f"texts of video {vid}: {e}", where) from None
 
 
 # ------------------------------------------------------------------------------------------ writers
@@ -428,7 +489,7 @@ def _yt8m_context(video: VideoFeatures) -> dict:
         context["segment_start_times"] = Int64List(starts)
         context["segment_end_times"] = Int64List(starts + 5)
         context["segment_labels"] = Int64List(_int_list(f.get("segment_labels", [])))
-        scores = np.asarray(f.get("segment_scores", []), np.float32)
+        scores = _float_list(f.get("segment_scores") or [])
         context["segment_scores"] = FloatList(scores)
     return context
 

@@ -223,8 +223,25 @@ def leaderboard_html(board: Leaderboard, run_dir: Path, chart: str | None = None
     return (
         f"<h2>Leaderboard: {html.escape(board.metric)} ({html.escape(board.task)})</h2>"
         f'<p class="answer">{_answer(board)}</p>'
-        f'<table class="board"><tr>{ths}</tr>{"".join(lines)}</table>{img}'
+        f'<table class="board"><tr>{ths}</tr>{"".join(lines)}</table>{_notes(board)}{img}'
     )
+
+
+def _notes(board: Leaderboard) -> str:
+    """Why a row's out-of-fold score and fold mean measure different things (online learning)."""
+    notes = []
+    for r in board.rows:
+        offline = r.oof_parts.get("offline")
+        if offline is None:
+            continue
+        notes.append(
+            f"<b>{html.escape(r.name)}</b> learns online at prediction time, as MUGE seed 002 does: the "
+            "model keeps training on the unlabelled cache of the split it predicts. Its out-of-fold score "
+            f"{_fmt(r.oof)} is after that; the fold mean {_fmt(r.fold_mean)} is each fold's validation score "
+            "of the fine-tuned model without it; the same predictions without online learning score "
+            f"{_fmt(offline)} out of fold (<i>offline</i>)."
+        )
+    return "".join(f'<p class="note">{n}</p>' for n in notes)
 
 
 def _answer(board: Leaderboard) -> str:
@@ -280,7 +297,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f4
 table.board td{text-align:right;white-space:nowrap}table.board td:nth-child(2),table.board td:last-child{text-align:left}
 tr.ensemble{background:#fff3e0}tr.folds{color:#666}.arch{color:#666;font-size:85%}p.answer{font-size:115%}
 tr.ok td:nth-child(2),tr.cached td:nth-child(2){color:green}tr.failed td:nth-child(2),tr.blocked td:nth-child(2){color:#b00}
-pre.err{color:#b00;white-space:pre-wrap}p.warn{color:#b00;font-weight:bold;margin:0 0 .3em}ul.warn{color:#b00;font-size:110%}"""
+pre.err{color:#b00;white-space:pre-wrap}p.warn{color:#b00;font-weight:bold;margin:0 0 .3em}ul.warn{color:#b00;font-size:110%}p.note{color:#444;max-width:70em}"""
 
 
 def _leaderboard_section(pipe: Pipeline, results: list[dict]) -> tuple[list[dict], str]:

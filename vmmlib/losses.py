@@ -74,14 +74,22 @@ def weighted(objective: Objective, weights: Mapping[str, float]) -> Objective:
 
         scaled_objective.backward_inside = True  # type: ignore[attr-defined]
         scaled_objective.terms = tuple(weights)  # type: ignore[attr-defined]
-        return scaled_objective
+        return _keep_accumulation_hints(objective, scaled_objective)
 
     def weighted_objective(model, batch) -> dict[str, torch.Tensor]:
         terms = objective(model, batch)
         return {k: weight_of[k] * v for k, v in terms.items() if k in weight_of}
 
     weighted_objective.terms = tuple(weights)  # type: ignore[attr-defined]
-    return weighted_objective
+    return _keep_accumulation_hints(objective, weighted_objective)
+
+
+def _keep_accumulation_hints(objective: Objective, wrapper: Objective) -> Objective:
+    """Carry `summed_terms` and `count_items` (how `fit` weighs micro-batches) over to a wrapper."""
+    for name in ("summed_terms", "count_items"):
+        if hasattr(objective, name):
+            setattr(wrapper, name, getattr(objective, name))
+    return wrapper
 
 
 def make_objective(

@@ -7,7 +7,9 @@ query text) pairs. Nothing here reaches the network: only the cache folder is re
 
 - `cache_key` / `cache_path`: where a query's image lives in that layout.
 - `load_cache`: the cached images of some queries; a missing file, one under 500 bytes (the seed's
-  failed-download rule) or one Pillow cannot decode is reported and skipped (`CacheReport`).
+  failed-download rule), one Pillow cannot decode, one whose header declares too many pixels and an
+  entry outside the cache (`../x`, an absolute path, a link out) are reported and skipped
+  (`CacheReport`); JPEGs decode in draft mode, so memory stays bounded.
 - `online_adapt`: a copy of a model after `epochs` rounds over the queries, one AdamW step per batch
   of `batch_size` queries on their cached pairs (a batch with fewer than 2 usable pairs, which has no
   negative, is skipped), the log logit scale clamped to [0, ln 100] after every step. The model
@@ -26,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from vmmlib.contrastive import clip_loss
+from vmmlib.io.safe import DEFAULT_LIMITS, InputError, Limits, decode_image, inside
 from vmmlib.models.clip_dual import param_groups
 
 MIN_BYTES = 500  # the seed counts a smaller file as a failed download
@@ -67,37 +69,40 @@ class CacheReport:
 
 
 def load_cache(
-    cache_dir: str | Path, texts: Sequence[str], transform: Callable, *, warn: bool = True
+    cache_dir: str | Path,
+    texts: Sequence[str],
+    transform: Callable,
+    *,
+    warn: bool = True,
+    max_side: int = 1024,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[list[torch.Tensor | None], CacheReport]:
-    """Each query's cached image as a (3, H, W) tensor (None where missing or broken).
+    """Each query's cached image as a (3, H, W) tensor (None where missing, broken or refused).
+
+    Every image goes through `vmmlib.io.safe`: a query whose entry would lie outside `cache_dir`
+    (a text like `../x` or `/abs`, or a link out of the cache) is refused unread, an image whose
+    header declares more than `limits.max_image_pixels` is refused undecoded, and a JPEG is decoded
+    in draft mode at the smallest scale whose sides still cover `max_side` (bounded memory). Refused
+    entries are reported with the broken ones.
 
     Args:
         cache_dir: the cache folder (`<q>/1.jpg` per query).
         texts: the query texts.
         transform: PIL image → (3, H, W) tensor (the evaluation transform).
         warn: issue one warning listing the missing and broken entries.
+        max_side: JPEG draft target (pixels per side) before `transform`.
     """
     if not Path(cache_dir).is_dir():
-        raise FileNotFoundError(f"online cache {cache_dir} is not a folder (expected <query>/1.jpg entries)")
+        raise InputError(cache_dir, "online cache is not a folder (expected <query>/1.jpg entries)")
     report, images, decoded = CacheReport(), [], {}
     for text in texts:
-        path = cache_path(cache_dir, text)
-        if path in decoded:
-            images.append(decoded[path])
-            report.used += decoded[path] is not None
+        key = cache_key(text)
+        if key in decoded:
+            images.append(decoded[key])
+            report.used += decoded[key] is not None
             continue
-        image = None
-        if not path.is_file():
-            report.missing.append(text)
-        elif path.stat().st_size < MIN_BYTES:
-            report.broken.append(f"{text} ({path}: {path.stat().st_size} bytes, under {MIN_BYTES})")
-        else:
-            try:
-                with Image.open(path) as im:
-                    image = transform(im.convert("RGB"))
-            except Exception as err:  # noqa: BLE001 — any undecodable file is reported and skipped
-                report.broken.append(f"{text} ({path}: {type(err).__name__}: {err})")
-        decoded[path] = image
+        image = _cached_image(cache_dir, text, transform, report, max_side, limits)
+        decoded[key] = image
         images.append(image)
         report.used += image is not None
     if warn and (report.missing or report.broken):
@@ -109,6 +114,34 @@ def load_cache(
             stacklevel=2,
         )
     return images, report
+
+
+def _cached_image(
+    cache_dir, text: str, transform: Callable, report: CacheReport, max_side: int, limits: Limits
+):
+    """One query's transformed image, or None with the reason added to `report`."""
+    key = cache_key(text)
+    try:
+        if not key or "\x00" in key:
+            raise InputError(cache_dir, f"query {text!r} has no usable cache key")
+        path = inside(cache_dir, f"{key}/1.jpg", what="cache entry")
+    except InputError as err:
+        report.broken.append(f"{text} (refused: {err.reason})")
+        return None
+    if not path.is_file():
+        report.missing.append(text)
+        return None
+    if path.stat().st_size < MIN_BYTES:
+        report.broken.append(f"{text} ({path}: {path.stat().st_size} bytes, under {MIN_BYTES})")
+        return None
+    try:
+        image = decode_image(path, mode="RGB", limits=limits, draft=(max_side, max_side))
+        return transform(image)
+    except InputError as err:
+        report.broken.append(f"{text} ({err})")
+    except Exception as err:  # noqa: BLE001 — any file the transform cannot take is reported and skipped
+        report.broken.append(f"{text} ({path}: {type(err).__name__}: {err})")
+    return None
 
 
 def _batches(images: list, text_ids: torch.Tensor, text_mask: torch.Tensor, keys: list[str], size: int):

@@ -20,8 +20,10 @@ files and their dependencies:
 
 Every step writes `runs/<run>/<step>[-fold<k>]/`: the executed notebook and its HTML, the
 notebook's own `params.yaml`/`metrics.json`/…, and `status.json` with a fingerprint of the
-parameters, the notebook and the upstream steps; a step whose folder already holds a finished
-result with the same fingerprint is skipped. The DAG runs on Dask: a local cluster by default, or
+parameters, the notebook and the upstream steps, and one of the data its parameters name
+(`vmmlib.runs.data_fingerprint`); a step whose folder already holds a finished result with the same
+fingerprints is skipped. Every path the runner writes or deletes goes through
+`vmmlib.runs.in_run_dir`: nothing outside `run_dir`, whatever the pipeline file says. The DAG runs on Dask: a local cluster by default, or
 an existing cluster given by its scheduler address (workers must share the file system and have
 vmmlib installed). `index.html`/`index.json` in the run folder open with a leaderboard (per model:
 the task metric per fold, fold mean ± sd, out of fold; the ensemble; a bar chart, see
@@ -51,7 +53,7 @@ from vmmlib.io.safe import InputError
 from vmmlib.leaderboard import write_index
 from vmmlib.pipeline_log import TOPIC, StepConsole, announce_start
 from vmmlib.pipeline_settings import apply_settings, dry_run_dir, mark_dry_run
-from vmmlib.runs import in_run_dir, load_metrics, resolve_path
+from vmmlib.runs import data_fingerprint, data_paths, in_run_dir, load_metrics, resolve_path
 
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
 
@@ -130,7 +132,9 @@ def load_pipeline(
         mark_dry_run(path, steps)
     track = spec.get("track")
     if track is not None and not isinstance(track, str):
-        raise InputError(path, f"track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}")
+        raise InputError(
+            path, f"track must be an MLflow tracking URI such as sqlite:///runs/mlflow.db, got {track!r}"
+        )
     return Pipeline(path.stem, run_dir, workers, steps, data, track)
 
 
@@ -225,7 +229,9 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     result.update(out_dir=str(out), notebook=str(notebook_out), html=str(html_out))
     result["fingerprint"] = fp = fingerprint(step, [u["fingerprint"] for u in upstream])
     previous = _read_status(status_path)
-    same = previous.get("fingerprint") == fp
+    # The data its parameters name (`data_dir`, …) as it is now: regenerated data re-runs the step.
+    data_fp = _data_print(step)
+    same = previous.get("fingerprint") == fp and previous.get("data_fingerprint", data_fp) == data_fp
     if not force and same and previous.get("status") == OK and notebook_out.exists():
         return {**previous, "status": CACHED}
     if out.exists() and (force or not same):
@@ -247,7 +253,7 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
         try:
             papermill.execute_notebook(
                 step.notebook, result["notebook"], parameters=step.params, kernel_name="python3",
-                progress_bar=False, cwd=step.cwd,
+                progress_bar=False, cwd=step.cwd, **_kernel_options(),
             )  # fmt: skip
             result["status"] = OK
         except PapermillExecutionError as e:
@@ -261,8 +267,30 @@ def run_step(step: Step, *upstream: dict, force: bool = False) -> dict:
     result["duration_s"] = round(time.time() - start, 2)
     _export_html(result)
     result["metrics"] = load_metrics(out)
+    result["data_fingerprint"] = _data_print(step)  # after the run: data it made itself counts
     status_path.write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def _kernel_options() -> dict:
+    """Start step kernels over IPC (local unix sockets) where the system has them: over TCP without
+    CurveZMQ keys, ipykernel ≥ 7 logs a warning about unencrypted traffic for every kernel it starts."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):  # nbclient's default manager, transport "ipc"
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return {"kernel_manager_class": IPCKernelManager}
+
+
+def _data_print(step: Step) -> str:
+    """A hash of `vmmlib.runs.data_fingerprint` over the data parameters of the step."""
+    data = {k: data_fingerprint(resolve_path(v)) for k, v in data_paths(step.params).items()}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _in_run(step: Step, path: str | Path) -> Path:
@@ -367,7 +395,7 @@ def run_pipeline(
 
 def _track(uri: str, pipe: Pipeline, result: dict, console: StepConsole) -> None:
     """Log a finished step to MLflow; a tracking failure is reported, never fatal to the pipeline."""
-    if result["status"] not in (OK, CACHED):
+    if result["status"] == BLOCKED:  # never ran: no folder to log
         return
     try:
         from vmmlib.track import track_step

@@ -290,7 +290,9 @@ def read_params_file(path: Path, where: str, params_file: Path) -> dict[str, Any
         raise InputError(path, f"params file {params_file} does not exist", where)
     values = read_yaml(params_file, what="params file")
     if values is None:
-        return {}
+        raise InputError(
+            params_file, "params file is empty; leave `params:` out of the step to use the defaults"
+        )
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise InputError(params_file, f"a params file maps parameter names to values; got {_short(values)}")
     return values

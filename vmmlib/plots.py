@@ -7,20 +7,39 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+# Why a loss term can go below 0, for the note under the loss plot (a term not listed gets a generic one).
+TERM_NOTES = {
+    "kl": "kl is seed 000's Keras KLDivergence on un-normalised batch similarities (vmmlib.losses.keras_kl), "
+    "not a divergence of distributions: it drops below 0 once predicted cosines exceed the label similarities",
+}
+
 
 def plot_history(history: pd.DataFrame, *, title: str = ""):
-    """Loss terms (left) and evaluation metrics (right) against the training step."""
+    """Loss terms (left) and evaluation metrics (right) against the training step.
+
+    A term that goes below 0 is drawn dashed, with a zero line and a note under the plot saying why
+    (`TERM_NOTES`), so a negative curve does not read as a bug or as a better-than-perfect loss.
+    """
     terms = [
         c for c in history.columns if c.startswith("train/") and c not in ("train/skipped", "train/grad_norm")
     ]
     metrics = [c for c in history.columns if c.startswith("eval/")]
     fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 3.4), squeeze=False)
+    negative = []
     for col in terms:
         rows = history[["step", col]].dropna()
+        name = col.removeprefix("train/")
+        below = bool((rows[col] < 0).any())
+        negative += [name] * below
         axes[0, 0].plot(
-            rows["step"], rows[col], label=col.removeprefix("train/"), lw=2 if col == "train/loss" else 1
-        )
+            rows["step"], rows[col], label=name + " (< 0: see note)" * below,
+            lw=2 if col == "train/loss" else 1, ls="--" if below else "-",
+        )  # fmt: skip
     axes[0, 0].set(xlabel="step", ylabel="loss", title=f"{title} training loss".strip())
+    if negative:
+        axes[0, 0].axhline(0, color="grey", lw=0.8)
+        notes = [TERM_NOTES.get(n, f"{n} is a loss term not bounded below by 0") for n in negative]
+        fig.text(0.01, 0.01, "Below 0: " + "; ".join(notes) + ".", fontsize=7, color="#555", wrap=True)
     axes[0, 0].legend(fontsize=8)
     for col in metrics:
         rows = history[["step", col]].dropna()
@@ -28,7 +47,7 @@ def plot_history(history: pd.DataFrame, *, title: str = ""):
     if metrics:
         axes[0, 1].set(xlabel="step", title=f"{title} validation".strip())
         axes[0, 1].legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1 if negative else 0, 1, 1))
     return fig
 
 
@@ -84,23 +103,39 @@ def _search_floor(scores: np.ndarray) -> float | None:
 def plot_search(history: pd.DataFrame, *, metric: str = "score"):
     """Convergence of a weight search: every probe and the best so far.
 
-    The y-axis keeps to the probes that matter: a failed probe (scored −1) or a far worse one
-    would flatten the curve, so probes below a robust floor (the median probe minus three times the
-    spread of the better half) are drawn on the floor as red triangles and counted in the legend.
+    A probe whose weights are all zero has no ensemble to score (`search_weights` gives it −1, a
+    placeholder, not a score): it is drawn at the bottom as a grey cross and counted as "not scored".
+    The y-axis keeps to the probes that matter: probes far below the rest (under the median probe
+    minus three times the spread of the better half) would flatten the curve, so they are drawn on
+    that floor as red triangles, counted in the legend with the lowest real score among them.
     """
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     scores = history["score"].to_numpy(dtype=float)
-    floor = _search_floor(scores)
-    low = np.zeros(len(scores), dtype=bool) if floor is None else ~(scores >= floor)
-    ax.plot(history["iteration"][~low], scores[~low], ".", label="probe")
+    weight_cols = [c for c in history.columns if c.startswith("weight_")]
+    unscored = (
+        (history[weight_cols].sum(axis=1) <= 0).to_numpy() if weight_cols else np.zeros(len(scores), bool)
+    )
+    real = np.where(unscored, np.nan, scores)
+    floor = _search_floor(real)
+    low = np.zeros(len(scores), dtype=bool) if floor is None else ~(real >= floor) & ~unscored
+    keep = ~low & ~unscored
+    ax.plot(history["iteration"][keep], scores[keep], ".", label="probe")
     ax.plot(history["iteration"], history["best_so_far"], "-", label="best so far")
+    top = float(np.nanmax(real)) if np.isfinite(real).any() else 0.0
     if floor is not None:
-        top = float(np.nanmax(scores))
-        pad = 0.04 * (top - floor)
-        worst = np.nanmin(scores) if np.isfinite(scores).any() else float("nan")
-        ax.plot(history["iteration"][low], np.full(int(low.sum()), floor + pad), "v", color="tab:red",
-                label=f"{int(low.sum())} probe(s) below {floor:.4g} (lowest {worst:.4g})")  # fmt: skip
-        ax.set_ylim(floor, top + 3 * pad)
+        bottom = floor
+    else:
+        lowest = float(np.nanmin(real)) if np.isfinite(real).any() else 0.0
+        bottom = lowest - 0.1 * (top - lowest or 1.0)
+    pad = 0.04 * (top - bottom or 1.0)
+    if low.any():
+        ax.plot(history["iteration"][low], np.full(int(low.sum()), bottom + pad), "v", color="tab:red",
+                label=f"{int(low.sum())} probe(s) below {floor:.4g} (lowest {np.nanmin(real[low]):.4g})")  # fmt: skip
+    if unscored.any():
+        ax.plot(history["iteration"][unscored], np.full(int(unscored.sum()), bottom + pad), "x", color="grey",
+                label=f"{int(unscored.sum())} probe(s) with all weights 0: not scored")  # fmt: skip
+    if low.any() or unscored.any():
+        ax.set_ylim(bottom, top + 3 * pad)
     ax.set(xlabel="iteration", ylabel=metric, title="weight search")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()

@@ -122,6 +122,10 @@ class LineProgress:
         self._start = self._last = time.monotonic()
         self._printed_at_n: float | None = None
         self.closed = False
+        if initial and total:  # a resumed loop says where it starts before its first step
+            self.write(
+                f"{desc + ': ' if desc else ''}starting at {_amount(initial, unit_scale)}/{_amount(total, unit_scale)}"
+            )
 
     @property
     def file(self) -> TextIO:

@@ -66,7 +66,7 @@ def metrics_table(metrics: Mapping[str, Any]):
 
     rows = [("warning", w) for w in metrics.get(WARNINGS) or []]
     rows += [(k, _cell(v)) for k, v in metrics.items() if k != WARNINGS]
-    return pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric")
+    return pd.DataFrame(rows, columns=["metric", "value"], dtype=object).set_index("metric")
 
 
 def _cell(value: Any) -> Any:
@@ -151,13 +151,14 @@ def summary_html(run_dir: str | Path, title: str = "") -> str:
     params = read_yaml(run_dir / "params.yaml") if (run_dir / "params.yaml").is_file() else {}
     metrics = load_metrics(run_dir)
     metric, pretrain_metric = _task_metrics(str(params.get("task", "")))
-    rows = [("task", params.get("task")), ("model", _models(params)), ("data", params.get("data_dir"))]
+    models = ("model" if params.get("model") else "models", _models(params))  # 30/40: the steps they read
+    rows = [("task", params.get("task")), models, ("data", params.get("data_dir"))]
     rows += headline(metrics, metric, pretrain_metric) if metrics else [("metrics", "none written")]
     rows.append(("run folder", str(run_dir)))
     lines = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
         for k, v in rows
-        if v not in ("", None) or k != "model"
+        if v not in ("", None) or k not in ("model", "models", "data")  # a headline without a value shows "–"
     )
     warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in metrics.get(WARNINGS) or [])
     dry = (
@@ -222,7 +223,8 @@ def export_report(notebook: str | Path, html_path: str | Path, run_dir: str | Pa
         extra_loaders=[jinja2.DictLoader({"vmm_report.html.j2": TEMPLATE})],
         template_file="vmm_report.html.j2",
     )
-    resources = {"vmm_summary": summary_html(run_dir, title=_title(nb, notebook)), "vmm_css": REPORT_CSS}
+    title = f"{run_dir.name} · {_title(nb, notebook)}"
+    resources = {"vmm_summary": summary_html(run_dir, title=title), "vmm_css": REPORT_CSS}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     Path(html_path).write_text(body, encoding="utf-8")
     return Path(html_path)

@@ -196,38 +196,152 @@ def start_run(out_dir: str | Path, params: Mapping[str, Any]) -> Path:
     """Create the run folder (`{name}` fields of `out_dir` filled from `params`), guarding a rerun.
 
     Writes `params.yaml` (every parameter, `out_dir` resolved) and `run.json` (the fingerprint of the
-    parameters that change results, see `params_fingerprint`). When the folder already holds `fit`
-    outputs (model, history, checkpoints) of a run made with other parameters, it raises instead
-    of letting the notebook resume or report that run; with `params["restart"]` true it deletes
-    those outputs and `metrics.json` first, so the run starts afresh.
+    parameters that change results, see `params_fingerprint`, and of the data they name, see
+    `data_fingerprint`). When the folder already holds `fit` outputs (model, history, checkpoints)
+    of a run made with other parameters or from other data (the files under `data_dir`,
+    `pretrain_dir`, … changed since), it raises instead of letting the notebook resume or report
+    that run; with `params["restart"]` true it deletes those outputs and `metrics.json` first, so
+    the run starts afresh.
 
     Returns:
         the absolute run folder.
 
     Raises:
         ValueError: a field of `out_dir` is not a parameter, or the folder holds a run made with other
-            parameters (each differing parameter is named, old → new).
+            parameters (each differing parameter is named, old → new) or other data (the folder and
+            its changed, added and removed files are named).
     """
     out = resolve_path(format_out_dir(out_dir, params))
     new = _fingerprinted(params)
+    data = {name: data_fingerprint(resolve_path(path)) for name, path in data_paths(params).items()}
     fitted = [n for n in FIT_OUTPUTS if (out / n).exists()]
     if params.get("restart"):
         for path in [out / n for n in (*fitted, "metrics.json")]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     elif fitted:
-        differ = _differences(_recorded_params(out), new)
-        if differ:
+        record = _run_record(out)
+        differ = _differences(record.get("params") if record else None, new)
+        changed = _data_changes(record.get("data") if record else None, data, params)
+        if differ or changed:
+            made = " and ".join(
+                [*(["with other parameters: " + "; ".join(differ)] if differ else []),
+                 *(["from other data: " + "; ".join(changed)] if changed else [])]
+            )  # fmt: skip
             raise ValueError(
-                f"{out} holds a run ({', '.join(fitted)}) made with other parameters: {'; '.join(differ)}. "
+                f"{out} holds a run ({', '.join(fitted)}) made {made}. "
                 "Pass restart=True to delete its outputs and start afresh, or choose another out_dir."
             )
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "params.yaml", {**params, **({"out_dir": str(out)} if "out_dir" in params else {})})
-    _atomic_write_text(
-        out / RUN_RECORD,
-        json.dumps({"fingerprint": params_fingerprint(params), "params": new}, indent=1, ensure_ascii=False),
-    )
+    record = {"fingerprint": params_fingerprint(params), "params": new}
+    record["data_fingerprint"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    _atomic_write_text(out / RUN_RECORD, json.dumps({**record, "data": data}, indent=1, ensure_ascii=False))
     return out
+
+
+# Parameters naming inputs whose content a run depends on: their files are fingerprinted (see
+# `data_fingerprint`) so a rerun after the data at the same path was regenerated does not report
+# the old run. Run folders of other steps (`finetune_dirs`, `inference_dirs`) are not: the notebooks
+# that read them recompute everything and keep no `fit` outputs to guard.
+DATA_PARAMS = ("data_dir", "pretrain_dir", "text_model_dir", "truth_path")
+DATA_BLOCK = 64 * 1024  # bytes hashed at each end of every data file
+
+
+def data_paths(params: Mapping[str, Any]) -> dict[str, str]:
+    """The data parameters (`DATA_PARAMS`) that `params` sets to a non-empty path."""
+    return {k: params[k] for k in DATA_PARAMS if isinstance(params.get(k), (str, Path)) and str(params[k])}
+
+
+def data_fingerprint(path: str | Path) -> dict[str, list]:
+    """A cheap fingerprint of a data file or folder: relative name → [size, mtime_ns, hash].
+
+    The hash covers the first and last `DATA_BLOCK` bytes of each file (BLAKE2b, 16 hex digits), so
+    a regenerated or replaced file is caught even when its size and mtime were kept; reading cost
+    stays 128 KiB per file whatever its size. Hidden files and folders (`.vmm_cache`, written by the
+    readers themselves) and LMDB lock files are left out. A missing path gives `{}`.
+    """
+    root = Path(path)
+    if root.is_file():
+        return {".": _file_print(root)}
+    found: dict[str, list] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name == "lock.mdb":
+                continue
+            file = Path(folder) / name
+            try:
+                found[file.relative_to(root).as_posix()] = _file_print(file)
+            except OSError:  # vanished or unreadable: recorded as such, so a change still shows
+                found[file.relative_to(root).as_posix()] = [-1, 0, ""]
+    return found
+
+
+def _file_print(path: Path) -> list:
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        h.update(f.read(DATA_BLOCK))
+        if st.st_size > DATA_BLOCK:
+            f.seek(max(DATA_BLOCK, st.st_size - DATA_BLOCK))
+            h.update(f.read(DATA_BLOCK))
+    return [st.st_size, st.st_mtime_ns, h.hexdigest()]
+
+
+def _data_changes(old: dict | None, new: dict[str, dict], params: Mapping[str, Any]) -> list[str]:
+    """`data in <path> (<param>) changed: files a, b; added c; removed d` per changed data parameter.
+
+    A run recorded before data was fingerprinted (`old` None) is taken as unchanged."""
+    if old is None:
+        return []
+    notes = []
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name) or {}, new.get(name) or {}
+        if before == after:
+            continue
+        parts = [
+            f"{label} {_some(names)}"
+            for label, names in (
+                ("files", [f for f in after if f in before and _content(before[f]) != _content(after[f])]),
+                (
+                    "modified (same size and end blocks, new mtime)",
+                    [
+                        f
+                        for f in after
+                        if f in before
+                        and list(before[f]) != list(after[f])
+                        and _content(before[f]) == _content(after[f])
+                    ],
+                ),
+                ("added", [f for f in after if f not in before]),
+                ("removed", [f for f in before if f not in after]),
+            )
+            if names
+        ]
+        notes.append(f"data in {params.get(name, '(no ' + name + ')')} ({name}) changed: {'; '.join(parts)}")
+    return notes
+
+
+def _content(entry: list) -> tuple:
+    """(size, hash) of a `data_fingerprint` entry: what says its content changed."""
+    return (entry[0], entry[2])
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _run_record(out: Path) -> dict[str, Any] | None:
+    """What `run.json` records ({"params", "data"}); params from `params.yaml` for older runs."""
+    if (out / RUN_RECORD).is_file():
+        try:
+            record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+            return record if isinstance(record, dict) else None
+        except ValueError:
+            return None
+    params = _recorded_params(out)
+    return None if params is None else {"params": params}
 
 
 def _recorded_params(out: Path) -> dict[str, Any] | None:

@@ -12,13 +12,14 @@ experiment named after its pipeline (`vmmlib` for a folder outside one):
   fingerprint, else `run.json`'s), `vmm.run_dir`, and the git commit of the code that logs
   (`mlflow.source.git.commit`; a folder logged after the fact gets today's commit).
 
-Logging is idempotent: a folder already in the experiment with the same fingerprint is not logged
-again (its MLflow run id is returned). With a `sqlite:///path/mlflow.db` store the artifacts go to
+Logging is idempotent: a folder already in the experiment with the same fingerprint (and status) is
+not logged again (its MLflow run id is returned); a failed step is logged with status FAILED. With a `sqlite:///path/mlflow.db` store the artifacts go to
 `path/mlartifacts/`. Browse with `mlflow ui --backend-store-uri sqlite:///path/mlflow.db`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -73,14 +74,24 @@ def git_commit(where: str | Path = ".") -> str:
 
 
 def fingerprint_of(step_dir: Path) -> str:
-    """The fingerprint a step folder records: `status.json` (pipeline step), else `run.json`."""
+    """The fingerprint a step folder records: `status.json` (pipeline step), else `run.json`, else a
+    hash of its `params.yaml` and `metrics.json`."""
     for name in ("status.json", "run.json"):
         path = step_dir / name
         if path.is_file():
             fp = json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
             if fp:
                 return str(fp)
-    return ""
+    h = hashlib.sha256()
+    for name in ("params.yaml", "metrics.json"):
+        if (step_dir / name).is_file():
+            h.update((step_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _status(step_dir: Path) -> str:
+    path = step_dir / "status.json"
+    return str(json.loads(path.read_text(encoding="utf-8")).get("status", "")) if path.is_file() else ""
 
 
 def is_step_dir(path: Path) -> bool:
@@ -119,16 +130,20 @@ def _experiment(client, uri: str, name: str) -> str:
     location = None
     if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the caller's cwd
         location = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    # The kind tells MLflow's UI to open on the runs table and charts (model training), not on traces.
+    return client.create_experiment(
+        name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+    )
 
 
 def _already_logged(client, experiment_id: str, step_dir: Path, fp: str) -> str | None:
-    if not fp:
-        return None
+    """The finished MLflow run of this folder with this fingerprint (and status: a failed step that
+    later succeeds is logged again), if any."""
     quoted = str(step_dir).replace("'", "\\'")
-    runs = client.search_runs(
-        [experiment_id], f"tags.`vmm.fingerprint` = '{fp}' and tags.`vmm.run_dir` = '{quoted}'", max_results=1
-    )
+    query = f"tags.`vmm.fingerprint` = '{fp}' and tags.`vmm.run_dir` = '{quoted}'"
+    if _status(step_dir):
+        query += f" and tags.`vmm.status` = '{_status(step_dir)}'"
+    runs = client.search_runs([experiment_id], query, max_results=1)
     return runs[0].info.run_id if runs else None
 
 
@@ -161,8 +176,7 @@ def _params(step_dir: Path) -> dict[str, str]:
 
 
 def _tags(step_dir: Path, pipeline: str, step: str, fp: str, commit: str) -> dict[str, str]:
-    status = step_dir / "status.json"
-    state = json.loads(status.read_text(encoding="utf-8")).get("status", "") if status.is_file() else ""
+    state = _status(step_dir)
     params = read_yaml(step_dir / "params.yaml") if (step_dir / "params.yaml").is_file() else {}
     tags = {"vmm.pipeline": pipeline, "vmm.step": step, "vmm.fingerprint": fp, "vmm.run_dir": str(step_dir),
             "vmm.status": state, "mlflow.source.git.commit": commit, "vmm.commit": commit}  # fmt: skip
@@ -171,6 +185,16 @@ def _tags(step_dir: Path, pipeline: str, step: str, fp: str, commit: str) -> dic
     if params.get("task"):
         tags["vmm.task"] = str(params["task"])
     return {k: v for k, v in tags.items() if v}
+
+
+def _run_times(step_dir: Path) -> tuple[int | None, int | None]:
+    """(start, end) in ms of a pipeline step: `status.json` was written at its end with `duration_s`."""
+    status = step_dir / "status.json"
+    if not status.is_file():
+        return None, None
+    duration = json.loads(status.read_text(encoding="utf-8")).get("duration_s")
+    end_ms = int(status.stat().st_mtime * 1000)
+    return (end_ms - int(float(duration) * 1000) if isinstance(duration, (int, float)) else None), end_ms
 
 
 def track_step(
@@ -186,7 +210,7 @@ def track_step(
     A folder already logged in that experiment with the same fingerprint is not logged again.
     """
     _, MlflowClient = _mlflow()
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import RunTag
 
     step_dir = Path(step_dir).resolve()
     if pipeline is None:
@@ -199,16 +223,30 @@ def track_step(
     if done:
         return done
     commit = git_commit() if commit is None else commit
-    run = client.create_run(experiment_id, run_name=step)
+    start_ms, end_ms = _run_times(step_dir)
+    run = client.create_run(experiment_id, run_name=step, start_time=start_ms)
     run_id = run.info.run_id
-    now_ms = int(run.info.start_time)
+    try:
+        _log(client, run_id, step_dir, int(run.info.start_time))
+    except BaseException:  # no half-logged run for the next call to take as done
+        client.delete_run(run_id)
+        raise
     tags = [RunTag(k, v) for k, v in _tags(step_dir, pipeline, step, fp, commit).items()]
+    client.log_batch(run_id, tags=tags)  # last: the fingerprint marks the run as complete
+    failed = _status(step_dir) == "failed"
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED", end_time=end_ms)
+    return run_id
+
+
+def _log(client, run_id: str, step_dir: Path, now_ms: int) -> None:
+    """Params, metrics (final and history) and artifacts of a step folder into an MLflow run."""
+    from mlflow.entities import Metric, Param
+
     params = [Param(k, v) for k, v in _params(step_dir).items()]
     finals = {k: _number(v) for k, v in flatten(load_metrics(step_dir)).items()}
     history = _history_metrics(step_dir, now_ms)
     last_step = max((m.step for m in history), default=0)
     metrics = history + [Metric(k, v, now_ms, last_step) for k, v in finals.items() if v is not None]
-    client.log_batch(run_id, tags=tags)
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
     for i in range(0, len(metrics), BATCH):
@@ -216,9 +254,6 @@ def track_step(
     for name in sorted(p.name for p in step_dir.glob("*.html")) + ["metrics.json", "params.yaml"]:
         if (step_dir / name).is_file():
             client.log_artifact(run_id, str(step_dir / name))
-    failed = tags and any(t.key == "vmm.status" and t.value == "failed" for t in tags)
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
-    return run_id
 
 
 def track_dir(uri: str, run_dir: str | Path) -> list[tuple[str, str]]:

@@ -204,7 +204,11 @@ def fit(
     batches, resumed_from = _start(f, train_loader, args)
     state, optimizer = f.state, f.optimizer
     bar = progress_bar(
-        total=steps, initial=state.step, desc="fit", disable=not (args["progress"] and f.is_main), dynamic_ncols=True
+        total=steps,
+        initial=state.step,
+        desc="fit",
+        disable=not (args["progress"] and f.is_main),
+        dynamic_ncols=True,
     )
     last_save_step, last_save_time = resumed_from, time.monotonic()
     running = None  # smoothed loss for the progress bar only

@@ -12,11 +12,14 @@ a non-finite guard decided on the device, and the deferred read of the logged va
   values reach the host at once; the window sums, the skip warnings and the give-up error follow from
   them, as if each step had been read at once.
 
-Accumulation and the loss weights: an objective returns a mean over its batch (the default), so the
-micro-batch of n_i items gets the weight n_i / Σ n_j (1/N for equal sizes); one with the attribute
-`loss_reduction = "sum"` (a sum over its items) gets 1. An objective whose loss couples the items of
-a batch (in-batch negatives of a contrastive loss) is *not* the larger batch's loss when accumulated
-this way: use its own cached-feature accumulation (`vmmlib.contrastive`, MUGE) for that.
+Accumulation and the loss weights: a term is a mean over its batch's items by default (a term that
+does not depend on the batch, such as an L2 penalty, is right that way too), so in the micro-batch of
+n_i items it gets the weight n_i / Σ n_j (1/N for equal sizes; n_i from the objective's
+`count_items(batch)` when the mean is over something else, e.g. the labels not ignored). The terms
+named in the objective's `summed_terms` are sums over the items and get 1 (qqbrowser's mse and kl).
+An objective whose loss couples the items of a batch (in-batch negatives of a contrastive loss) is
+*not* the larger batch's loss when accumulated this way: use its own cached-feature accumulation
+(`vmmlib.contrastive`, MUGE's `accumulate`) for that.
 """
 
 from __future__ import annotations
@@ -48,46 +51,61 @@ def batch_items(batch: Any) -> int | None:
     return None
 
 
-def _loss_weights(objective: Callable, micro: Sequence[Any]) -> list[float]:
-    if getattr(objective, "loss_reduction", "mean") == "sum":
-        return [1.0] * len(micro)
-    sizes = [batch_items(b) for b in micro]
-    if len(micro) == 1 or any(n is None for n in sizes) or not sum(sizes):
+def _loss_weights(objective: Callable, micro: Sequence[Any]) -> list[Any]:
+    """Each micro-batch's weight for the terms that are means over its items: n_i / Σ n_j, with n_i
+    from the objective's `count_items(batch)` (e.g. the labels not ignored; a device tensor is fine)
+    or `batch_items`; 1/N when a size is unknown."""
+    count = getattr(objective, "count_items", batch_items)
+    sizes = [count(b) for b in micro]
+    if any(n is None for n in sizes):
         return [1.0 / len(micro)] * len(micro)
-    return [n / sum(sizes) for n in sizes]
+    total = sum(sizes)
+    return [n / total for n in sizes]
 
 
-def _loss_backward(f: Any, objective: Callable, batch: Any, weight: float) -> tuple[dict, torch.Tensor]:
-    """The objective's terms and their sum (detached, unweighted), after the backward pass of
-    `weight` × the sum (gradients accumulate)."""
+def _loss_backward(f: Any, objective: Callable, batch: Any, weight: Any) -> tuple[dict, torch.Tensor]:
+    """The objective's terms and their sum (detached, unweighted), after the backward pass of the
+    terms weighted for accumulation (`weight` None: no accumulation); gradients accumulate."""
     if getattr(objective, "backward_inside", False):  # e.g. contrastive accumulation over cached features
-        scaled = f.accelerator.backward if weight == 1.0 else (lambda t: f.accelerator.backward(t * weight))
+        scaled = f.accelerator.backward if weight is None else (lambda t: f.accelerator.backward(t * weight))
         terms = objective(f.model, batch, backward=scaled)
         return terms, sum_terms({k: v.detach() for k, v in terms.items()})
     terms = objective(f.model, batch)
     loss = sum_terms(terms)
-    f.accelerator.backward(loss * weight if weight != 1.0 else loss)
+    if weight is None:
+        f.accelerator.backward(loss)
+    else:
+        summed = getattr(objective, "summed_terms", ())
+        f.accelerator.backward(sum_terms({k: v if k in summed else v * weight for k, v in terms.items()}))
     return terms, loss.detach()
 
 
 def _accumulate(f: Any, objective: Callable, micro: Sequence[Any]) -> tuple[dict, torch.Tensor]:
-    """Forward/backward over the micro-batches (DDP's all-reduce only on the last); the weighted
-    means of the terms and of the loss."""
-    weights = _loss_weights(objective, micro)
+    """Forward/backward over the micro-batches (DDP's all-reduce only on the last); the terms and the
+    loss of the batch they make together (sums of summed terms, weighted means of the others)."""
+    if len(micro) == 1:
+        return _one_pass(f, objective, micro[0], None)
+    summed = getattr(objective, "summed_terms", ())
     terms_sum: dict[str, torch.Tensor] = {}
-    loss_sum = None
-    for i, (batch, w) in enumerate(zip(micro, weights)):
+    for i, (batch, w) in enumerate(zip(micro, _loss_weights(objective, micro))):
         last = i == len(micro) - 1
         with nullcontext() if last or f.world == 1 else f.accelerator.no_sync(f.model):
-            terms, loss = _loss_backward(f, objective, batch, w)
-            terms = {k: v.detach().float().reshape(()) for k, v in terms.items()}
-            if f.adversary is not None:  # FGM / PGD: more forward + backward passes on perturbed embeddings
-                adv_loss = f.adversary.attack(lambda b=batch, w=w: _loss_backward(f, objective, b, w)[1])
-                terms["adv_loss"] = adv_loss.detach().float().reshape(())
+            terms, _ = _one_pass(f, objective, batch, w)
         for k, v in terms.items():
-            terms_sum[k] = terms_sum[k] + w * v if k in terms_sum else w * v
-        loss_sum = w * loss if loss_sum is None else loss_sum + w * loss
-    return terms_sum, loss_sum
+            v = v if k in summed else w * v
+            terms_sum[k] = terms_sum[k] + v if k in terms_sum else v
+    loss = torch.stack([v for k, v in terms_sum.items() if k != "adv_loss"]).sum()
+    return terms_sum, loss
+
+
+def _one_pass(f: Any, objective: Callable, batch: Any, weight: Any) -> tuple[dict, torch.Tensor]:
+    """Forward/backward on one (micro-)batch, plus the adversary's passes; detached terms and loss."""
+    terms, loss = _loss_backward(f, objective, batch, weight)
+    terms = {k: v.detach().float().reshape(()) for k, v in terms.items()}
+    if f.adversary is not None:  # FGM / PGD: more forward + backward passes on perturbed embeddings
+        adv_loss = f.adversary.attack(lambda: _loss_backward(f, objective, batch, weight)[1])
+        terms["adv_loss"] = adv_loss.detach().float().reshape(())
+    return terms, loss
 
 
 def train_step(f: Any, objective: Callable, micro: Sequence[Any]) -> None:

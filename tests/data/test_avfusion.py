@@ -99,7 +99,7 @@ def test_manifest_annotations_and_answer_vocabulary(sample, tmp_path):
     captions, clips, text_to_video = read_retrieval_annotations(sample / "retrieval" / "train.jsonl")
     assert len(captions) == 12 and len(clips) == 6 and text_to_video.tolist() == [i // 2 for i in range(12)]
     (tmp_path / "broken.jsonl").write_text('{"caption": "a", "clip_name": "x"}\n{"caption": "b"}\n')
-    with pytest.raises(ValueError, match="broken.jsonl:2: missing key"):
+    with pytest.raises(ValueError, match="broken.jsonl: line 2: missing key"):
         read_retrieval_annotations(tmp_path / "broken.jsonl")
     vocab = AnswerVocab.read(sample / "qa" / "train_ans2label.json")
     qa = read_qa_annotations(sample / "qa" / "train.jsonl")

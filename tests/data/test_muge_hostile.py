@@ -80,3 +80,15 @@ def test_a_query_file_that_is_missing_or_a_folder_is_refused(tmp_path):
     (tmp_path / "valid_texts.jsonl").mkdir()
     with pytest.raises(InputError, match="not a regular file"):
         D.load(tmp_path).texts("valid")
+
+
+@pytest.mark.parametrize("check", ["decode", "header"])
+def test_prepare_checks_refuse_a_bomb_from_its_header(check):
+    from vmmlib.data.image_checks import check_encoded, check_image
+
+    for bomb in (jpeg_claiming(12000, 12000), png_claiming(12000, 12000)):
+        with pytest.raises(InputError, match="pixels"):
+            check_image(bomb, check)
+        with pytest.raises(InputError, match="pixels"):
+            check_encoded(_b64(bomb).encode(), check)
+    check_image(_jpeg_ok(), check)

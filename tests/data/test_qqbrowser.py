@@ -19,6 +19,7 @@ from vmmlib.io import (
     tfrecord_index,
     write_tfrecord,
 )
+from vmmlib.io.safe import InputError
 
 
 def _digest(root):
@@ -94,10 +95,10 @@ def test_planted_structure_tags_follow_the_frames(qq_sample):
 
 
 def test_check_layout_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         qq.check_layout(tmp_path / "nope")
     (tmp_path / "pointwise").mkdir()
-    with pytest.raises(FileNotFoundError, match="pairwise/label.tsv"):
+    with pytest.raises(InputError, match="pairwise/label.tsv"):
         qq.check_layout(tmp_path)
 
 

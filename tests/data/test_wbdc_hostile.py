@@ -160,7 +160,7 @@ def test_links_out_of_the_data_folder_are_refused(data, tmp_path):
     link.symlink_to(target)
     with pytest.raises(InputError, match="leads outside"):
         W.RawFrameZips(data / "zip_frames" / "labeled").num_frames(vid)
+    # the layout's own files may be the user's links (data on another disk); paths from data may not
     shutil.move(data / "zip_feats" / "labeled.zip", outside / "labeled.zip")
     (data / "zip_feats" / "labeled.zip").symlink_to(outside / "labeled.zip")
-    with pytest.raises(InputError, match="leads outside"):
-        wbdc_data.load(data)
+    assert wbdc_data.load(data).split("labeled")["features"] is not None

@@ -19,6 +19,7 @@ from vmmlib.io import (
     tfrecord_index,
     write_tfrecord,
 )
+from vmmlib.io.safe import InputError
 from vmmlib.metrics.yt8m import read_segment_truth, segment_map
 
 SMALL = dict(videos=24, validate_videos=24, test_videos=6, train_shards=2, validate_shards=4, test_shards=1)
@@ -437,10 +438,10 @@ def test_shard_folds_hold_out_whole_shards_once_each(yt_sample):
 
 
 def test_check_layout_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         Y.check_layout(tmp_path / "nope")
     (tmp_path / "frame" / "train").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="segment_label_ids.csv.*frame/validate"):
+    with pytest.raises(InputError, match="segment_label_ids.csv.*frame/validate"):
         Y.check_layout(tmp_path)
 
 
@@ -542,3 +543,28 @@ def test_the_record_format_module_imports_no_torch():
     """`vmm validate` / `vmm evaluate yt8m` read truth shards through it and must stay fast."""
     code = "import sys, vmmlib.data.yt8m_format, vmmlib.data.sample_yt8m; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("Index\n17\nx4\n", "line 3: class id 'x4' is not a non-negative integer"),
+        ("Index\n17\n4\n17\n", r"line 4: class id 17 repeated \(first on line 2\)"),
+        ("17\n-4\n", "line 2: class id '-4'"),
+        ("Index\n3862\n", "line 2: class id 3862 is outside"),
+    ],
+)
+def test_segment_class_lists_drop_nothing_silently(tmp_path, text, match):
+    path = tmp_path / "segment_label_ids.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match) as err:
+        Y.SegmentClasses.read(path)
+    assert err.value.path == str(path)
+
+
+def test_layout_folders_may_be_the_users_links(yt_sample, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("segment_label_ids.csv", "frame"):
+        (root / name).symlink_to(yt_sample / name)  # data on another disk, linked in: fixed names, not data
+    assert Y.check_layout(root)["frame/validate"] == sorted((root / "frame" / "validate").glob("*"))

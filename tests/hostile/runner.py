@@ -1,6 +1,7 @@
 """Run the hostile corpus against registered entries: one forked process per entry, all its cases.
 
     python -m tests.hostile.runner --out results.json [ENTRY ...]
+    python -m tests.hostile.runner --out results.json --table     # the closing note's table
 
 Imports every `tests/hostile/entries_*.py` once, then forks one child per entry (two at a time).
 The child builds each case afresh (`make` into an empty folder, one mutation), calls the entry and
@@ -116,7 +117,8 @@ def run_case(entry: Entry, case_dir: Path, target: str, kind: str, mutation: str
     root = case_dir / "root"
     root.mkdir(parents=True)
     made = Path(entry.make(root))
-    handled = _lookup({**corpus.DEFAULT_HANDLED, **entry.handled}, mutation, target)
+    handled = _lookup(entry.handled, mutation, target)
+    either = handled is None and _lookup(corpus.DEFAULT_HANDLED, mutation, target) is not None
     try:
         if fn is not None:
             _mutate(fn, made, root, case_dir, target, kind)
@@ -130,7 +132,7 @@ def run_case(entry: Entry, case_dir: Path, target: str, kind: str, mutation: str
             return {**record, "outcome": "invalid", "detail": str(e)[:500]}
         if handled is not None:
             return {**record, "outcome": "refused_handled", "detail": f"{str(e)[:300]} (handled: {handled})"}
-        named = _names_input(e, case_dir)
+        named = _names_input(e, case_dir)  # `either`: refusing by name passes too
         return {**record, "outcome": "refused" if named else "unnamed", "detail": str(e)[:500]}
     except BaseException as e:  # noqa: BLE001 - every other exception is the failure we report
         if isinstance(e, KeyboardInterrupt):
@@ -143,8 +145,8 @@ def run_case(entry: Entry, case_dir: Path, target: str, kind: str, mutation: str
         }
     if fn is None:
         return {**record, "outcome": "valid", "detail": ""}
-    if handled is not None:
-        return {**record, "outcome": "handled", "detail": handled}
+    if handled is not None or either:
+        return {**record, "outcome": "handled", "detail": handled or corpus.DEFAULT_HANDLED[mutation]}
     return {**record, "outcome": "accepted", "detail": "returned normally; not in `handled`"}
 
 
@@ -186,6 +188,7 @@ def run_entry(entry: Entry, workdir: Path) -> dict:
     for k, (target, kind, mutation, fn) in enumerate(cases(entry)):
         case_dir = workdir / f"case{k:03d}"
         case_dir.mkdir()
+        wall, cpu = time.perf_counter(), time.process_time()
         try:
             results.append(run_case(entry, case_dir, target, kind, mutation, fn))
         except Exception as e:  # noqa: BLE001 - make() or the corpus itself broke: report, go on
@@ -198,6 +201,8 @@ def run_entry(entry: Entry, workdir: Path) -> dict:
                     "detail": f"building the case failed: {type(e).__name__}: {e}",
                 }
             )
+        results[-1]["seconds"] = round(time.perf_counter() - wall, 3)
+        results[-1]["cpu"] = round(time.process_time() - cpu, 3)
         gc.collect()
         if baseline is None:
             baseline = _maxrss_mb()
@@ -258,12 +263,38 @@ def run_all(entries: list[Entry], workdir: Path, parallel: int = 2) -> dict:
     return reports
 
 
+def table(reports: dict) -> str:
+    """The closing note's table: per mutation, the entries it ran on and what they did."""
+    rows: dict[str, dict[str, set | int]] = {}
+    for name, report in reports.items():
+        for c in report["cases"]:
+            row = rows.setdefault(c["mutation"], {"entries": set(), "cases": 0})
+            if c["outcome"] in ("n/a", "skipped"):
+                continue
+            row["entries"].add(name)
+            row["cases"] += 1
+            row[c["outcome"]] = row.get(c["outcome"], 0) + 1
+    lines = ["| mutation | entry points | cases | refused (InputError naming the file) | handled as documented | failing |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for mutation, row in rows.items():
+        failing = row["cases"] - row.get("refused", 0) - row.get("handled", 0) - row.get("valid", 0)
+        lines.append(
+            f"| {mutation} | {len(row['entries'])} | {row['cases']} | {row.get('refused', 0)} | "
+            f"{row.get('handled', 0)} | {failing} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("entries", nargs="*", help="entry names (default: all)")
     parser.add_argument("--out", required=True, help="where to write the JSON report")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--table", action="store_true", help="print the table of an existing --out report")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return 0
     entries = load_entries()
     if args.entries:
         entries = [e for e in entries if e.name in set(args.entries)]

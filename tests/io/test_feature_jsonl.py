@@ -31,24 +31,24 @@ def test_features_round_trip_in_chinese_clips_layout_and_names(tmp_path):
 @pytest.mark.parametrize(
     "lines, message",
     [
-        (['{"image_id": 1, "feature": [1.0, 2.0]}', "{"], r":2: not JSON"),
-        (['{"image_id": 1}'], r":1: expected"),
-        (['{"image_id": 1, "text_id": 2, "feature": [1.0]}'], r":1: expected"),
+        (['{"image_id": 1, "feature": [1.0, 2.0]}', "{"], r"line 2: invalid JSON"),
+        (['{"image_id": 1}'], r"line 1: expected"),
+        (['{"image_id": 1, "text_id": 2, "feature": [1.0]}'], r"line 1: expected"),
         (
             ['{"image_id": 1, "feature": [1.0]}', '{"text_id": 2, "feature": [1.0]}'],
-            r":2: text_id in a file of image_ids",
+            r"line 2: text_id in a file of image_ids",
         ),
-        (['{"image_id": true, "feature": [1.0]}'], r":1: image_id must be an int"),
+        (['{"image_id": true, "feature": [1.0]}'], r"line 1: image_id must be an int"),
         (
             ['{"image_id": 1, "feature": [1.0]}', '{"image_id": 1, "feature": [2.0]}'],
-            r":2: image_id 1 repeated",
+            r"line 2: image_id 1 repeated",
         ),
-        (['{"image_id": 1, "feature": [1.0, NaN]}'], r":1: 'feature' must be"),
-        (['{"image_id": 1, "feature": [1.0, "2"]}'], r":1: 'feature' must be"),
-        (['{"image_id": 1, "feature": []}'], r":1: 'feature' must be"),
+        (['{"image_id": 1, "feature": [1.0, NaN]}'], r"line 1: invalid JSON \(NaN is not JSON\)"),
+        (['{"image_id": 1, "feature": [1.0, "2"]}'], r"line 1: 'feature' must be"),
+        (['{"image_id": 1, "feature": []}'], r"line 1: 'feature' must be"),
         (
             ['{"image_id": 1, "feature": [1.0]}', '{"image_id": 2, "feature": [1.0, 2.0]}'],
-            r":2: 2 values where",
+            r"line 2: 2 values where",
         ),
         ([], r"no features"),
     ],
@@ -57,4 +57,11 @@ def test_a_malformed_feature_file_is_refused_naming_file_and_line(tmp_path, line
     path = tmp_path / "f.jsonl"
     path.write_text("".join(line + "\n" for line in lines))
     with pytest.raises(ValueError, match=message):
+        read_features(path)
+
+
+def test_a_value_that_overflows_float32_is_refused_not_turned_into_inf(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"image_id": 1, "feature": [1.0, 1e39]}\n')
+    with pytest.raises(ValueError, match="line 1: 'feature' must be a non-empty list of finite float32"):
         read_features(path)

@@ -96,5 +96,5 @@ def test_read_label_tsv_splits_on_any_whitespace_and_feeds_a_dataframe_alike(tmp
 def test_read_label_tsv_rejects_a_malformed_line(tmp_path):
     path = tmp_path / "label.tsv"
     path.write_text("1\t2\t0.5\n3\t4\n")
-    with pytest.raises(ValueError, match=":2: expected"):
+    with pytest.raises(ValueError, match="label.tsv: line 2: expected"):
         read_label_tsv(path)

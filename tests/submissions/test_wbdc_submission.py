@@ -104,7 +104,7 @@ def test_required_ids_from_a_truth_file_or_a_data_folder(tmp_path, truth):
     assert S.required_ids(data_dir=data_dir) == ["7", "8"]
     assert S.required_ids(data_dir=data_dir, split="labeled") == list(TRUTH)
     assert S.required_ids() is None
-    with pytest.raises(FileNotFoundError, match="test_b.json"):
+    with pytest.raises(ValueError, match="test_b.json"):
         S.required_ids(data_dir=data_dir, split="test_b")
 
 

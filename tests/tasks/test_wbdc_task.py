@@ -181,5 +181,19 @@ def test_predict_with_int8_inference_agrees_with_eager_on_most_videos(data, net)
     fast = T.predict([net], data, "test_a", infer_backend="int8", progress=False)
     np.testing.assert_array_equal(fast["ids"], eager["ids"])
     assert (fast["probs"].argmax(1) == eager["probs"].argmax(1)).mean() >= 0.9
+    assert fast["infer"] == {"infer_backend": "int8"} and eager["infer"] == {"infer_backend": "eager"}
     with pytest.raises(ValueError, match="infer_backend"):
         T.predict([net], data, "test_a", infer_backend="tensorrt")
+
+
+def test_predict_with_auto_inference_reports_what_it_timed_and_picked(data, net, monkeypatch, capsys):
+    import vmmlib.fast_inference as FI
+
+    monkeypatch.setattr(FI, "AUTO_CANDIDATES", ("int8",))  # the ONNX export is timed in test_fast_inference
+    eager = T.predict([net], data, "test_a", progress=False)
+    fast = T.predict([net], data, "test_a", infer_backend="auto", progress=False)
+    np.testing.assert_array_equal(fast["ids"], eager["ids"])
+    report = fast["infer"]
+    assert report["infer_backend"] in ("eager", "int8") and report["infer_rate_eager"] > 0
+    assert set(report) >= {"infer_rate_int8", "infer_agreement_int8", "infer_engine"}
+    assert f"picked {report['infer_backend']}" in capsys.readouterr().out

@@ -35,6 +35,15 @@ from vmmlib.data.audio_features import AUDIO_MODES, AUDIOSET_MEAN, AUDIOSET_STD,
 from vmmlib.data.tokenize import encode_texts
 from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess_frames
 from vmmlib.io.media import FRAME_STRATEGIES, MediaError, frame_indices, probe_media, read_audio, read_frames
+from vmmlib.io.safe import (
+    InputError,
+    inside,
+    iter_jsonl,
+    read_csv,
+    read_json,
+    read_text,
+    relative_path_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,34 +60,47 @@ def read_manifest(path: str | Path, max_samples: int | None = None) -> pd.DataFr
     """A seed-004 CSV manifest → DataFrame with string columns video, audio, text (first `max_samples`).
 
     Raises:
-        ValueError: naming the file and the missing columns.
+        InputError: naming the file (and line) of a malformed CSV, missing columns, or a path that is
+            absolute or climbs out of its root (`..`).
     """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path, what="manifest", dtype=str, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {', '.join(missing)}; a manifest has columns video,audio,text"
+        raise InputError(
+            path, f"missing column(s) {', '.join(missing)}; a manifest has columns video,audio,text"
         )
     frame = frame[list(MANIFEST_COLUMNS)]
-    return frame.iloc[:max_samples].reset_index(drop=True) if max_samples else frame
+    frame = frame.iloc[:max_samples].reset_index(drop=True) if max_samples else frame
+    for column in MANIFEST_COLUMNS:
+        for row, value in enumerate(frame[column]):
+            problem = relative_path_problem(value) if value else None  # empty: unused (e.g. audio)
+            if problem:
+                raise InputError(path, f"{column} {value!r} {problem}", f"line {row + 2}")
+    return frame
 
 
 def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict]:
-    """One JSON object per non-empty line; errors name the file and line number."""
+    """One JSON object per non-empty line (`vmmlib.io.safe.iter_jsonl`: strict UTF-8, bounded depth);
+    every error is an InputError naming the file and line."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not JSON ({err})") from None
-            missing = [k for k in required if k not in record]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing key(s) {', '.join(missing)}")
-            records.append(record)
+    for lineno, record in iter_jsonl(path, what="annotation file"):
+        if not isinstance(record, dict):
+            raise InputError(path, f"expected a JSON object, got {type(record).__name__}", f"line {lineno}")
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise InputError(path, f"missing key(s) {', '.join(missing)}", f"line {lineno}")
+        bad = [k for k in required if not isinstance(record[k], (str, int)) or isinstance(record[k], bool)]
+        if bad:
+            raise InputError(path, f"key(s) {', '.join(bad)} must be strings", f"line {lineno}")
+        records.append(record)
     return records
+
+
+def _check_clip_names(path: str | Path, records: Sequence[dict], key: str) -> None:
+    for lineno, r in enumerate(records, 1):
+        problem = relative_path_problem(str(r[key]))
+        if problem:
+            raise InputError(path, f"{key} {r[key]!r} {problem}", f"record {lineno}")
 
 
 def read_retrieval_annotations(
@@ -87,6 +109,7 @@ def read_retrieval_annotations(
     """ALPRO retrieval jsonl → captions, the distinct clip names (first-seen order), and (T,) int64
     caption → video index. `max_samples` keeps the first captions."""
     records = read_jsonl(path, ("caption", "clip_name"))[:max_samples]
+    _check_clip_names(path, records, "clip_name")
     clips: dict[str, int] = {}
     text_to_video = [clips.setdefault(str(r["clip_name"]), len(clips)) for r in records]
     return [str(r["caption"]) for r in records], list(clips), np.asarray(text_to_video, np.int64)
@@ -95,6 +118,7 @@ def read_retrieval_annotations(
 def read_qa_annotations(path: str | Path, max_samples: int | None = None) -> list[dict]:
     """ALPRO QA jsonl → records with question, answer, video_id and answer_type ("" when absent)."""
     records = read_jsonl(path, ("question", "answer", "video_id"))[:max_samples]
+    _check_clip_names(path, records, "video_id")
     return [{**r, "answer": str(r["answer"]), "answer_type": str(r.get("answer_type", ""))} for r in records]
 
 
@@ -119,11 +143,15 @@ class AnswerVocab:
 
     @classmethod
     def read(cls, path: str | Path) -> AnswerVocab:
-        """`train_ans2label.json`: {answer: label}, labels 0..N-1."""
-        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+        """`train_ans2label.json`: {answer: label}, labels 0..N-1 (InputError naming the file otherwise)."""
+        mapping = read_json(path, what="answer vocabulary")
+        if not isinstance(mapping, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()
+        ):
+            raise InputError(path, "expected a JSON object {answer: integer label}")
         answers = sorted(mapping, key=mapping.get)
         if [mapping[a] for a in answers] != list(range(len(answers))):
-            raise ValueError(f"{path}: labels must be 0..{len(answers) - 1}")
+            raise InputError(path, f"labels must be 0..{len(answers) - 1}")
         return cls(answers)
 
     def write(self, path: str | Path) -> None:
@@ -323,10 +351,13 @@ class SkipLog:
 
 
 def _read_text(path: Path, title_only: bool) -> str:
+    """A text file (strict UTF-8, bounded size); an unreadable one is a MediaError (the item is skipped)."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise MediaError(path, f"cannot read text ({type(err).__name__}: {err})") from err
+        text = read_text(path, what="text file").strip()
+    except InputError as err:
+        raise MediaError(
+            path, f"cannot read text ({err.where + ': ' if err.where else ''}{err.reason})"
+        ) from err
     return text.split("#", 1)[0].strip() if title_only else text
 
 
@@ -425,9 +456,12 @@ class AVFusionDataset(_RobustDataset):
 
     def _load(self, i: int, rng) -> dict:
         row = self.rows.iloc[i]
-        video = self.roots[0] / row["video"]
-        audio = video if self.audio_source == "video" else self.roots[1] / row["audio"]
-        text_ids, text_mask = self._text(_read_text(self.roots[2] / row["text"], self.title_only))
+        video = inside(self.roots[0], row["video"], what="video path")  # links out of a root are refused
+        audio = (
+            video if self.audio_source == "video" else inside(self.roots[1], row["audio"], what="audio path")
+        )
+        text = inside(self.roots[2], row["text"], what="text path")
+        text_ids, text_mask = self._text(_read_text(text, self.title_only))
         item = {"frames": self.reader.video(video, rng), "text_ids": text_ids, "text_mask": text_mask}
         if self.with_audio:
             item["audio"] = self.reader.audio(audio)
@@ -466,7 +500,8 @@ class VideoDataset(_RobustDataset):
         self.reader, self.with_audio = reader, with_audio
 
     def path(self, i: int) -> Path:
-        return self.root / f"{self.clip_names[i]}{self.ext}"
+        """The clip's file, which must lie inside `video_root` (InputError otherwise)."""
+        return inside(self.root, f"{self.clip_names[i]}{self.ext}", what="clip")
 
     def _load(self, i: int, rng) -> dict:
         item = {"frames": self.reader.video(self.path(i), rng), "video_index": i, "id": self.clip_names[i]}

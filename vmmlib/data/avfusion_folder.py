@@ -35,6 +35,7 @@ from vmmlib.data.avfusion import (
     read_retrieval_annotations,
 )
 from vmmlib.data.tokenize import encode_texts
+from vmmlib.io.safe import InputError, inside, read_text
 from vmmlib.runs import check_choice
 
 DOWNSTREAMS = ("retrieval", "qa")
@@ -123,8 +124,8 @@ class AVFusionData:
         check_choice("manifest", split, MANIFESTS)
         path = self.root / MANIFESTS[split]
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: an avfusion folder (data_dir) has {', '.join(MANIFESTS.values())}"
+            raise InputError(
+                path, f"not found: an avfusion folder (data_dir) has {', '.join(MANIFESTS.values())}"
             )
         return read_manifest(path, self._limit("train" if split == "train" else "val"))
 
@@ -212,9 +213,9 @@ class AVFusionData:
         captions = []
         for t in rows["text"]:
             try:
-                text = (self.root / "text" / t).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError):
-                text = ""  # counted when the dataset reads it
+                text = read_text(inside(self.root / "text", t, what="text path"), what="text file").strip()
+            except InputError:
+                text = ""  # counted when the dataset reads it (a link out of the root is refused there)
             captions.append(text.split("#", 1)[0].strip() if self.title_only else text)
         n = len(rows)
         return RetrievalSplit(captions, list(rows["video"]), np.arange(n), np.arange(n)), dataset

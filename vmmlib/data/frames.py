@@ -7,7 +7,9 @@ import numpy as np
 FRAME_MODES = ("repeat_last", "zero_pad")
 
 
-def sample_frames(frames: np.ndarray, max_frames: int = 32, mode: str = "zero_pad") -> tuple[np.ndarray, np.ndarray]:
+def sample_frames(
+    frames: np.ndarray, max_frames: int = 32, mode: str = "zero_pad"
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut or pad a video's frames to `max_frames`.
 
     Args:

@@ -4,11 +4,9 @@ the signature and end-of-image marker (`vmm prepare muge`'s `check`; see `check_
 from __future__ import annotations
 
 import binascii
-import io
-
-from PIL import Image
 
 from vmmlib.io.lmdb_store import URLSAFE_TO_STANDARD, decode_base64
+from vmmlib.io.safe import DEFAULT_LIMITS, InputError, Limits, open_image
 
 CHECKS = ("decode", "fast", "header", "none")
 
@@ -24,8 +22,9 @@ def _has_end_marker(raw: bytes, image_format: str | None) -> bool:
     return True
 
 
-def check_image(raw: bytes, check: str = "decode") -> None:
-    """Raise if `raw` is not an image Pillow can read.
+def check_image(raw: bytes, check: str = "decode", *, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise if `raw` is not an image Pillow can read, or one whose header declares more than
+    `limits.max_image_pixels` (a decompression bomb: `vmmlib.io.safe.open_image`).
 
     Args:
         check: "decode" (decode it; JPEG at 1/8 scale, which still reads every entropy-coded byte, so
@@ -35,7 +34,7 @@ def check_image(raw: bytes, check: str = "decode") -> None:
     """
     if check == "none":
         return
-    with Image.open(io.BytesIO(raw)) as image:
+    with open_image(raw, limits=limits) as image:  # the pixel limit, from the header, before any decode
         if check == "decode":
             image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG only
             image.load()
@@ -94,9 +93,11 @@ def check_encoded(b64: bytes, check: str = "decode") -> None:
     body = b64[: len(b64) - pad]
     head = decode_base64(body[:HEAD_CHARS])
     try:
-        with Image.open(io.BytesIO(head)) as image:
+        with open_image(head) as image:
             image_format = image.format
-    except Exception:  # noqa: BLE001 - the head ended inside the header: decode it all
+    except InputError as err:  # the head ended inside the header: decode it all
+        if "pixels" in err.reason:
+            raise
         if len(body) <= HEAD_CHARS:
             raise
         return check_image(decode_base64(body), "fast" if check == "fast" else "header")

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vmmlib.data.image_checks import CHECKS, check_encoded
+from vmmlib.data.worker_pool import process_pool
 from vmmlib.io.lmdb_store import (
     NUM_IMAGES_KEY,
     NUM_SAMPLES_KEY,
@@ -48,7 +49,7 @@ from vmmlib.io.lmdb_store import (
     open_env,
     put_batch,
 )
-from vmmlib.io.safe import InputError
+from vmmlib.io.safe import InputError, check_file, parse_json
 from vmmlib.progress import progress as progress_bar
 
 SPLITS = ("train", "valid", "test")
@@ -110,13 +111,16 @@ def _write_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+_BOM = b"\xef\xbb\xbf"  # a leading UTF-8 byte-order mark is dropped, as `vmmlib.io.safe` does
+
+
 def _iter_lines(path: Path, offset: int) -> Iterator[tuple[int, bytes]]:
     """(byte offset after the line, raw line) from `offset` on."""
     with open(path, "rb", buffering=READ_BUFFER) as f:  # 1 MiB: a long line no longer spans 3 reads
         f.seek(offset)
         for line in f:
             offset += len(line)
-            yield offset, line
+            yield offset, line[3:] if offset == len(line) and line.startswith(_BOM) else line
 
 
 class _Stage:
@@ -206,7 +210,7 @@ def _parsed_batches(
             return
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             buf.madvise(mmap.MADV_SEQUENTIAL)
-            batch, pos = [], start
+            batch, pos = [], start + (3 if start == 0 and buf[:3] == _BOM else 0)
             while pos < stop:
                 newline = buf.find(b"\n", pos, stop)
                 after = stop if newline < 0 else newline + 1
@@ -263,9 +267,8 @@ def _checked(
             yield batch, _check_batch(batch, check)
         return
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         window: deque = deque()
         for batch in batches:
             window.append((batch, pool.submit(_check_range, tsv, start, batch[-1][1], line_no, check)))
@@ -313,6 +316,8 @@ def _store_images(
                     continue
                 key = image_id.encode("utf-8")
                 if key in seen or txn.get(key) is not None:
+                    if stage.on_error == "raise":  # otherwise kept, as Chinese-CLIP's builder does
+                        stage.error(tsv, line_no, f"image {image_id} repeated", "duplicate_images")
                     stage.note(f"{tsv}:{line_no}: image {image_id} repeated; the last line wins")
                 seen.add(key)
                 counts["image_lines"] = counts.get("image_lines", 0) + 1
@@ -338,7 +343,7 @@ def _valid_id(value) -> bool:
 
 def parse_text_line(line: str) -> tuple[object, str, list]:
     """One JSONL query line → (text_id, text, image_ids); ValueError naming what is wrong."""
-    obj = json.loads(line)
+    obj = parse_json(line, None)  # refuses NaN, overflowing numbers and nesting past the limit
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     missing = [k for k in ("text_id", "text", "image_ids") if k not in obj]
@@ -358,6 +363,7 @@ def _store_pairs(
     start, line_no = stage.progress["offset"], stage.progress["line"]
     offset = start
     written = counts.get("pairs", 0)
+    seen: dict[str, int] = {}  # text_id -> its line, in this run (a resumed run checks from where it starts)
     bar = progress_bar(
         total=jsonl.stat().st_size, initial=start, unit="B", unit_scale=True, disable=not progress
     )
@@ -365,14 +371,27 @@ def _store_pairs(
     for offset, raw in _iter_lines(jsonl, start):
         line_no += 1
         bar.update(len(raw))
-        line = raw.decode("utf-8", errors="replace").strip()
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as err:  # never altered to U+FFFD unreported
+            stage.error(jsonl, line_no, f"not valid UTF-8 (byte 0x{raw[err.start]:02x})", "bad_texts")
+            continue
         if not line:
             continue
         try:
             text_id, text, ids = parse_text_line(line)
-        except ValueError as err:  # json.JSONDecodeError is a ValueError
+        except ValueError as err:  # invalid JSON (an InputError) is a ValueError
             stage.error(jsonl, line_no, str(err), "bad_texts")
             continue
+        if str(text_id) in seen:
+            stage.error(
+                jsonl,
+                line_no,
+                f"text_id {text_id} repeated (first on line {seen[str(text_id)]})",
+                "bad_texts",
+            )
+            continue
+        seen[str(text_id)] = line_no
         counts["texts"] = counts.get("texts", 0) + 1
         for image_id in ids:
             if str(image_id) not in image_ids:
@@ -428,10 +447,31 @@ def _rolled_back(out: Path, state: dict) -> bool:
     return False
 
 
-def _fresh_state(out: Path, sources: dict) -> dict:
+def _fresh_state(out: Path, sources: dict, options: dict) -> dict:
     for name in ("imgs", "pairs"):
         shutil.rmtree(out / name, ignore_errors=True)
-    return {"version": STATE_VERSION, "sources": sources, "counts": {}, "errors": [], "done": False}
+    return dict(version=STATE_VERSION, sources=sources, options=options, counts={}, errors=[], done=False)
+
+
+def _sources(data_dir: str | Path, split: str) -> tuple[Path, Path]:
+    """The split's TSV and JSONL: FileNotFoundError when missing, InputError when not a non-empty file."""
+    tsv, jsonl = split_files(data_dir, split)
+    missing = [str(p) for p in (tsv, jsonl) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"split {split!r}: missing {', '.join(missing)}")
+    for path in (tsv, jsonl):
+        if check_file(path, what=f"split {split!r} source").stat().st_size == 0:
+            raise InputError(path, f"split {split!r} source file is empty")
+    return tsv, jsonl
+
+
+def _read_state(path: Path) -> dict | None:
+    """The split's progress record; None when missing or unreadable (then the split starts over)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def prepare_split(
@@ -451,17 +491,22 @@ def prepare_split(
     if check not in CHECKS:
         raise ValueError(f"unknown check {check!r}; valid choices: {', '.join(CHECKS)}")
     start = time.perf_counter()
-    tsv, jsonl = split_files(data_dir, split)
-    missing = [str(p) for p in (tsv, jsonl) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"split {split!r}: missing {', '.join(missing)}")
+    tsv, jsonl = _sources(data_dir, split)
     out = Path(lmdb_dir or Path(data_dir) / "lmdb") / split
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     sources = _fingerprint([tsv, jsonl])
-    state = json.loads(state_path.read_text()) if state_path.is_file() else None
-    if state is None or state.get("version") != STATE_VERSION or state.get("sources") != sources:
-        state = _fresh_state(out, sources)
+    # what decides which lines are stored: a rerun with another check or on_error starts over, so a
+    # stricter rerun checks every image instead of reporting "skipped" over images it never checked
+    options = {"check": check, "on_error": on_error}
+    state = _read_state(state_path)
+    if (
+        state is None
+        or state.get("version") != STATE_VERSION
+        or state.get("sources") != sources
+        or state.get("options") != options
+    ):
+        state = _fresh_state(out, sources, options)
     elif state.get("done"):
         summary = _summary(split, state, True, time.perf_counter() - start)
         if on_error == "raise" and summary.problems:
@@ -470,7 +515,7 @@ def prepare_split(
             )
         return summary
     elif _rolled_back(out, state):  # a machine crash lost commits the state had recorded: start over
-        state = _fresh_state(out, sources)
+        state = _fresh_state(out, sources, options)
     _write_state(state_path, state)
 
     imgs_env = open_env(out / "imgs", write=True, sync=False)  # flushed once per stage
@@ -544,19 +589,9 @@ def prepare_muge(
             raise FileNotFoundError(
                 f"{data_dir} holds no MUGE split (expected {{train,valid,test}}_imgs.tsv and _texts.jsonl)"
             )
-    return {
-        split: prepare_split(
-            data_dir,
-            split,
-            lmdb_dir=lmdb_dir,
-            on_error=on_error,
-            check=check,
-            commit_every=commit_every,
-            workers=workers,
-            progress=progress,
-        )
-        for split in splits
-    }
+    options = dict(lmdb_dir=lmdb_dir, on_error=on_error, check=check, commit_every=commit_every,
+                   workers=workers, progress=progress)  # fmt: skip
+    return {split: prepare_split(data_dir, split, **options) for split in splits}
 
 
 def summary_dict(summary: PrepareSummary) -> dict:

@@ -45,6 +45,8 @@ from vmmlib.data.record_checks import (
 )
 from vmmlib.data.tokenize import encode_texts, tokenizer_for
 from vmmlib.io import FrameCache, RecordError, cache_dir_for
+from vmmlib.io.label_tsv import read_label_tsv
+from vmmlib.io.safe import InputError, iter_lines
 from vmmlib.runs import check_choice
 
 FEATURE_DIM = 1536
@@ -87,18 +89,16 @@ def check_layout(data_dir: str | Path) -> dict[str, list[Path]]:
     """Check `data_dir` holds the QQ Browser layout; return the files of every split present.
 
     Raises:
-        FileNotFoundError: naming what is missing and the layout expected.
+        InputError: naming what is missing and the layout expected.
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"data_dir {root} does not exist (make a sample with `vmm sample qqbrowser {root}`)"
-        )
+        raise InputError(root, f"data_dir does not exist (make a sample with `vmm sample qqbrowser {root}`)")
     files = {split: split_files(root, split) for split in SPLITS}
     missing = [_SPLIT_GLOBS[s] for s in ("pointwise", "pairwise") if not files[s]]
     missing += [name for name in ("pairwise/label.tsv", "tag_list.txt") if not (root / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{root} is not in the QQ Browser layout: missing {', '.join(missing)}")
+        raise InputError(root, f"not in the QQ Browser layout: missing {', '.join(missing)}")
     return {split: paths for split, paths in files.items() if paths}
 
 
@@ -117,7 +117,19 @@ class TagVocab:
 
     @classmethod
     def read(cls, path: str | Path) -> TagVocab:
-        return cls([int(line) for line in Path(path).read_text().split()])
+        """`tag_list.txt`: one integer tag id per line; InputError naming file and line otherwise."""
+        tags, seen = [], {}
+        for number, line in iter_lines(path, what="tag list"):
+            for token in line.split():
+                if not token.lstrip("-").isdigit() or len(token) > 18:
+                    raise InputError(path, f"tag id {token[:40]!r} is not an integer", f"line {number}")
+                if int(token) in seen:
+                    raise InputError(
+                        path, f"tag id {token} repeated (first on line {seen[int(token)]})", f"line {number}"
+                    )
+                seen[int(token)] = number
+                tags.append(int(token))
+        return cls(tags)
 
     def __len__(self) -> int:
         return len(self.tag_ids)
@@ -157,6 +169,15 @@ def parse_video(record: dict, *, ref: RecordRef | None = None) -> dict:
             )
         frames = np.frombuffer(b"".join(frames), dtype="<f2").reshape(-1, FEATURE_DIM)
     category = record.get("category_id")
+    for key, value in (("tag_id", record.get("tag_id")), ("category_id", category)):
+        empty = isinstance(value, (list, tuple)) and not value  # absent from every record: no type
+        if (
+            value is not None
+            and not empty
+            and not (isinstance(value, np.ndarray) and value.dtype.kind in "iu")
+        ):
+            kind = value.dtype if isinstance(value, np.ndarray) else "bytes"
+            raise record_error(f"video {vid}: {key!r} is a {kind} feature, expected int64", ref)
     return {
         "id": vid,
         "title": decode_text(record.get("title"), "title", ref, video_id=vid),
@@ -184,19 +205,9 @@ def read_videos(paths: Sequence[str | Path], *, nonfinite: str = "error") -> Ite
 
 
 def read_pairs(path: str | Path) -> pd.DataFrame:
-    """`label.tsv` → DataFrame(query, candidate, relevance), split on whitespace like the official reader."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 3:
-                raise ValueError(
-                    f"{path}:{lineno}: expected 'query candidate relevance', got {line.strip()!r}"
-                )
-            rows.append((parts[0], parts[1], float(parts[2])))
-    return pd.DataFrame(rows, columns=["query", "candidate", "relevance"])
+    """`label.tsv` → DataFrame(query, candidate, relevance), split on whitespace like the official
+    reader (`vmmlib.io.label_tsv.read_label_tsv`: every error names the file and line)."""
+    return pd.DataFrame(read_label_tsv(path), columns=["query", "candidate", "relevance"])
 
 
 class VideoStore:
@@ -215,6 +226,9 @@ class VideoStore:
         self.cache = FrameCache.for_tfrecords(
             self.paths, cache_dir, frame_key="frame_feature", frame_dim=FEATURE_DIM, meta_keys=META_KEYS
         )
+        if self.cache.manifest["columns"][0]["kind"] != "bytes" and len(self.cache):
+            kind = self.cache.manifest["columns"][0]["kind"]
+            raise locate_record(self.paths, 0).error(f"'id' is a {kind} feature, expected bytes")
         all_ids = [self._checked_id(pos, raw) for pos, raw in enumerate(self.cache.ids)]
         bad = nonfinite_records(self.cache)
         if len(bad) and nonfinite == "error":

@@ -113,14 +113,18 @@ def decode_text(value: Any, field: str, ref: RecordRef | None, *, video_id: str 
     """The first element of a bytes feature as UTF-8 text ("" when absent or empty).
 
     Raises:
-        RecordError: the bytes are not UTF-8 (naming the field, the video and where the record is).
+        RecordError: a feature that is not bytes (e.g. int64), or bytes that are not UTF-8 (naming the
+            field, the video and where the record is).
     """
-    if not value:
+    if value is None or (isinstance(value, (list, tuple)) and not value):
         return ""
+    who = f"video {video_id}: " if video_id else ""
+    if not isinstance(value, (list, tuple)) or not isinstance(value[0], (bytes, bytearray, memoryview)):
+        kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        raise record_error(f"{who}{field!r} is a {kind} feature, expected bytes", ref)
     try:
         return bytes(value[0]).decode("utf-8")
     except UnicodeDecodeError as e:
-        who = f"video {video_id}: " if video_id else ""
         raise record_error(f"{who}{field!r} is not UTF-8 ({e.reason} at byte {e.start})", ref) from None
 
 

@@ -65,7 +65,9 @@ class _World:
         chars = _chinese_chars()
         order = rng.permutation(len(chars))
         self.common_chars = [chars[i] for i in order[:80]]
-        self.topic_chars = [[chars[i] for i in order[80 + t * 60 : 80 + (t + 1) * 60]] for t in range(n_topics)]
+        self.topic_chars = [
+            [chars[i] for i in order[80 + t * 60 : 80 + (t + 1) * 60]] for t in range(n_topics)
+        ]
 
     def mixture(self, rng: np.random.Generator) -> tuple[int, np.ndarray]:
         dominant, secondary = rng.choice(self.n_topics, size=2, replace=False)
@@ -167,7 +169,9 @@ def _write(root, videos, pairs, pair_videos, test_videos, shards, n_topics, n_ta
     for s in range(shards):
         _write_shard(root / "pointwise" / f"pretrain_{s}.tfrecords", pointwise[s::shards])
 
-    pair_records, thetas = zip(*(world.video(rng, str(next(ids)), with_labels=True) for _ in range(pair_videos)))
+    pair_records, thetas = zip(
+        *(world.video(rng, str(next(ids)), with_labels=True) for _ in range(pair_videos))
+    )
     _write_shard(root / "pairwise" / "pairwise.tfrecords", list(pair_records))
     thetas = np.stack(thetas)
     unit = thetas / np.linalg.norm(thetas, axis=1, keepdims=True)

@@ -44,7 +44,7 @@ from vmmlib.data.wbdc_zips import (  # noqa: F401  (the readers are part of this
     RawFrameZips,
     decode_jpeg,
 )
-from vmmlib.io.safe import InputError, check_name, inside, read_json, read_text
+from vmmlib.io.safe import InputError, check_name, read_json, read_text
 
 MAX_FRAMES = 32
 SPLITS = ("labeled", "unlabeled", "test_a", "test_b", "test")
@@ -130,7 +130,6 @@ def check_layout(data_dir: str | Path) -> dict[str, dict[str, Path | None]]:
     for split in SPLITS:
         ann = annotation_path(root, split)
         if ann.exists() or ann.is_symlink():
-            inside(root, ann.relative_to(root), what="annotation file")
             feats, frames = root / "zip_feats" / f"{split}.zip", root / "zip_frames" / split
             found[split] = {
                 "annotations": ann,
@@ -455,15 +454,10 @@ def open_split(data_dir: str | Path, split: str, *, frames: str = "features") ->
             Path(data_dir) / "zip_frames" / split,
             "not found (data_options frames: raw reads zip_frames/, frames: features reads zip_feats/)",
         )
-    root = Path(data_dir)
     return {
         "entries": read_annotations(found["annotations"]),
-        "features": FeatureZip(inside(root, found["features"].relative_to(root), what="feature zip"))
-        if frames == "features"
-        else None,
-        "raw_frames": RawFrameZips(inside(root, found["frames"].relative_to(root), what="frame folder"))
-        if frames == "raw"
-        else None,
+        "features": FeatureZip(found["features"]) if frames == "features" else None,
+        "raw_frames": RawFrameZips(found["frames"]) if frames == "raw" else None,
     }
 
 

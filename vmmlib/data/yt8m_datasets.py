@@ -210,9 +210,7 @@ class FrameStore:
                 frame_dtype=np.uint8,
                 sequence=True,
             )
-        except RecordError:
-            raise
-        except ValueError:  # the cache names the video only: find the record's file and offset
+        except ValueError:  # RecordError too: the reader's own check of the frames says it best
             located = self._frame_error()
             if located is None:
                 raise

@@ -36,6 +36,7 @@ import numpy as np
 
 from vmmlib.data.folds import check_fold
 from vmmlib.data.record_checks import RecordRef, decode_text, read_with_refs, record_error
+from vmmlib.io.safe import InputError, iter_lines
 
 NUM_CLASSES = 3862  # v2 vocabulary
 NUM_SEGMENT_CLASSES = 1000  # classes rated in v3 (segment_label_ids.csv)
@@ -236,15 +237,32 @@ def read_video_level(paths: Sequence[str | Path]) -> Iterator[dict]:
 # ------------------------------------------------------------------------------------------ classes
 
 
-def read_segment_label_ids(path: str | Path) -> np.ndarray:
-    """`segment_label_ids.csv` → (K,) int64 class ids in file order; non-integer lines (the `Index`
-    header) are skipped, as the seed's inference does."""
-    ids = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            ids.append(int(line.strip().split(",")[0]))
-        except ValueError:
+def read_segment_label_ids(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+    """`segment_label_ids.csv` → (K,) int64 class ids in file order (the first column of each line).
+
+    A non-integer first line is the `Index` header and is skipped, as the seed's inference does; any
+    other non-integer line, a repeated id or one outside [0, num_classes) is an InputError naming the
+    file and line (nothing is dropped silently).
+    """
+    ids, seen = [], {}
+    for number, line in iter_lines(path, what="segment class list"):
+        token = line.strip().split(",")[0].strip()
+        if not token:
             continue
+        if not token.isdigit() or len(token) > 9:
+            if not ids and not seen and not any(c.isdigit() for c in token):
+                seen[None] = number  # the header
+                continue
+            raise InputError(path, f"class id {token[:40]!r} is not a non-negative integer", f"line {number}")
+        class_id = int(token)
+        if class_id in seen:
+            raise InputError(
+                path, f"class id {class_id} repeated (first on line {seen[class_id]})", f"line {number}"
+            )
+        if num_classes is not None and class_id >= num_classes:
+            raise InputError(path, f"class id {class_id} is outside [0, {num_classes})", f"line {number}")
+        seen[class_id] = number
+        ids.append(class_id)
     return np.asarray(ids, np.int64)
 
 
@@ -262,7 +280,7 @@ class SegmentClasses:
 
     @classmethod
     def read(cls, path: str | Path, num_classes: int = NUM_CLASSES) -> SegmentClasses:
-        return cls(read_segment_label_ids(path), num_classes)
+        return cls(read_segment_label_ids(path, num_classes), num_classes)
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -309,13 +327,11 @@ def check_layout(data_dir: str | Path) -> dict[str, list[Path]]:
     Needs `segment_label_ids.csv`, v3 `frame/validate` shards and a training split (frame or video level).
 
     Raises:
-        FileNotFoundError: naming what is missing.
+        InputError: naming what is missing.
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"data_dir {root} does not exist (make a sample with `vmm sample yt8m {root}`)"
-        )
+        raise InputError(root, f"data_dir does not exist (make a sample with `vmm sample yt8m {root}`)")
     files = {split: split_files(root, split) for split in SPLITS}
     missing = [] if (root / "segment_label_ids.csv").is_file() else ["segment_label_ids.csv"]
     if not files["frame/validate"]:
@@ -323,7 +339,7 @@ def check_layout(data_dir: str | Path) -> dict[str, list[Path]]:
     if not files["frame/train"] and not files["video/train"]:
         missing.append(f"{SPLIT_GLOBS['frame/train']} or {SPLIT_GLOBS['video/train']}")
     if missing:
-        raise FileNotFoundError(f"{root} is not in the YouTube-8M layout: missing {', '.join(missing)}")
+        raise InputError(root, f"not in the YouTube-8M layout: missing {', '.join(missing)}")
     return {split: paths for split, paths in files.items() if paths}
 
 

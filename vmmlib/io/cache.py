@@ -24,7 +24,7 @@ import shutil
 import struct
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vmmlib.io.example import read_examples
+from vmmlib.io.tfrecord import RecordError, tfrecord_index
 
 __all__ = ["FrameCache"]
 
@@ -167,6 +168,19 @@ def _frames_of(record: Mapping, keys: Sequence[str], dims: Sequence[int], dtype:
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
+def _located_error(reason: str, where: tuple[Path, int] | None) -> RecordError:
+    """A RecordError naming the file and byte offset of record `where[1]` of `where[0]`."""
+    if where is None:
+        return RecordError(reason)
+    path, index = where
+    try:
+        offsets = tfrecord_index(path, verify_crc=False)
+        offset = int(offsets[index]) if index < len(offsets) else None
+    except (OSError, ValueError):
+        offset = None
+    return RecordError(reason, path, offset)
+
+
 def _as_tuple(x) -> tuple:
     return (x,) if isinstance(x, (str, int, np.integer)) else tuple(x)
 
@@ -248,6 +262,7 @@ class FrameCache:
         id_key: str = "id",
         meta_keys: Sequence[str] = (),
         source: Mapping[str, Any] | None = None,
+        locate: Callable[[], tuple[Path, int] | None] | None = None,
     ) -> FrameCache:
         """Write a cache from decoded records and open it.
 
@@ -261,6 +276,8 @@ class FrameCache:
             id_key: the record id (a bytes feature), indexed by `index_of`.
             meta_keys: other features to keep: bytes, int64 and float lists, ragged.
             source: stored in the manifest (what the cache was built from).
+            locate: () → (file, record index) of the record being written: a record of the wrong
+                shape or type is then a `RecordError` naming that file and the record's byte offset.
         """
         cache_dir = Path(cache_dir)
         keys, dims = _as_tuple(frame_key), tuple(int(d) for d in _as_tuple(frame_dim))
@@ -279,13 +296,18 @@ class FrameCache:
             for record in records:
                 if isinstance(record, tuple):
                     record = {**record[0], **record[1]}
-                ident = record.get(id_key)
-                record_id = repr(ident[0]) if ident else f"#{count}"
-                rows = _frames_of(record, keys, dims, dtype, record_id)
-                frames.append(rows)
-                offsets.append_scalar(frames.rows)
-                for col in columns:
-                    col.add(record.get(col.name), record_id)
+                try:
+                    ident = record.get(id_key)
+                    record_id = repr(ident[0]) if isinstance(ident, list) and ident else f"#{count}"
+                    rows = _frames_of(record, keys, dims, dtype, record_id)
+                    frames.append(rows)
+                    offsets.append_scalar(frames.rows)
+                    for col in columns:
+                        col.add(record.get(col.name), record_id)
+                except (TypeError, ValueError) as e:
+                    if isinstance(e, RecordError) or locate is None:
+                        raise
+                    raise _located_error(str(e), locate()) from None
                 count += 1
             frames.close()
             offsets.close()
@@ -355,10 +377,16 @@ class FrameCache:
                 return cls(cache_dir)
         raw = {k: (np.dtype(frame_dtype).newbyteorder("<"), d) for k, d in zip(keys, dims)}
         wanted = [*keys, id_key, *meta_keys]
-        records = chain.from_iterable(
-            read_examples(f, keys=wanted, sequence=sequence, verify_crc=verify_crc, raw_dtypes=raw)
-            for f in files
-        )
+        where: list = [None]  # (file, index) of the record being written
+
+        def located(f: Path):
+            for index, record in enumerate(
+                read_examples(f, keys=wanted, sequence=sequence, verify_crc=verify_crc, raw_dtypes=raw)
+            ):
+                where[0] = (f, index)
+                yield record
+
+        records = chain.from_iterable(located(f) for f in files)
         return cls.build(
             cache_dir,
             records,
@@ -368,6 +396,7 @@ class FrameCache:
             id_key=id_key,
             meta_keys=meta_keys,
             source=source,
+            locate=lambda: where[0],
         )
 
     def __len__(self) -> int:

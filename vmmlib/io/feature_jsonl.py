@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from vmmlib.io.safe import InputError, iter_jsonl
 
 ID_KEYS = ("image_id", "text_id")
 SUFFIXES = {"image_id": "img_feat.jsonl", "text_id": "txt_feat.jsonl"}
@@ -44,45 +47,54 @@ def write_features(path: str | Path, key: str, ids: Sequence, features: np.ndarr
 
 
 def read_features(path: str | Path) -> tuple[str, list, np.ndarray]:
-    """(id key, ids, (N, E) float32 features) of a feature file.
+    """(id key, ids, (N, E) float32 features) of a feature file, read through `vmmlib.io.safe`.
 
     Raises:
-        ValueError: naming the file and line of anything that is not `{"image_id"|"text_id": id,
-            "feature": [E finite numbers]}` with one key and one dimension throughout, or a repeated id.
+        InputError: naming the file and line of anything that is not `{"image_id"|"text_id": id,
+            "feature": [E finite numbers]}` with one key and one dimension throughout, a repeated id,
+            bytes that are not UTF-8, JSON nested too deep or a line over the line limit.
     """
-    key, ids, rows, seen = None, [], [], set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not JSON ({err.msg})") from None
-            keys = [k for k in ID_KEYS if isinstance(obj, dict) and k in obj]
-            if len(keys) != 1 or "feature" not in obj:
-                raise ValueError(f"{where}: expected {{'image_id' or 'text_id': id, 'feature': [...]}}")
-            if key is not None and keys[0] != key:
-                raise ValueError(f"{where}: {keys[0]} in a file of {key}s")
-            key, value, feature = keys[0], obj[keys[0]], obj["feature"]
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                raise ValueError(f"{where}: {key} must be an int or a string, got {value!r}")
-            if value in seen:
-                raise ValueError(f"{where}: {key} {value!r} repeated")
-            ok = (
-                isinstance(feature, list)
-                and feature
-                and all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                    for x in feature
-                )
-            )
-            if not ok:
-                raise ValueError(f"{where}: 'feature' must be a non-empty list of finite numbers")
-            if rows and len(feature) != len(rows[0]):
-                raise ValueError(f"{where}: {len(feature)} values where earlier lines have {len(rows[0])}")
-            seen.add(value)
-            ids.append(value)
-            rows.append(feature)
+    key, ids, seen = None, [], set()
+    rows = array("f")
+    width = None
+    for line_no, obj in iter_jsonl(path, what="feature file"):
+        where = f"line {line_no}"
+        keys = [k for k in ID_KEYS if isinstance(obj, dict) and k in obj]
+        if len(keys) != 1 or "feature" not in obj:
+            raise InputError(path, "expected {'image_id' or 'text_id': id, 'feature': [...]}", where)
+        if key is not None and keys[0] != key:
+            raise InputError(path, f"{keys[0]} in a file of {key}s", where)
+        key, value, feature = keys[0], obj[keys[0]], obj["feature"]
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InputError(path, f"{key} must be an int or a string, got {value!r}"[:200], where)
+        if value in seen:
+            raise InputError(path, f"{key} {value!r} repeated"[:200], where)
+        if not _finite_list(feature):
+            raise InputError(path, "'feature' must be a non-empty list of finite float32 numbers", where)
+        if width is not None and len(feature) != width:
+            raise InputError(path, f"{len(feature)} values where earlier lines have {width}", where)
+        width = len(feature)
+        seen.add(value)
+        ids.append(value)
+        rows.extend(feature)
     if key is None:
-        raise ValueError(f"{path}: no features")
-    return key, ids, np.asarray(rows, np.float32)
+        raise InputError(path, "no features")
+    return key, ids, np.frombuffer(rows, np.float32).reshape(len(ids), width).copy()
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite_list(feature) -> bool:
+    """A non-empty list of numbers (not bools), each finite as float32 (1e39 would become inf)."""
+    return (
+        isinstance(feature, list)
+        and bool(feature)
+        and all(
+            isinstance(x, (int, float))
+            and not isinstance(x, bool)
+            and math.isfinite(x)
+            and abs(x) <= _FLOAT32_MAX
+            for x in feature
+        )
+    )

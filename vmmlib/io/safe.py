@@ -50,6 +50,7 @@ __all__ = [
     "read_json",
     "read_text",
     "read_yaml",
+    "relative_path_problem",
 ]
 
 _GiB = 1 << 30
@@ -565,19 +566,49 @@ def _origin(source: Any, path: str | os.PathLike | None) -> str | os.PathLike | 
     return source
 
 
-# ------------------------------------------------------------------------------- zip, one member by name
-
-
-def zip_listing(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS) -> zipfile.ZipFile:
-    """A zip opened to list its members and stream one chosen by exact name (`.open(info)`).
-
-    Unlike `SafeZip`, the other members' names and sizes are not judged: this is for a reader that
-    opens one member by its exact name and checks that member's declared size, flags and content
-    itself as it streams it (a submission's `result.json`, as the official evaluator opens it).
-    Never extract from it. Errors opening it are InputErrors naming the file.
-    """
-    p = check_file(path, what="zip file", max_bytes=limits.max_file_bytes)
+def load_npy_kinds(
+    source: bytes, kinds: str, *, path: str | os.PathLike | None = None, where: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> np.ndarray:  # fmt: skip
+    """`load_npy` of an npy held in bytes that also accepts fixed-width text ("U", "S" in `kinds`),
+    such as ids stored as strings; objects, structured and void dtypes stay refused, same limits."""
+    f = io.BytesIO(source)
     try:
-        return zipfile.ZipFile(p, "r")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
-        raise InputError(p, f"not a readable zip file ({type(e).__name__}: {e})") from None
+        version = np.lib.format.read_magic(f)
+        fmt = np.lib.format
+        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported npy version {version}")
+        shape, fortran, dtype = reader(f, max_header_size=10_000)
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise InputError(path, f"not an npy array ({e})", where) from None
+    if dtype.kind not in kinds or dtype.hasobject or dtype.fields is not None:
+        raise InputError(path, f"npy dtype {dtype} is not one of the kinds {kinds!r}", where)
+    if dtype.kind not in "US":
+        return load_npy(source, path=path, where=where, limits=limits)
+    if fortran or dtype.itemsize == 0:
+        raise InputError(path, f"npy text array {dtype} in Fortran order or of width 0", where)
+    header = io.BytesIO()  # the same bytes as a (..., itemsize) uint8 array: load_npy checks it all
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (*shape, dtype.itemsize)}
+    )
+    raw = load_npy(header.getvalue() + source[f.tell() :], path=path, where=where, limits=limits)
+    return raw.view(dtype).reshape(shape)
+
+
+# ------------------------------------------------------------------------------ paths in annotations
+
+
+def relative_path_problem(value: Any) -> str | None:
+    """Why a path taken from annotations cannot name a file below its root (None if it can): not a
+    string, empty, absolute, a drive, a `..` component or a NUL byte. A static check for reading
+    time, with the file and line at hand; links out of the root are refused when opened (`inside`)."""
+    if not isinstance(value, str) or not value:
+        return "is not a relative path"
+    if value.startswith(("/", "\\")) or ":" in value[:3]:
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", value):
+        return "climbs out of its root ('..')"
+    if "\x00" in value:
+        return "holds a NUL byte"
+    return None

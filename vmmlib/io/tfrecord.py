@@ -180,6 +180,8 @@ def record_spans(
     if not 0 <= keep < every:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     unpack_header, unpack_footer, crc = _HEADER.unpack_from, _FOOTER.unpack_from, _crc
+    if os.path.isdir(path):  # open() would say IsADirectoryError, naming no record file
+        raise RecordError("a folder, not a TFRecord file", path)
     with open(path, "rb") as f:
         fd = f.fileno()
         size = os.fstat(fd).st_size

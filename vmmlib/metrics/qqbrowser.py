@@ -9,10 +9,11 @@ relevances).correlation` (Pearson correlation of average ranks). The leaderboard
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from vmmlib.io.label_tsv import read_label_tsv  # noqa: F401  (the one label.tsv reader, part of this API)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,19 +30,6 @@ class MissingIdError(KeyError):
     def __str__(self) -> str:
         more = f" ({self.num_missing} ids missing in all)" if self.num_missing > 1 else ""
         return f"ERROR: {self.missing_id} NOT found in the embeddings{more}"
-
-
-def read_label_tsv(path: str | Path) -> list[tuple[str, str, float]]:
-    """`label.tsv` as (query_id, candidate_id, relevance) tuples; each line is `line.split()` into 3 fields."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if len(fields) != 3:
-                raise ValueError(f"{path}:{line_no}: expected 'query candidate relevance', got {line[:80]!r}")
-            query, candidate, relevance = fields
-            pairs.append((query, candidate, float(relevance)))
-    return pairs
 
 
 def _sklearn_dtype(*arrays: np.ndarray) -> type:

@@ -16,11 +16,15 @@ them (`random.seed(0)` + `random.sample` + a stable sort over the calculator's h
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vmmlib.io import safe
+from vmmlib.io.safe import InputError
 
 from ._official_ties import _stable_argsort_small_ints, heap_order, sample_positions
 
@@ -407,18 +411,41 @@ def read_kaggle_csv(path: str | Path, *, official_line_split: bool = False) -> d
     so never matches a rated segment. Off (default), ids are split on whitespace.
     """
     submission: dict[int, list[str]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split(",") if official_line_split else line.rstrip("\r\n").split(",")
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{line_no}: expected 'class,segments', got {line[:80]!r}")
-            label, segments = fields
-            if not (label.strip().isascii() and label.strip().isdigit()):
-                if line_no == 1:
-                    continue
-                raise ValueError(f"{path}:{line_no}: class id {label!r} is not an integer")
-            submission[int(label)] = segments.split(" ") if official_line_split else segments.split()
+    for line_no, line in _raw_lines(path):
+        fields = line.split(",") if official_line_split else line.rstrip("\r\n").split(",")
+        if len(fields) != 2:
+            raise InputError(path, f"expected 'class,segments', got {line[:80]!r}", f"line {line_no}")
+        label, segments = fields
+        if not (label.strip().isascii() and label.strip().isdigit()):
+            if line_no == 1:
+                continue
+            raise InputError(path, f"class id {label[:40]!r} is not an integer", f"line {line_no}")
+        submission[int(label)] = segments.split(" ") if official_line_split else segments.split()
     return submission
+
+
+def _raw_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(number, line with its end) as `open(path, newline="")` yields them ("\\n", "\\r\\n" or a bare
+    "\\r" ends a line), read in binary through `vmmlib.io.safe`'s checks: a missing file or a
+    folder, a line over the line limit or bytes that are not UTF-8 raise InputError naming the line."""
+    limit = safe.DEFAULT_LIMITS.max_line_bytes
+    p = safe.check_file(path, what="submission")
+    n = 0
+    with open(p, "rb") as f:
+        while raw := f.readline(limit + 1):
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise InputError(p, f"line longer than {limit:,} bytes", f"line {n + 1}")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(p, f"not valid UTF-8 (byte 0x{raw[e.start]:02x})", f"line {n + 1}") from None
+            for part in _BARE_CR.split(text):
+                if part:
+                    n += 1
+                    yield n, part
+
+
+_BARE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
 def write_kaggle_csv(

@@ -28,6 +28,7 @@ from vmmlib.models._registry import (
     create_model,
     is_model,
     list_models,
+    model_module,
     model_options,
     register_model,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
+    "model_module",
     "model_options",
     "register_model",
 ]

@@ -70,17 +70,24 @@ def create_model(name: str, **overrides) -> nn.Module:
             f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
             f"valid options: {', '.join(model_options(name))}"
         )
-    return _MODEL_FACTORIES[name](**overrides)
+    checkpointed = overrides.pop("activation_checkpointing", False)
+    model = _MODEL_FACTORIES[name](**overrides)
+    if checkpointed:  # every model's option: recompute transformer activations in the backward pass
+        from vmmlib.models.checkpointing import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model)
+    return model
 
 
 def model_options(name: str) -> list[str]:
     """The overrides `create_model(name, ...)` accepts: the fields of the family's config dataclass
-    (found from the factory's return annotation, the model class, and its `__init__(cfg: Config)`)."""
+    (found from the factory's return annotation, the model class, and its `__init__(cfg: Config)`),
+    and `activation_checkpointing` (every model's: `vmmlib.models.checkpointing`)."""
     _check(name)
     model_class = typing.get_type_hints(_MODEL_FACTORIES[name])["return"]
     hints = typing.get_type_hints(model_class.__init__)
     config = next(t for k, t in hints.items() if k != "return" and dataclasses.is_dataclass(t))
-    return [f.name for f in dataclasses.fields(config)]
+    return [f.name for f in dataclasses.fields(config)] + ["activation_checkpointing"]
 
 
 def _check(name: str) -> None:

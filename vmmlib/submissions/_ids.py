@@ -3,7 +3,7 @@
 A submission at the size cap can hold tens of millions of short ids (`{"a1":[0],"a2":[0],...}`); a
 Python set of them costs ~20× the file. `IdCounter` keeps the first `max_in_memory` distinct ids in
 a dict and spills later ones to `buckets` temporary files by hash, then counts each bucket on its
-own, so memory stays ~`max_in_memory` ids + one bucket whatever the file holds, and every answer is
+own, so memory stays ~`max_in_memory` ids (~25 MB) + one bucket whatever the file holds, and every answer is
 exact (no probabilistic hashing).
 """
 
@@ -35,7 +35,7 @@ class IdCount:
 class IdCounter:
     """Count ids given one at a time (`add`), then walk every distinct one (`counts`)."""
 
-    def __init__(self, max_in_memory: int = 500_000, buckets: int = 256):
+    def __init__(self, max_in_memory: int = 200_000, buckets: int = 256):
         self.max_in_memory, self.buckets = max_in_memory, buckets
         self.first: dict[str, int] = {}  # id -> ordinal of its first occurrence; ~ordinal if not valid
         self.became_valid: set[str] = set()  # ids first seen invalid, valid later

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vmmlib.io.safe import InputError, check_name, iter_jsonl, iter_lines, parse_json
 from vmmlib.metrics.retrieval import qa_accuracy, rank_metrics
 from vmmlib.submissions import InvalidSubmissionError
 
@@ -94,26 +95,35 @@ class _Problems:
 
 
 def _records(path: Path, problems: _Problems):
-    """(line number, dict) of every line of a jsonl or csv file."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".csv":
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, [])
-        if len(header) != 2 or header[0] not in KINDS:
-            problems.add("bad csv header", 1, f"{header} (expected text_id,video_ids or question_id,answer)")
-            return
-        for n, row in enumerate(reader, 2):
-            if len(row) != 2:
-                problems.add("csv row without 2 fields", n, str(row)[:80])
-                continue
-            ident = int(row[0]) if row[0].strip().lstrip("-").isdigit() else row[0]
-            value = row[1].split() if header[0] == "text_id" else row[1]
-            yield n, {header[0]: ident, header[1]: value}
+    """(line number, dict) of every line of a jsonl or csv file, streamed through vmmlib.io.safe
+    (invalid UTF-8, over-long lines and malformed CSV are problems naming the line)."""
+    try:
+        yield from (_csv_records if path.suffix == ".csv" else _jsonl_records)(path, problems)
+    except (InputError, csv.Error) as e:
+        problems.add("unreadable file", None, str(e)[:200])
+
+
+def _csv_records(path: Path, problems: _Problems):
+    reader = csv.reader(line + "\n" for _, line in iter_lines(path, what="submission"))
+    header = next(reader, [])
+    if len(header) != 2 or header[0] not in KINDS:
+        problems.add("bad csv header", 1, f"{header} (expected text_id,video_ids or question_id,answer)")
         return
-    for n, line in enumerate(text.splitlines(), 1):
+    for row in reader:
+        n = reader.line_num
+        if len(row) != 2:
+            problems.add("csv row without 2 fields", n, str(row)[:80])
+            continue
+        ident = int(row[0]) if row[0].strip().lstrip("-").isdigit() else row[0]
+        value = row[1].split() if header[0] == "text_id" else row[1]
+        yield n, {header[0]: ident, header[1]: value}
+
+
+def _jsonl_records(path: Path, problems: _Problems):
+    for n, line in iter_lines(path, what="submission"):
         try:
-            obj = json.loads(line)
-        except ValueError:
+            obj = parse_json(line, path, where=f"line {n}")
+        except InputError:
             problems.add("line is not JSON", n, repr(line[:80]))
             continue
         yield n, obj
@@ -182,14 +192,24 @@ def validate(path: str | Path, required_ids: Iterable | None = None) -> list[str
     return load(path, None if required_ids is None else list(required_ids))[2]
 
 
+_TEXT_KEYS = ("caption", "clip_name", "question", "answer", "answer_type")
+
+
 def _read_truth(path: Path) -> tuple[str, list[dict]]:
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for n, r in iter_jsonl(path, what="annotation file"):
+        if not isinstance(r, dict):
+            raise InputError(path, f"an annotation must be an object, got {type(r).__name__}", f"line {n}")
+        bad = next((k for k in _TEXT_KEYS if k in r and not isinstance(r[k], str)), None)
+        if bad is not None:
+            raise InputError(path, f"{bad!r} must be a string, got {r[bad]!r}"[:200], f"line {n}")
+        records.append(r)
     if records and all("clip_name" in r and "caption" in r for r in records):
         return "text", records
     if records and all("question" in r and "answer" in r for r in records):
         return "question", records
-    raise ValueError(
-        f"{path}: neither a retrieval ({{caption, clip_name}}) nor a QA ({{question, answer}}) annotation"
+    raise InputError(
+        path, "neither a retrieval ({caption, clip_name}) nor a QA ({question, answer}) annotation"
     )
 
 
@@ -199,12 +219,12 @@ def required_ids(*, truth=None, data_dir=None, split: str | None = None) -> list
     if truth is not None:
         paths = [Path(truth)]
     elif data_dir is not None:
-        name = f"{split or DEFAULT_SPLIT}.jsonl"
+        name = f"{check_name(split or DEFAULT_SPLIT, 'split')}.jsonl"
         paths = [
             p for p in (Path(data_dir) / "retrieval" / name, Path(data_dir) / "qa" / name) if p.is_file()
         ]
         if not paths:
-            raise FileNotFoundError(f"{data_dir} has no retrieval/{name} or qa/{name}")
+            raise InputError(data_dir, f"no retrieval/{name} or qa/{name}")
     else:
         return None
     out = []

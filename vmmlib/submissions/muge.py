@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from vmmlib.io.safe import InputError, check_name, iter_jsonl, iter_lines, parse_json
 from vmmlib.metrics.muge import recall_at_k, transpose_truth
 from vmmlib.submissions import InvalidSubmissionError
 
@@ -123,11 +124,11 @@ def load(
     if not path.is_file():
         return {}, [f"submission file {path} not found"], None
     convention = None
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    try:
+        for line_no, line in iter_lines(path, what="submission"):
             try:
-                obj = json.loads(line.strip())
-            except ValueError:
+                obj = parse_json(line.strip(), path, where=f"line {line_no}")
+            except InputError:
                 problems.add("line is not JSON", line_no, repr(line.strip()[:80]))
                 continue
             found = next((k for k in CONVENTIONS if isinstance(obj, dict) and k in obj), None)
@@ -145,6 +146,8 @@ def load(
             present.add(query)
             if ranked is not None:
                 predictions[query] = ranked
+    except InputError as e:  # not UTF-8, or a line too long to be a prediction: named, reading stops
+        problems.add("unreadable line", None, str(e))
     if not predictions and not problems.kinds:
         problems.add("empty submission", None, str(path))
     if required_ids is not None:
@@ -175,23 +178,32 @@ def validate(path: str | Path, required_ids: Iterable[int] | None = None) -> lis
 
 def read_truth(path: str | Path) -> dict[int, list[int]]:
     """A reference jsonl → {query id: ground-truth ids}: `{split}_texts.jsonl` (text_id → image_ids) or
-    its transposed `.tr.jsonl` (image_id → text_ids). Raises ValueError naming the line of a bad one."""
+    its transposed `.tr.jsonl` (image_id → text_ids). Raises InputError naming the line of a bad one."""
+    return _read_truth(path)[1]
+
+
+def _read_truth(path: str | Path) -> tuple[str | None, dict[int, list[int]]]:
+    """(query key of the file: "text_id" or "image_id", {query id: ground-truth ids})."""
     truth: dict[int, list[int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                key = "text_id" if "text_id" in obj else "image_id"
-                values = obj["image_ids"] if key == "text_id" else obj["text_ids"]
-                query = obj[key]
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{line_no}: not a reference line ({err})") from None
-            if query in truth:
-                raise ValueError(f"{path}:{line_no}: {key} {query} repeated")
-            truth[query] = list(values)
-    return truth
+    first_key = None
+    for line_no, obj in iter_jsonl(path, what="reference file"):
+        where = f"line {line_no}"
+        key = "text_id" if isinstance(obj, dict) and "text_id" in obj else "image_id"
+        list_key = "image_ids" if key == "text_id" else "text_ids"
+        if not isinstance(obj, dict) or key not in obj or list_key not in obj:
+            raise InputError(
+                path, f"not a reference line: expected {{{key!r}: id, {list_key!r}: [ids]}}", where
+            )
+        query, values = obj[key], obj[list_key]
+        if not _is_int(query) or not isinstance(values, list) or not all(_is_int(v) for v in values):
+            raise InputError(path, f"not a reference line: {key} and {list_key} must be integers", where)
+        first_key = first_key or key
+        if key != first_key:
+            raise InputError(path, f"{key} in a file of {first_key}s", where)
+        if query in truth:
+            raise InputError(path, f"{key} {query} repeated", where)
+        truth[query] = values
+    return first_key, truth
 
 
 def required_ids(*, truth=None, data_dir=None, split: str | None = None) -> list[int] | None:
@@ -199,7 +211,8 @@ def required_ids(*, truth=None, data_dir=None, split: str | None = None) -> list
     `data_dir/{split}_texts.jsonl` (split default "valid"); None when neither is given."""
     if truth is None and data_dir is None:
         return None
-    path = Path(truth) if truth is not None else Path(data_dir) / f"{split or DEFAULT_SPLIT}_texts.jsonl"
+    split = check_name(split or DEFAULT_SPLIT, "split")
+    path = Path(truth) if truth is not None else Path(data_dir) / f"{split}_texts.jsonl"
     return list(read_truth(path))
 
 
@@ -216,14 +229,15 @@ def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
     Raises:
         InvalidSubmissionError: listing every problem (nothing is scored then).
     """
-    reference = read_truth(truth)
+    truth_key, reference = _read_truth(truth)
+    if not reference:
+        raise InputError(truth, "no reference lines")
     _, _, convention = load(pred)
-    with open(truth, encoding="utf-8") as f:
-        truth_is_t2i = '"text_id"' in f.readline()
+    truth_is_t2i = truth_key == "text_id"
     if convention == "image_id" and truth_is_t2i:
         reference = transpose_truth(reference)
     elif convention in ("text_id", "query_id") and not truth_is_t2i:
-        raise ValueError(f"{pred} ranks images per text but {truth} is an image→text annotation")
+        raise InputError(truth, f"an image→text annotation, but {pred} ranks images per text")
     predictions, problems, _ = load(pred, reference)
     if problems:
         raise InvalidSubmissionError(pred, problems)

@@ -8,7 +8,7 @@ refuse or silently misread: a missing or misnamed member, an unreadable zip (bad
 deflate data, encryption), invalid JSON, duplicate ids (JSON keeps the last), values that are not
 lists of JSON numbers (strings, booleans, null, objects), NaN/inf, vectors of different lengths or
 over 256-d, missing ids. The member is size-checked before reading and parsed one id at a time;
-`validate` keeps no vectors (ids are counted by `_ids.IdCounter`, which spills to disk past 500k
+`validate` keeps no vectors (ids are counted by `_ids.IdCounter`, which spills to disk past 200k
 ids), so memory stays bounded whatever the file holds: at the 512 MiB cap, well under 500 MB
 (benchmarks/bench_validate_memory.py). A bare `result.json` (not zipped) is read the same way, for
 local use.
@@ -19,6 +19,7 @@ No torch here: `vmm validate qqbrowser result.zip` answers in about a second.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import re
 import zipfile
@@ -28,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vmmlib.io.safe import InputError, zip_listing
+from vmmlib.io import safe
+from vmmlib.io.safe import InputError
 from vmmlib.submissions import InvalidSubmissionError
 from vmmlib.submissions._ids import IdCounter
 
@@ -96,6 +98,8 @@ def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
     from vmmlib.metrics.qqbrowser import qq_spearman, read_label_tsv
 
     pairs = read_label_tsv(truth)
+    if not pairs:
+        raise InputError(truth, "no pairs to score")
     embeddings, problems = load(pred, _pair_ids(pairs))
     if problems:
         raise InvalidSubmissionError(pred, problems)
@@ -118,7 +122,7 @@ def required_ids(
         split = split or DEFAULT_SPLIT
         files = split_files(data_dir, split)
         if not files:
-            raise FileNotFoundError(f"{data_dir} has no {split} records")
+            raise InputError(data_dir, f"no {split} records")
         return [r["id"][0].decode() for f in files for r in read_examples(f, keys=["id"])]
     return None
 
@@ -153,7 +157,8 @@ def _check(
     parser = None
     try:
         if zipfile.is_zipfile(path):
-            with zip_listing(path) as zf:
+            with safe.open_zip(path, limits=_zip_limits()) as z:
+                zf = z.handle()
                 info, problems = _member(zf, max_bytes)
                 if problems:
                     return {}, problems
@@ -167,7 +172,7 @@ def _check(
                 parser = _Parser(stream, path.name, keep, required)
                 embeddings, problems = parser.parse()
     except InputError as e:
-        return {}, [f"{path}: cannot read it ({e.reason})"]
+        return {}, [f"{path}: cannot read it ({e.where + ': ' if e.where else ''}{e.reason})"]
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
         return {}, [f"{path}: cannot read it ({type(e).__name__}: {e})"]
     finally:
@@ -179,6 +184,12 @@ def _check(
         if missing:
             problems.append(f"{len(missing)} required id(s) missing, e.g. {missing[0]}")
     return embeddings, problems
+
+
+def _zip_limits() -> safe.Limits:
+    """SafeZip judges member names and count; result.json's size is checked against the member
+    limit here, and its ratio does not matter (an all-zero submission deflates ~1000:1)."""
+    return dataclasses.replace(safe.DEFAULT_LIMITS, max_member_bytes=1 << 62, max_zip_ratio=float("inf"))
 
 
 def _member(zf: zipfile.ZipFile, max_bytes: int) -> tuple[zipfile.ZipInfo | None, list[str]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vmmlib.data.wbdc_categories import CATEGORY_IDS, categories_to_lv2, is_category, lv2_to_category
-from vmmlib.io.safe import InputError, check_file, read_json
+from vmmlib.io.safe import InputError, check_file, check_name, read_json
 from vmmlib.metrics.wbdc import f1_mean
 from vmmlib.submissions import InvalidSubmissionError
 from vmmlib.submissions._ids import IdCounter
@@ -124,28 +124,54 @@ def _rows(path: str | Path, problems: list[str]) -> Iterator[tuple[str, str]]:
 
 
 def _lines(path: str | Path, problem) -> Iterator[tuple[int, str]]:
-    """(number, text) of each line as `str.splitlines` numbers them, read one line at a time.
+    """(number, text) of each line as `str.splitlines` numbers them, read a block of lines at a time.
 
     A line that is not UTF-8 is reported through `problem` and decoded with U+FFFD; a line over
     `_MAX_LINE_BYTES` ends the file with a problem.
     """
     p = check_file(path, what="submission")
-    n = 0
+    n, rest = 0, b""
     with open(p, "rb") as f:
-        while raw := f.readline(_MAX_LINE_BYTES + 1):
-            if len(raw) > _MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                problem(f"{path}:{n + 1}: a line longer than {_MAX_LINE_BYTES:,} bytes; not a result.csv")
+        while True:
+            chunk = f.read(_MAX_LINE_BYTES)
+            block = rest + chunk
+            cut = len(block) if not chunk else block.rfind(b"\n") + 1  # whole lines only, until the end
+            if not block:
                 return
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                problem(
-                    f"{path}:{n + 1}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); the official reader fails"
-                )
-                text = raw.decode("utf-8", errors="replace")
-            for part in text.splitlines():
-                n += 1
-                yield n, part
+            if cut == 0:
+                if len(block) > _MAX_LINE_BYTES:
+                    problem(f"{path}:{n + 1}: a line longer than {_MAX_LINE_BYTES:,} bytes; not a result.csv")
+                    return
+                rest = block
+                continue
+            block, rest = block[:cut], block[cut:]
+            for text, bad_byte in _decoded(block):
+                if bad_byte is not None:
+                    problem(
+                        f"{path}:{n + 1}: not valid UTF-8 (byte 0x{bad_byte:02x}); the official reader fails"
+                    )
+                for part in text.splitlines():
+                    n += 1
+                    yield n, part
+            if not chunk:
+                return
+
+
+def _decoded(block: bytes) -> Iterator[tuple[str, int | None]]:
+    """(text, None) for a block that is UTF-8; else (line, first bad byte or None) line by line, a
+    bad line decoded with U+FFFD."""
+    try:
+        yield block.decode("utf-8"), None
+        return
+    except UnicodeDecodeError:
+        pass
+    pieces = block.split(b"\n")
+    for k, piece in enumerate(pieces, 1):
+        raw = piece + b"\n" if k < len(pieces) else piece
+        try:
+            yield raw.decode("utf-8"), None
+        except UnicodeDecodeError as e:
+            yield raw.decode("utf-8", errors="replace"), raw[e.start]
 
 
 def _listed(items: list[str], total: int | None = None) -> str:
@@ -233,9 +259,7 @@ def read_truth(path: str | Path) -> dict[str, str]:
             continue
         vid = str(entry["id"])
         if not isinstance(category, str) or not is_category(category):
-            raise InputError(path, f"unknown category id {category!r}", f"entry {k} (id {vid})")
-        if vid in truth:
-            raise InputError(path, f"id {vid} appears twice", f"entry {k}")
+            raise InputError(path, f"unknown category id {category!r}"[:200], f"entry {k} (id {vid})")
         truth[vid] = category
     return truth
 
@@ -245,12 +269,16 @@ def _annotations(path: Path) -> list[dict]:
     entries = read_json(path, what="annotation file")
     if not isinstance(entries, list):
         raise InputError(path, "expected a JSON array of annotation objects")
+    seen = set()
     for k, e in enumerate(entries):
         if not isinstance(e, dict):
             raise InputError(path, f"an annotation must be an object, got {type(e).__name__}", f"entry {k}")
         vid = e.get("id")
         if isinstance(vid, bool) or not isinstance(vid, (str, int)) or str(vid) == "":
-            raise InputError(path, f"'id' must be a non-empty string, got {vid!r}", f"entry {k}")
+            raise InputError(path, f"'id' must be a non-empty string, got {vid!r}"[:200], f"entry {k}")
+        if str(vid) in seen:
+            raise InputError(path, f"id {vid} appears twice", f"entry {k}")
+        seen.add(str(vid))
     return entries
 
 
@@ -263,12 +291,10 @@ def required_ids(
         return list(read_truth(truth))
     if not data_dir:
         return None
-    split = split or DEFAULT_SPLIT
+    split = check_name(split or DEFAULT_SPLIT, "split")
     path = Path(data_dir) / "annotations" / f"{split}.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: split must name a file in {Path(data_dir) / 'annotations'}"
-        )
+        raise InputError(path, f"not found: split must name a file in {Path(data_dir) / 'annotations'}")
     return [str(e["id"]) for e in _annotations(path)]
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +37,12 @@ from vmmlib.data.yt8m_format import (
     read_segment_label_ids,
     split_files,
 )
+from vmmlib.io import safe
+from vmmlib.io.safe import InputError
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import KAGGLE_HEADER, MAX_SEGMENTS_PER_CLASS
 from vmmlib.submissions import InvalidSubmissionError
+from vmmlib.submissions._ids import IdCounter
 
 VIDEO_CSV_HEADER = "VideoId,LabelConfidencePairs"  # the 2017/2018 video-level Kaggle format
 CLASS_LIST = "segment_label_ids.csv"
@@ -72,7 +77,7 @@ def validate(path: str | Path, required_ids: Iterable[int] | None = None) -> lis
     their format.
     """
     if is_video_level(path):
-        return read_video_predictions(path)[2]
+        return _video_problems(path)
     return _segment_csv_problems(path, required_ids)
 
 
@@ -89,6 +94,8 @@ def evaluate(pred: str | Path, truth: str | Path) -> dict[str, float]:
     """
     videos = [parse_context(ctx, ref) for path in _truth_shards(truth) for ref, (ctx, _) in
               read_with_refs(path, keys=list(CONTEXT_KEYS), schema=FRAME_SCHEMA, sequence=True)]  # fmt: skip
+    if not videos:
+        raise InputError(truth, "no labelled videos in the validate shards")
     if not is_video_level(pred):
         problems = _segment_csv_problems(pred, required_ids(truth=truth))
         if problems:
@@ -126,7 +133,7 @@ def required_ids(
         if path.is_file() and path.suffix == ".csv":
             return read_segment_label_ids(path).tolist()
         if source is data_dir:
-            raise FileNotFoundError(f"{path / CLASS_LIST} not found: the rated class list is {CLASS_LIST}")
+            raise InputError(path / CLASS_LIST, f"not found: the rated class list is {CLASS_LIST}")
     return None
 
 
@@ -153,20 +160,19 @@ def _segment_csv_problems(path: str | Path, required: Iterable[int] | None) -> l
     allowed = None if required is None else {int(c) for c in required}
     problems, seen = _Problems(), set()
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            for n, line in enumerate(_lines(f), 1):
-                if line is None:
-                    problems.add(f"line {n}: longer than {MAX_LINE_CHARS} characters")
-                    continue
-                if n == 1 and line.strip() == KAGGLE_HEADER:
-                    continue
-                if n == 1:
-                    problems.add(f"line 1 must be the header {KAGGLE_HEADER!r}, got {line[:60]!r}")
-                    if not _CLASS.fullmatch(line.split(",")[0].strip()):
-                        continue  # not a data row either
-                _check_row(n, line, allowed, seen, problems)
-    except (OSError, UnicodeDecodeError) as e:
-        return [f"{path}: cannot read the submission ({e})"]
+        for n, line in enumerate(_lines(path), 1):
+            if line is None:
+                problems.add(f"line {n}: longer than {MAX_LINE_CHARS} characters")
+                continue
+            if n == 1 and line.strip() == KAGGLE_HEADER:
+                continue
+            if n == 1:
+                problems.add(f"line 1 must be the header {KAGGLE_HEADER!r}, got {line[:60]!r}")
+                if not _CLASS.fullmatch(line.split(",")[0].strip()):
+                    continue  # not a data row either
+            _check_row(n, line, allowed, seen, problems)
+    except InputError as e:
+        return [f"{path}: cannot read the submission ({e.where + ': ' if e.where else ''}{e.reason})"]
     if not seen and not problems:
         problems.add(f"{path}: no rows; expected the header {KAGGLE_HEADER!r} and one row per class")
     missing = sorted(allowed - seen) if allowed is not None else []
@@ -175,16 +181,31 @@ def _segment_csv_problems(path: str | Path, required: Iterable[int] | None) -> l
     return problems.done()
 
 
-def _lines(f) -> Iterator[str | None]:
-    """The lines of a text file without their line ends, read at most MAX_LINE_CHARS at a time
-    (None for a longer line, which is skipped)."""
-    while line := f.readline(MAX_LINE_CHARS):
-        if len(line) == MAX_LINE_CHARS and not line.endswith("\n"):
-            while (rest := f.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
-                pass
-            yield None
-        else:
-            yield line.rstrip("\r\n")
+def _lines(path: str | Path) -> Iterator[str | None]:
+    """The lines of a UTF-8 text file without their ends ("\\n", "\\r\\n" or "\\r", as `newline=""`
+    reads them), read at most MAX_LINE_CHARS bytes at a time (None for a longer line, skipped).
+
+    Raises:
+        InputError: the file is missing or not a file, or a line is not UTF-8 (naming the line).
+    """
+    p = safe.check_file(path, what="submission")
+    n = 0
+    with open(p, "rb") as f:
+        while raw := f.readline(MAX_LINE_CHARS):
+            if len(raw) == MAX_LINE_CHARS and not raw.endswith(b"\n"):
+                while (rest := f.readline(MAX_LINE_CHARS)) and not rest.endswith(b"\n"):
+                    pass
+                n += 1
+                yield None
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(p, f"not valid UTF-8 (byte 0x{raw[e.start]:02x})", f"line {n + 1}") from None
+            body = text[:-1] if text.endswith("\n") else text
+            for part in body.removesuffix("\r").split("\r"):
+                n += 1
+                yield part
 
 
 def _check_row(n: int, line: str, allowed: set[int] | None, seen: set[int], problems: _Problems) -> None:
@@ -254,61 +275,143 @@ def read_video_predictions(
         every score finite).
     """
     path = Path(path)
+    empty = np.zeros((0, num_classes), np.float32)
     try:
         if path.suffix == ".npz":
             ids, scores, problems = _read_npz(path, num_classes)
         else:
-            ids, scores, problems = _read_video_csv(path, num_classes)
-    except (OSError, ValueError) as e:
-        return [], np.zeros((0, num_classes), np.float32), [f"{path}: cannot read the predictions ({e})"]
-    if len(set(ids)) != len(ids):
-        twice = next(v for v, c in _counts(ids).items() if c > 1)
-        problems.add(f"{len(ids) - len(set(ids))} video id(s) repeat, e.g. {twice!r}")
+            ids, sparse, problems = _read_video_csv(path, num_classes)
+            scores = _dense(sparse, num_classes, path)
+    except InputError as e:
+        return (
+            [],
+            empty,
+            [f"{path}: cannot read the predictions ({e.where + ': ' if e.where else ''}{e.reason})"],
+        )
+    _check_ids_and_scores(ids, scores, problems)
+    return ids, scores, problems.done()
+
+
+def _video_problems(path: str | Path, num_classes: int = NUM_CLASSES) -> list[str]:
+    """`read_video_predictions`'s problems, keeping no scores for a CSV (bounded memory)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return read_video_predictions(path, num_classes)[2]
+    nonfinite = 0
+
+    def check(vid: str, labels: np.ndarray, values: np.ndarray) -> None:
+        nonlocal nonfinite
+        ids.add(vid)
+        nonfinite += not np.isfinite(values).all()
+
+    with IdCounter() as ids:
+        try:
+            problems = _video_csv_rows(path, num_classes, check)
+        except InputError as e:
+            return [f"{path}: cannot read the predictions ({e.where + ': ' if e.where else ''}{e.reason})"]
+        _note_repeats(ids, problems)
+    if nonfinite:
+        problems.add(f"{nonfinite} video(s) have NaN or inf scores")
+    return problems.done()
+
+
+def _check_ids_and_scores(ids: list[str], scores: np.ndarray, problems: _Problems) -> None:
+    with IdCounter() as counter:
+        for v in ids:
+            counter.add(v)
+        _note_repeats(counter, problems)
     if not np.isfinite(scores).all():
         problems.add(f"{int((~np.isfinite(scores)).any(1).sum())} video(s) have NaN or inf scores")
-    return ids, scores, problems.done()
+
+
+def _note_repeats(ids: IdCounter, problems: _Problems) -> None:
+    repeats, first = 0, None
+    for c in ids.counts():
+        if c.repeats:
+            repeats += c.repeats
+            first = min(first or (c.first, c.key), (c.first, c.key))
+    if repeats:
+        problems.add(f"{repeats} video id(s) repeat, e.g. {first[1]!r}")
+
+
+def _npz_limits() -> safe.Limits:
+    """Scores of mostly-zero classes deflate far past the bomb ratio: allow it, keep the size limits."""
+    return replace(safe.DEFAULT_LIMITS, max_zip_ratio=max(safe.DEFAULT_LIMITS.max_zip_ratio, 5000.0))
 
 
 def _read_npz(path: Path, num_classes: int) -> tuple[list[str], np.ndarray, _Problems]:
     problems = _Problems()
-    with np.load(path, allow_pickle=False) as f:
-        if "ids" not in f.files or "predictions" not in f.files:
+    limits = _npz_limits()
+    with safe.open_zip(path, limits=limits) as z:
+        if "ids.npy" not in z.members or "predictions.npy" not in z.members:
             problems.add(f"{path}: an .npz of video predictions needs arrays 'ids' and 'predictions'")
             return [], np.zeros((0, num_classes), np.float32), problems
-        ids, scores = [str(v) for v in f["ids"]], np.asarray(f["predictions"], np.float32)
-    if scores.shape != (len(ids), num_classes):
+        raw_ids = safe.load_npy_kinds(
+            z.read("ids.npy"), "iuUS", path=path, where="member 'ids.npy'", limits=limits
+        )
+        scores = safe.load_npy(
+            z.read("predictions.npy"), path=path, where="member 'predictions.npy'", limits=limits
+        )
+    ids = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in raw_ids.ravel().tolist()]
+    scores = np.asarray(scores, np.float32)
+    if raw_ids.ndim != 1 or scores.shape != (len(ids), num_classes):
         problems.add(f"{path}: predictions {scores.shape}, expected ({len(ids)}, {num_classes})")
         return ids, np.zeros((0, num_classes), np.float32), problems
     return ids, scores, problems
 
 
-def _read_video_csv(path: Path, num_classes: int) -> tuple[list[str], np.ndarray, _Problems]:
-    problems, ids, rows = _Problems(), [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        for n, line in enumerate(_lines(f), 1):
-            if line is None:
-                problems.add(f"{path}:{n}: longer than {MAX_LINE_CHARS} characters")
-                continue
-            if n == 1 and line == VIDEO_CSV_HEADER:
-                continue
-            fields = line.split(",")
-            pairs = fields[1].split() if len(fields) == 2 else []
-            if len(fields) != 2 or not fields[0] or len(pairs) % 2:
+def _read_video_csv(path: Path, num_classes: int) -> tuple[list[str], tuple, _Problems]:
+    """ids, the scores as (offsets, labels, values) flat arrays (sparse: unlisted = 0), problems."""
+    ids, offsets, labels, values = [], array("q", [0]), array("H"), array("f")
+
+    def keep(vid: str, row_labels: np.ndarray, row_values: np.ndarray) -> None:
+        ids.append(vid)
+        labels.extend(row_labels.tolist())
+        values.extend(row_values.tolist())
+        offsets.append(len(labels))
+
+    problems = _video_csv_rows(path, num_classes, keep)
+    return ids, (offsets, labels, values), problems
+
+
+def _dense(sparse: tuple, num_classes: int, path: Path) -> np.ndarray:
+    offsets, labels, values = (np.frombuffer(a, dtype=a.typecode) for a in sparse)
+    rows = len(offsets) - 1
+    limit = safe.DEFAULT_LIMITS.max_array_bytes
+    if rows * num_classes * 4 > limit:
+        raise InputError(path, f"{rows:,} videos × {num_classes} classes is over {limit:,} bytes of scores")
+    scores = np.zeros((rows, num_classes), np.float32)
+    row_of = np.repeat(np.arange(rows), np.diff(offsets))
+    scores[row_of, labels.astype(np.int64)] = values  # a label listed twice in a row: the last wins
+    return scores
+
+
+def _video_csv_rows(path: Path, num_classes: int, on_row: Callable) -> _Problems:
+    """Check each line of a `VideoId,LabelConfidencePairs` CSV, streamed; `on_row(id, labels, values)`
+    for each well-formed one (a row whose pairs stop at a bad one keeps the pairs before it)."""
+    problems = _Problems()
+    for n, line in enumerate(_lines(path), 1):
+        if line is None:
+            problems.add(f"{path}:{n}: longer than {MAX_LINE_CHARS} characters")
+            continue
+        if n == 1 and line == VIDEO_CSV_HEADER:
+            continue
+        fields = line.split(",")
+        pairs = fields[1].split() if len(fields) == 2 else []
+        if len(fields) != 2 or not fields[0] or len(pairs) % 2:
+            problems.add(f"{path}:{n}: expected 'video_id,label score label score ...', got {line[:60]!r}")
+            continue
+        row_labels, row_values = [], []
+        for label, score in zip(pairs[::2], pairs[1::2]):
+            if not _CLASS.fullmatch(label) or int(label) >= num_classes or not _SCORE.fullmatch(score):
                 problems.add(
-                    f"{path}:{n}: expected 'video_id,label score label score ...', got {line[:60]!r}"
+                    f"{path}:{n}: {label[:12]!r} {score[:20]!r} is not 'label score' (label in [0, {num_classes}))"
                 )
-                continue
-            row = np.zeros(num_classes, np.float32)
-            for label, score in zip(pairs[::2], pairs[1::2]):
-                if not _CLASS.fullmatch(label) or int(label) >= num_classes or not _SCORE.fullmatch(score):
-                    problems.add(
-                        f"{path}:{n}: {label[:12]!r} {score[:20]!r} is not 'label score' (label in [0, {num_classes}))"
-                    )
-                    break
-                row[int(label)] = float(score)
-            ids.append(fields[0])
-            rows.append(row)
-    return ids, np.stack(rows) if rows else np.zeros((0, num_classes), np.float32), problems
+                break
+            row_labels.append(int(label))
+            row_values.append(float(score))
+        on_row(fields[0], np.array(row_labels, np.int64), np.array(row_values, np.float32))
+    return problems
 
 
 def _truth_shards(truth: str | Path) -> list[Path]:
@@ -319,5 +422,5 @@ def _truth_shards(truth: str | Path) -> list[Path]:
     else:
         shards = sorted(Path(p) for p in glob.glob(str(truth)))
     if not shards:
-        raise FileNotFoundError(f"no validate shards (*.tfrecord) at {truth}")
+        raise InputError(truth, "no validate shards (*.tfrecord)")
     return shards

@@ -354,6 +354,8 @@ def finetune_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, tempera
         return pretrain_terms(model, batch, mask_id=tok.mask_token_id, special_ids=special_token_ids(tok),
                               terms=terms, match_ratio=match_ratio, temperature=temperature)  # fmt: skip
 
+    if data.downstream == "qa":  # fit's accumulation: the mean is over the answers in the vocabulary
+        objective.count_items = lambda batch: (batch["labels"] != -100).sum()
     return objective
 
 

@@ -226,6 +226,7 @@ def finetune_objective(data: QQData, terms: tuple[str, ...], *, tag_loss: str = 
             emb_a, emb_b, batch["sim"], out["tag_logits"], labels, tag_loss=tag_loss
         )
 
+    objective.summed_terms = ("mse", "kl")  # sums over the pairs (seed 000); fit's accumulation weighs them 1
     return objective
 
 

@@ -34,7 +34,7 @@ from vmmlib.data.wbdc_data import WBDCData, load  # noqa: F401 (the notebooks ca
 from vmmlib.explore import ExploreReport
 from vmmlib.metrics import wbdc as M
 from vmmlib.objectives import video_text as VT
-from vmmlib.predict import predict_all, predict_batches
+from vmmlib.predict import predict_all, predict_batches, tensors
 from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import call_with_options, load_arrays, save_arrays
 
@@ -299,21 +299,29 @@ def predict_fold(model, data: WBDCData, val_idx: np.ndarray, fold: int, *, batch
 
 def predict(models: list, data: WBDCData, split: str, *, batch_size: int = 64, infer_backend: str = "eager",
             progress: bool = True):  # fmt: skip
-    """A split's class probabilities, the mean over a model's fold models: {ids (N,), probs (N, 200)}.
+    """A split's class probabilities, the mean over a model's fold models: {ids (N,), probs (N, 200),
+    infer: {"infer_backend": ..., what "auto" measured} for the run's metrics (30_inference moves it)}.
 
     Args:
-        infer_backend: "eager", or a faster path of `vmmlib.fast_inference.BACKENDS` ("onnx",
-            "onnx_int8", "int8"; the semi-final timed inference, SPEC §9.1).
+        infer_backend: "eager", a faster path of `vmmlib.fast_inference.BACKENDS` ("onnx", "onnx_int8",
+            "int8"; the semi-final timed inference, SPEC §9.1), or "auto": the fastest of them that
+            agrees with eager, timed on the split's first batches (`fast_inference.choose_backend`).
     """
-    from vmmlib.fast_inference import BACKENDS, prepare_models
+    from itertools import islice
+
+    from vmmlib.fast_inference import CHOICES, prepare_models
     from vmmlib.runs import check_choice
 
-    check_choice("infer_backend", infer_backend, BACKENDS)
-    fast, device = prepare_models(models, infer_backend)
-    ids, probs = class_probabilities(
-        fast, data.dataset(split), batch_size=batch_size, progress=progress, device=device
-    )
-    return {"ids": ids, "probs": probs}
+    check_choice("infer_backend", infer_backend, CHOICES)
+    dataset = data.dataset(split)
+    sample = None
+    if infer_backend == "auto":  # a few real batches, as the prediction loop will make them
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        keys = ("frames", "frame_mask", "text_ids", "text_mask")
+        sample = [{k: tensors(b)[k] for k in keys} for b in islice(loader, 3)]
+    fast, device, report = prepare_models(models, infer_backend, sample=sample)
+    ids, probs = class_probabilities(fast, dataset, batch_size=batch_size, progress=progress, device=device)
+    return {"ids": ids, "probs": probs, "infer": report}
 
 
 # --- reports -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from vmmlib.data.sample_yt8m import write_yt8m_sample
 from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.yt8m_datasets import VideoLevelDataset, VideoStream
 from vmmlib.explore import ExploreReport
-from vmmlib.io import read_examples
+from vmmlib.io import read_examples, safe
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
@@ -131,9 +131,18 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
 def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentClasses) -> pd.Series:
     """Label occurrences by top-level vertical (vocabulary.csv `Vertical1`), else by whitelist membership."""
     vocab = data_dir / "vocabulary.csv"
-    if vocab.is_file():
-        table = pd.read_csv(vocab, usecols=["Index", "Vertical1"])
-        vertical = dict(zip(table["Index"].astype(int), table["Vertical1"].fillna("(none)")))
+    if vocab.exists() or vocab.is_symlink():
+        table = safe.read_csv(vocab, what="vocabulary")  # every column: usecols would skip decoding the rest
+        if not {"Index", "Vertical1"} <= set(table.columns):
+            raise safe.InputError(vocab, "needs the columns Index and Vertical1", "line 1")
+        index = pd.to_numeric(table["Index"], errors="coerce")
+        bad = (index.isna() | (index % 1 != 0) | index.duplicated()).to_numpy()
+        if bad.any():
+            row = int(bad.argmax())
+            raise safe.InputError(
+                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer or repeats", f"line {row + 2}"
+            )
+        vertical = dict(zip(index.astype(int), table["Vertical1"].fillna("(none)")))
         out: Counter = Counter()
         for label, n in label_counter.items():
             out[vertical.get(label, "(not in vocabulary)")] += n
