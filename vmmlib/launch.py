@@ -13,8 +13,9 @@ splits each batch among the processes (`split_batches=True`, so `batch_size` mus
 weights of one (to float tolerance: the reduction order differs) for a model without BatchNorm and
 without dropout: `fit` seeds each process with `seed + process index`, so dropout masks differ, and
 BatchNorm normalises with each process's share of the batch and keeps per-process running statistics
-(the main process's are the ones saved). The models with BatchNorm: NeXtVLAD (`nextvlad*`, the YT8M and
-QQBrowser video towers) and the video CNN backbones of `vmm extract`.
+(the main process's are the ones saved). The models with BatchNorm: NeXtVLAD (`models.layers`) with
+`cluster_bn` or `vlad_bn` on (qqbrowser's `qq_baseline` and `mixnextvlad_qq` by default; wbdc's baseline
+has it off), every `yt8m_vlad` model, and the MoE classifier's gating BatchNorm.
 
 How the processes are made: `fork` (Accelerate's choice on CUDA and CPU), so the closure, the model and
 the loaders built before the call are copied into every process as they are: nothing is pickled, and
@@ -86,7 +87,7 @@ def launch(
         result_file = Path(tmp) / "result.pkl"
         notebook_launcher(
             _run,
-            args=(train, str(result_file), resolve_mixed_precision(mixed_precision)),
+            args=(train, str(result_file), mixed_precision),
             num_processes=processes,
             **launcher_options,
         )
@@ -103,7 +104,8 @@ def _run(train: Callable[[Accelerator], Any], result_file: str, mixed_precision:
 
     cpu = not torch.cuda.is_available()  # gloo: Accelerate treats LOCAL_RANK as multi-CPU only with cpu=True
     split = DataLoaderConfiguration(split_batches=True)  # the loader's batch is the global batch
-    accelerator = Accelerator(cpu=cpu, dataloader_config=split, mixed_precision=mixed_precision)
+    precision = resolve_mixed_precision(mixed_precision)  # here: asking the GPU initialises CUDA
+    accelerator = Accelerator(cpu=cpu, dataloader_config=split, mixed_precision=precision)
     result = train(accelerator)
     if accelerator.is_main_process:
         with open(result_file, "wb") as fh:
