@@ -116,6 +116,11 @@ def save_weights(model: nn.Module, path: str | Path, *, metadata: dict[str, str]
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a safetensors file written by `save_weights` into `model`, strictly (no missing or
     unexpected keys; tied tensors are restored). Returns `model`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path} not found: pretrain_dir (a finished 10_pretrain run) or the fine-tuning run folder must "
+            "hold the model.safetensors its run wrote"
+        )
     first = next(model.parameters(), None)
     device = str(first.device) if first is not None else "cpu"
     safetensors.torch.load_model(model, str(path), strict=True, device=device)

@@ -12,6 +12,7 @@ notebooks/20_finetune.ipynb` lists a notebook's parameters.
 
 vmm sample TASK DIR [--videos N] [--pairs M (qqbrowser)] [--seed S]
 vmm run params/pipelines/qqbrowser_sample.yaml [--scheduler tcp://host:8786] [--workers N] [--force]
+vmm run params/pipelines/wbdc_full.yaml --set data_dir=/data/wbdc --set text_model_dir=/models/macbert [--dry-run]
 vmm run params/pipelines/yt8m_sample.yaml
 vmm evaluate qqbrowser --pred result.zip --truth label.tsv
 vmm evaluate yt8m --pred submission.csv --truth DATA_DIR   (segment CSV, or video-level predictions)
@@ -89,10 +90,12 @@ def _prepare(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from vmmlib.pipeline import pipeline_summary, run_pipeline
     from vmmlib.pipeline_log import steps_table
+    from vmmlib.pipeline_settings import parse_settings
 
     results = run_pipeline(
-        args.pipeline, scheduler=args.scheduler, workers=args.workers, force=args.force, track=args.track
-    )
+        args.pipeline, scheduler=args.scheduler, workers=args.workers, force=args.force, track=args.track,
+        settings=parse_settings(args.set), dry_run=args.dry_run,
+    )  # fmt: skip
     print(steps_table(results))
     summary = pipeline_summary(results)
     print(json.dumps(summary))
@@ -251,6 +254,27 @@ def _add_prepare_parser(sub) -> None:
     p.set_defaults(func=_prepare)
 
 
+def _add_run_parser(sub) -> None:
+    """`vmm run PIPELINE [options]`: the notebook DAG (`vmmlib.pipeline.run_pipeline`)."""
+    p = sub.add_parser("run", help="run a pipeline of notebooks (params/pipelines/<name>.yaml)")
+    p.add_argument("pipeline")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=int, help="local Dask workers (default: the pipeline's `workers`)")
+    p.add_argument("--force", action="store_true", help="re-run steps that already hold a finished result")
+    p.add_argument(
+        "--track",
+        metavar="URI",
+        help="log each step to MLflow, e.g. sqlite:///runs/mlflow.db (pip install vmmlib[track])",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a pipeline setting (its `settings:`, run_dir, data_dir), e.g. "
+                        "--set data_dir=/data/wbdc --set text_model_dir=/models/macbert; repeatable")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true",
+                   help="every step for real at the recipe's size but 2 steps, a few batches, a few "
+                        "ensemble probes, in <run_dir>-dry-run (vmmlib.dryrun)")  # fmt: skip
+    p.set_defaults(func=_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vmm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -262,17 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_parser(sub)
     _add_track_parsers(sub)
 
-    p = sub.add_parser("run", help="run a pipeline of notebooks (params/pipelines/<name>.yaml)")
-    p.add_argument("pipeline")
-    p.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=int, help="local Dask workers (default: the pipeline's `workers`)")
-    p.add_argument("--force", action="store_true", help="re-run steps that already hold a finished result")
-    p.add_argument(
-        "--track",
-        metavar="URI",
-        help="log each step to MLflow, e.g. sqlite:///runs/mlflow.db (pip install vmmlib[track])",
-    )
-    p.set_defaults(func=_run)
+    _add_run_parser(sub)
 
     p = sub.add_parser(
         "evaluate", help="score a submission with the competition's official metric (prints JSON)"

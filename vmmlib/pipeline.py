@@ -54,6 +54,7 @@ from vmmlib import pipeline_file as pf
 from vmmlib.io.safe import InputError
 from vmmlib.leaderboard import write_index
 from vmmlib.pipeline_log import TOPIC, StepConsole, announce_start
+from vmmlib.pipeline_settings import apply_settings, dry_run_dir, mark_dry_run
 from vmmlib.runs import data_fingerprint, data_paths, in_run_dir, load_metrics, resolve_path
 
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
@@ -83,11 +84,19 @@ class Pipeline:
     track: str | None = None  # MLflow tracking URI each finished step is logged to (`vmmlib.track`)
 
 
-def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
+def load_pipeline(
+    path: str | Path,
+    *,
+    workers: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> Pipeline:
     """Read a pipeline file, check it whole and resolve every step's parameters (nothing runs).
 
     Steps may be declared in any order; they come back in dependency order (declaration order
-    where free), fold steps expanded. The checks live in `vmmlib.pipeline_file`.
+    where free), fold steps expanded. The checks live in `vmmlib.pipeline_file`. `settings` override
+    the file's `settings:` (`--set`, `vmmlib.pipeline_settings`); `dry_run` makes every step a dry
+    run in `<run_dir>-dry-run`.
 
     Raises:
         InputError: anything a run would trip over later, naming the file, the step and the valid
@@ -99,9 +108,14 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
     """
     path = resolve_path(path)
     spec = pf.read_spec(path)
+    context = apply_settings(path, spec, settings)
     run_dir = resolve_path(spec.get("run_dir", f"runs/{path.stem}")).resolve()
+    run_dir = dry_run_dir(run_dir) if dry_run else run_dir
     data = pf.check_data(path, spec.get("data"))
-    context = {"run_dir": str(run_dir), "data_dir": str(resolve_path(data["dir"])) if data else ""}
+    data_dir = (
+        resolve_path(data["dir"]) if data else context.get("data_dir") and resolve_path(context["data_dir"])
+    )
+    context = {**context, "run_dir": str(run_dir), "data_dir": str(data_dir or "")}
     steps: list[Step] = []
     groups: dict[str, list[str]] = {}  # declared name → expanded step names (folds)
     for raw in pf.in_dependency_order(path, pf.check_steps(path, spec["steps"])):
@@ -116,6 +130,8 @@ def load_pipeline(path: str | Path, *, workers: int | None = None) -> Pipeline:
         raise ValueError(f"workers must be a whole number ≥ 1, got {workers!r}")
     for step in steps:
         step.threads = max(1, (os.cpu_count() or 1) // workers)
+    if dry_run:
+        mark_dry_run(path, steps)
     track = spec.get("track")
     if track is not None and not isinstance(track, str):
         raise InputError(
@@ -327,6 +343,8 @@ def run_pipeline(
     force: bool = False,
     progress: bool = True,
     track: str | None = None,
+    settings: Mapping[str, str] | None = None,
+    dry_run: bool = False,
 ) -> list[dict]:
     """Run a pipeline file; returns one result dict per step (see `run_step`) and writes the index.
 
@@ -337,10 +355,11 @@ def run_pipeline(
         progress: print each step's start and end as it happens (`vmmlib.pipeline_log`).
         track: an MLflow tracking URI (default: the pipeline file's `track`): each finished step is
             logged as one MLflow run (`vmmlib.track.track_step`).
+        settings, dry_run: see `load_pipeline`.
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
-    pipe = load_pipeline(path, workers=workers)
+    pipe = load_pipeline(path, workers=workers, settings=settings, dry_run=dry_run)
     track = track or pipe.track
     _ensure_data(pipe)
     if scheduler:

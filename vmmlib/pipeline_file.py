@@ -20,7 +20,7 @@ from vmmlib.io.safe import InputError, check_file, check_name, read_yaml
 from vmmlib.runs import notebook_params
 
 STEP_KEYS = {"name", "notebook", "params", "set", "after", "folds", "resources"}
-PIPELINE_KEYS = {"run_dir", "workers", "data", "steps", "track"}
+PIPELINE_KEYS = {"run_dir", "workers", "data", "settings", "steps", "track"}
 DATA_KEYS = {"task", "dir", "sample"}
 
 

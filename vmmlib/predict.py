@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from vmmlib import dryrun
 from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import read_yaml, submitted_weights
 
@@ -65,14 +66,19 @@ def predict_batches(
     for m in models:
         m.to(device).eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    try:
-        for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-            inputs = _to(batch, device)
-            total: Any = 0
-            with autocast:
-                for m in models:
-                    total = total + step(m, inputs).float().cpu().numpy()
-            yield batch, (total / len(models)).astype(np.float32, copy=False)
+
+    def run(batch: dict) -> np.ndarray:
+        inputs = _to(batch, device)
+        total: Any = 0
+        with autocast:
+            for m in models:
+                total = total + step(m, inputs).float().cpu().numpy()
+        return (total / len(models)).astype(np.float32, copy=False)
+
+    try:  # a dry run (`vmmlib.dryrun`) runs the models on the first batches only
+        yield from dryrun.capped(
+            progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch"), run
+        )
     finally:
         for m, state in zip(models, states):
             m.train(state)
@@ -120,7 +126,7 @@ def fold_dirs(patterns: Sequence[str]) -> list[Path]:
 
     found = sorted({resolve_path(p) for pattern in patterns for p in glob.glob(str(resolve_path(pattern)))})
     if not found:
-        raise FileNotFoundError(f"no fine-tuning run folders match {list(patterns)}")
+        raise FileNotFoundError(f"no fine-tuning run folders match finetune_dirs {list(patterns)}")
     return found
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from vmmlib import dryrun
+
 PAPERMILL_PARAMS_HEADER = "# Parameters"
 
 
@@ -374,8 +376,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_metrics(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write `metrics.json`; non-finite floats become null so the file stays valid JSON."""
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in _plain(metrics).items()
+    clean = {  # a dry run (`vmmlib.dryrun`) says so first
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in _plain(dryrun.mark_metrics(metrics)).items()
     }
     path = resolve_path(out_dir) / "metrics.json"
     _atomic_write_text(path, json.dumps(clean, indent=2, ensure_ascii=False))
@@ -446,5 +449,10 @@ def load_arrays(path: str | Path) -> dict[str, Any]:
     """The arrays `save_arrays` wrote (no pickled objects are loaded)."""
     import numpy as np
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path} not found: is its folder a finished run? (inference_dirs: 30_inference folders; "
+            "objective_options teacher: an ensemble's teacher.npz)"
+        )
     with np.load(Path(path), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}

@@ -292,3 +292,14 @@ def test_full_variant_parameter_count_matches_the_architecture(name):
     assert (
         sum(p.numel() for p in vit.parameters()) == 87_456_000
     )  # CLIP ViT-B/32 vision tower (with pooler LN)
+
+
+def test_a_model_with_a_vision_tower_fed_features_of_its_width_bypasses_it():
+    # seed 001's single-stream pretraining: zip_feats into a model whose ViT is built for fine-tuning
+    from vmmlib.models.wbdc_video import frame_inputs
+
+    tower = create_model("wbdc_single_stream_tiny", vision_tower=True).vision
+    feats = torch.randn(2, 3, tower.dim)
+    assert frame_inputs(tower, feats, torch.ones(2, 3)) is feats
+    with pytest.raises(ValueError, match="raw frames .* or features of its vision tower's width"):
+        frame_inputs(tower, torch.randn(2, 3, tower.dim + 1), torch.ones(2, 3))

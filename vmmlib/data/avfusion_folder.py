@@ -124,7 +124,9 @@ class AVFusionData:
         check_choice("manifest", split, MANIFESTS)
         path = self.root / MANIFESTS[split]
         if not path.is_file():
-            raise InputError(path, f"not found: an avfusion folder has {', '.join(MANIFESTS.values())}")
+            raise InputError(
+                path, f"not found: an avfusion folder (data_dir) has {', '.join(MANIFESTS.values())}"
+            )
         return read_manifest(path, self._limit("train" if split == "train" else "val"))
 
     def retrieval(self, split: str) -> RetrievalSplit:

@@ -48,7 +48,19 @@ def tokenizer_for(text_model_dir: str | Path | None, fallback_vocab: str | Path)
             from transformers import AutoTokenizer
 
             return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    return load_tokenizer(fallback_vocab)
+    try:
+        return load_tokenizer(fallback_vocab)
+    except FileNotFoundError:  # a real competition folder brings no vocabulary: name who supplies one
+        brought = (
+            f"text_model_dir {text_model_dir} holds no tokenizer file ({', '.join(TOKENIZER_FILES)}) and "
+            if text_model_dir
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{brought}no BERT vocabulary at {fallback_vocab}: set text_model_dir to a local Hugging Face text "
+            "model folder that holds its tokenizer (e.g. a copy of hfl/chinese-macbert-base with vocab.txt), or "
+            'data_options {"vocab_path": ".../vocab.txt"}'
+        ) from None
 
 
 def encode_texts(

@@ -137,7 +137,10 @@ def check_layout(data_dir: str | Path) -> dict[str, dict[str, Path | None]]:
                 "frames": frames if frames.exists() or frames.is_symlink() else None,
             }
     if "labeled" not in found:
-        raise InputError(annotation_path(root, "labeled"), "not found: not the WBDC layout")
+        raise InputError(
+            annotation_path(root, "labeled"),
+            "not found: not the WBDC layout (data_dir is the competition folder)",
+        )
     if not any(v["features"] or v["frames"] for v in found.values()):
         raise InputError(root, "neither zip_feats/{split}.zip nor zip_frames/{split}/ found")
     return found
@@ -442,9 +445,15 @@ def open_split(data_dir: str | Path, split: str, *, frames: str = "features") ->
         raise InputError(annotation_path(data_dir, split), f"not found; splits present: {', '.join(layout)}")
     found = layout[split]
     if frames == "features" and found["features"] is None:
-        raise InputError(Path(data_dir) / "zip_feats" / f"{split}.zip", "not found")
+        raise InputError(
+            Path(data_dir) / "zip_feats" / f"{split}.zip",
+            "not found (data_options frames: features reads zip_feats/, frames: raw reads zip_frames/)",
+        )
     if frames == "raw" and found["frames"] is None:
-        raise InputError(Path(data_dir) / "zip_frames" / split, "not found")
+        raise InputError(
+            Path(data_dir) / "zip_frames" / split,
+            "not found (data_options frames: raw reads zip_frames/, frames: features reads zip_feats/)",
+        )
     return {
         "entries": read_annotations(found["annotations"]),
         "features": FeatureZip(found["features"]) if frames == "features" else None,

@@ -124,7 +124,11 @@ def _load(model_cls, folder: str, model_type: str) -> PreTrainedModel:
     path = Path(folder)
     config = path / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"{config} not found: expected a local Hugging Face {model_type} folder")
+        param = {"deberta-v2": "text_model_dir", "videomae": "model_options video_model_dir",
+                 "vit_mae": "model_options audio_model_dir", "bert": "model_options fusion_model_dir"}[model_type]  # fmt: skip
+        raise FileNotFoundError(
+            f'{config} not found: {param} must be a local Hugging Face {model_type} folder ("" builds it from its config)'
+        )
     found = json.loads(config.read_text()).get("model_type")
     if found != model_type:
         raise ValueError(f"{folder} holds a {found!r} model, expected {model_type!r}")

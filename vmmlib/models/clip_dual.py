@@ -81,7 +81,10 @@ class ClipDualConfig:
 def _model_type(folder: str | Path) -> str:
     config = Path(folder) / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"{config} not found: expected a local Hugging Face model folder")
+        raise FileNotFoundError(
+            f"{config} not found: model_options clip_model_dir / vision_model_dir must be a local Hugging Face "
+            "CLIP or Chinese-CLIP folder"
+        )
     return json.loads(config.read_text()).get("model_type", "")
 
 

@@ -142,13 +142,20 @@ class VideoEmbeddings(nn.Module):
 
 
 def frame_inputs(tower: VisionTower | None, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-    """Frame features (B, T, D): pre-extracted (B, T, D) as given, or pixels (B, T, 3, S, S) through `tower`."""
+    """Frame features (B, T, D): pre-extracted (B, T, D) as given, or pixels (B, T, 3, S, S) through `tower`.
+
+    A model with a tower fed features of the tower's width bypasses it (seed 001's single-stream
+    pretraining on `zip_feats` builds the ViT only so that fine-tuning on raw frames loads strictly).
+    """
     if frames.dim() == 5:
         if tower is None:
             raise ValueError(
                 "got raw frames (B, T, 3, S, S) but the model has no vision tower (vision_tower=True)"
             )
         return tower(frames, frame_mask)
-    if tower is not None:
-        raise ValueError(f"the model expects raw frames (B, T, 3, S, S), got {tuple(frames.shape)}")
+    if tower is not None and frames.shape[-1] != tower.dim:
+        raise ValueError(
+            f"the model expects raw frames (B, T, 3, S, S) or features of its vision tower's width "
+            f"{tower.dim}, got {tuple(frames.shape)}"
+        )
     return frames

@@ -142,7 +142,8 @@ def _tokenizer(root: Path, text_model_dir: str):
         texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise FileNotFoundError(
-            f"{root} has no tokenizer/ folder and no texts to build one; pass text_model_dir"
+            f"{root} has no tokenizer/ folder and no texts to build one; set text_model_dir to a local Hugging "
+            "Face folder holding a tokenizer (e.g. a copy of microsoft/deberta-v2-xlarge)"
         )
     return build_deberta_tokenizer(texts)
 

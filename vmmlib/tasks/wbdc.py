@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from vmmlib import dryrun
 from vmmlib.data import wbdc as W
 from vmmlib.data.sample_wbdc import write_wbdc_sample
 from vmmlib.data.wbdc_categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
@@ -242,6 +243,8 @@ def pretrain_eval(data: WBDCData, *, batch_size: int = 64):
     def eval_fn(model) -> dict:
         totals: dict[str, list[int]] = {}
         for k, (batch, _) in enumerate(predict_batches(model, dataset, _no_output, batch_size=batch_size)):
+            if dryrun.active() and k >= dryrun.DRY_RUN_BATCHES:  # the accuracies run the model here
+                break
             device = next(model.parameters()).device
             inputs = {key: v.to(device) if torch.is_tensor(v) else v for key, v in batch.items()}
             for task, (hit, n) in VT.pretrain_accuracies(model, inputs, tokens, seed=k).items():
