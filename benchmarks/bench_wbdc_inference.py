@@ -11,11 +11,20 @@ batches of `--batch-size` through each backend. The timing covers the model only
 read, tokenised and collated once beforehand, so the data pipeline (the same for every backend) does
 not blur the ratio. Each backend is prepared first (the ONNX export is not timed); then `--repeats`
 rounds each time one pass of every backend in turn (after one warm-up batch), and each backend's
-best pass is reported: interleaving keeps load from other processes from favouring one backend. Agreement = share of test videos whose argmax class equals
-eager's; the fast path must reach ≥ 99.9 %.
+best pass is reported: interleaving keeps load from other processes from favouring one backend.
+Each backend gets two figures: videos/s by the wall clock (the one the check uses) and by the CPU
+time of the process (less blurred when other processes share the cores; it counts spinning waits).
+Agreement = share of test videos whose argmax class equals eager's (`--min-agreement`, 99.9 %).
 
-The "fastest" line names the quickest backend whose agreement is ≥ 99.9 % and its ratio to eager;
-the script exits 1 if that ratio is below `--min-ratio` (1.5 by default).
+Every ratio line ends with the machine (`fast_inference.cpu_summary`: CPU model, the AVX-512 VNNI /
+BF16 / AMX flags that decide int8 and bf16 speed, usable cpus, load average): a ratio means nothing
+apart from the CPU and the load it was measured under. `--threads` sets torch's and ONNX Runtime's
+threads; `--profile` prints where each backend's time goes on one batch (per op, its least time over
+3 passes: torch profiler for eager / int8, ONNX Runtime's session profiling for the ONNX backends).
+
+The "fastest" line names the quickest backend that reaches the agreement and its ratio to eager;
+the script exits 1 if no backend agrees or that ratio is below `--min-ratio` (1.5 by default).
+`tests/test_fast_inference.py` runs it at tiny size for agreement only.
 """
 
 from __future__ import annotations
@@ -34,7 +43,15 @@ import torch.nn.functional as F
 from vmmlib.data.sample_wbdc import write_wbdc_sample
 from vmmlib.data.tokenize import load_tokenizer
 from vmmlib.data.wbdc import WBDCDataset, collate, default_vocab, open_split
-from vmmlib.fast_inference import BACKENDS, MIN_AGREEMENT, OnnxModule, argmax_agreement, cpu_summary, prepare
+from vmmlib.fast_inference import (
+    BACKENDS,
+    MIN_AGREEMENT,
+    UNFUSED,
+    OnnxModule,
+    argmax_agreement,
+    cpu_summary,
+    prepare,
+)
 from vmmlib.models import create_model
 from vmmlib.predict import tensors
 from vmmlib.train import fit, make_loader
@@ -140,7 +157,9 @@ def _ort_ops(module: OnnxModule, batch: dict, passes: int) -> dict[str, float]:
 
     options = module.options
     options.enable_profiling = True
-    session = ort.InferenceSession(str(module.path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(module.path), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
+    )
     options.enable_profiling = False
     feeds = {f"in_{k}": batch[k].numpy() for k in module.inputs}
     for _ in range(passes + 1):

@@ -170,7 +170,12 @@ def _track(args: argparse.Namespace) -> int:
     from vmmlib.track import track_dir
 
     for run_dir in args.run_dir:
-        for step, run_id in track_dir(args.uri, run_dir):
+        try:
+            logged = track_dir(args.uri, run_dir)
+        except ImportError as e:  # MLflow is an optional extra
+            print(f"vmm track: error: {e}", file=sys.stderr)
+            return 2
+        for step, run_id in logged:
             print(f"{step}: MLflow run {run_id}")
     print(f"browse: mlflow ui --backend-store-uri {args.uri}")
     return 0

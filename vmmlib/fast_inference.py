@@ -11,8 +11,8 @@ Backends (`BACKENDS`):
 - "onnx": ONNX Runtime (CPU) on the graph `torch.onnx.export(dynamo=True)` makes of the model at its
   first call, every input dimension dynamic, with ONNX Runtime's transformer fusions applied
   (`onnxscript.rewriter.ort_fusions`: scaled-dot-product attention → one `MultiHeadAttention` node,
-  bias + GELU → `BiasGelu`, residual + LayerNorm → `SkipLayerNormalization`); fp32, so it agrees with
-  eager to ~1e-6. Needs the optional packages `onnx`, `onnxscript` and `onnxruntime`.
+  bias + GELU → `BiasGelu`; residual + LayerNorm stays two nodes, as ORT's `SkipLayerNormalization`
+  is ~5× slower on CPU); fp32, so it agrees with eager to ~1e-6. Needs the optional packages `onnx`, `onnxscript` and `onnxruntime`.
 - "onnx_int8": the same fused graph with its MatMul weights quantised to int8 by ONNX Runtime's
   dynamic quantisation (activations quantised per call).
 - "int8": PyTorch dynamic int8 quantisation of every `nn.Linear` (`torch.ao.quantization`, on the
@@ -20,10 +20,15 @@ Backends (`BACKENDS`):
 - "auto" (`choose_backend`): times eager and the others on a few batches and keeps the fastest that
   agrees with eager; never one slower than eager.
 
-Where the time goes (`benchmarks/bench_wbdc_inference.py --profile`, the 4 × 256 single-stream model
-on 2 cores of an AMD EPYC with AVX-512 VNNI): eager spends ~70 % in the Linear GEMMs, which int8
-makes ~2.8× faster; attention (~15 % of eager) and GELU (~8 %) stay fp32 on every path, so they bound
-an int8 path near 2× eager on one thread.
+Where the time goes (the 4 × 256 single-stream model, batches of 32 videos of ~286 positions, one
+thread, CPU time of an AMD EPYC with AVX-512 VNNI and BF16, no AMX; issue 21): per layer eager spends
+~183 ms in the Linear GEMMs (72 %), ~46 ms in attention (18 %), ~21 ms in GELU (8 %). int8 makes the
+GEMMs ~2.8× faster (~65 ms, activation quantisation included) and leaves attention and GELU in fp32,
+so an int8 path lands near 2× eager (torch int8 ~1.8-1.9×, fused ONNX int8 ~2.0×, bf16 autocast
+~1.7×; fp32 ONNX ~1.07×): the fp32 remainder bounds it. Unfused, ONNX Runtime's graph lost ~15 % of
+its time in `Where`/`IsNaN` of the exported attention mask, and fused, ~15 % in ORT's slow
+`SkipLayerNormalization` kernel (now split back); with several threads on shared cores,
+spinning ORT workers (the default of ONNX Runtime) cost more than they save.
 
 int8 paths trade a little accuracy for speed: check `argmax_agreement` on held-out batches before
 submitting with them (`benchmarks/bench_wbdc_inference.py` and "auto" do).
@@ -239,6 +244,8 @@ class OnnxModule(nn.Module):
         if self.fuse:
             self.fusions = _fuse_for_ort(program)
         program.save(str(path))
+        if self.fuse:
+            _unfuse_skip_layer_norm(path)
         model.to(device).train(was_training)
         if self.quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -252,7 +259,9 @@ class OnnxModule(nn.Module):
         # Spinning workers wait faster between ops but burn the cores other processes share.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         self.path, self.options = path, options  # what a profiling session reopens
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
+        )
         self.inputs = [i.name.removeprefix("in_") for i in self.session.get_inputs()]
         return path
 
@@ -284,6 +293,42 @@ def _fuse_for_ort(program) -> dict[str, int]:
         warnings.warn(f"ONNX Runtime fusions failed, the graph stays unfused: {err}", stacklevel=3)
         return {}
     return {k: v for k, v in counts.items() if v}
+
+
+UNFUSED = ["SkipLayerNormFusion"]  # ONNX Runtime fusions left off (see `_unfuse_skip_layer_norm`)
+
+
+def _unfuse_skip_layer_norm(path: Path) -> int:
+    """Split each `SkipLayerNormalization` of the graph at `path` back into Add (+ bias Add) and
+    `LayerNormalization`, in place; how many. ONNX Runtime's CPU kernel of the fused node takes ~5×
+    the time of the two plain ones (1.32, AVX-512: 11.8 vs 2.3 ms on 9152 × 256), ~12 % of an int8
+    forward of the small WBDC model. Nodes whose mean / inverse-std outputs are used stay fused."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path))
+    used = {i for n in graph.graph.node for i in n.input} | {o.name for o in graph.graph.output}
+    nodes, count = [], 0
+    for node in graph.graph.node:
+        if node.op_type != "SkipLayerNormalization" or any(o in used for o in node.output[1:3]):
+            nodes.append(node)
+            continue
+        x, skip, gamma, beta, bias = [*node.input, "", "", ""][:5]
+        total = node.output[3] if len(node.output) > 3 and node.output[3] else f"{node.output[0]}_skip_sum"
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+        if bias:
+            nodes += [helper.make_node("Add", [x, skip], [f"{total}_no_bias"]),
+                      helper.make_node("Add", [f"{total}_no_bias", bias], [total])]  # fmt: skip
+        else:
+            nodes.append(helper.make_node("Add", [x, skip], [total]))
+        norm = [total, gamma, *([beta] if beta else [])]
+        nodes.append(helper.make_node("LayerNormalization", norm, [node.output[0]], axis=-1, epsilon=eps))
+        count += 1
+    if count:
+        del graph.graph.node[:]
+        graph.graph.node.extend(nodes)
+        onnx.save(graph, str(path))
+    return count
 
 
 class _DictToTuple(nn.Module):

@@ -41,8 +41,10 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +268,9 @@ def _kernel_options() -> dict:
     class IPCKernelManager(AsyncKernelManager):  # nbclient's default manager, transport "ipc"
         def __init__(self, **kwargs):
             kwargs.setdefault("transport", "ipc")
+            # Each kernel its own socket files: the default (`kernel-ipc-N` in the working folder)
+            # is shared by steps that start together, whose messages then cross ("Invalid Signature").
+            kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"vmm-kernel-{uuid.uuid4().hex}"))
             super().__init__(**kwargs)
 
     return {"kernel_manager_class": IPCKernelManager}

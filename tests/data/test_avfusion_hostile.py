@@ -40,7 +40,7 @@ def test_manifest_paths_that_are_absolute_or_climb_out_are_refused_naming_file_a
     [
         (b'video,audio,text\n"a.mp4,a.wav,a.txt\n', "malformed"),
         (b"video,audio,text\na.mp4,\xff\xfe.wav,a.txt\n", "UTF-8"),
-        (b"", "empty"),
+        (b"", "missing column"),
         (b"clip,sound\nx,y\n", "missing column"),
     ],
 )

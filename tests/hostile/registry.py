@@ -53,6 +53,10 @@ ENTRIES: list[Entry] = []
 # (entry name, mutation name) -> fn(target_path, made_root) -> None, used instead of the corpus's own.
 HOOKS: dict[tuple[str, str], Callable[[Path, Path], None]] = {}
 
+# entry name -> its bound on one case's peak RSS growth in MB (default runner.RSS_BOUND_MB), e.g. a
+# tight one for an entry whose valid case is a memory check.
+RSS_BOUNDS_MB: dict[str, int] = {}
+
 
 def register(**kwargs) -> Entry:
     """Append `Entry(**kwargs)` to ENTRIES and return it; names must be unique."""

@@ -34,12 +34,14 @@ def _reference(seq):
 @pytest.mark.parametrize("in_memory", [0, 7, 10_000])
 def test_id_counter_is_exact_in_memory_and_spilled(in_memory):
     rng = random.Random(16)
-    seq = [(f'k{rng.randrange(300)}\n"', rng.random() < 0.8) for _ in range(3000)]
+    seq = [(f'k{rng.randrange(300)}\n" \\é\ud800', rng.random() < 0.8) for _ in range(3000)]
     with IdCounter(max_in_memory=in_memory, buckets=5) as counter:
         for key, valid in seq:
             counter.add(key, valid)
         got = {c.key: (c.first, c.repeat, c.repeats) for c in counter.counts()}
+        repeated = {c.key: (c.first, c.repeat, c.repeats) for c in counter.counts(repeated_only=True)}
     assert got == _reference(seq)
+    assert repeated == {k: v for k, v in got.items() if v[2]}
 
 
 @pytest.fixture

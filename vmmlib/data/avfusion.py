@@ -34,22 +34,16 @@ from torch.utils.data import Dataset
 from vmmlib.data.audio_features import AUDIO_MODES, AUDIOSET_MEAN, AUDIOSET_STD, audio_input
 from vmmlib.data.tokenize import encode_texts
 from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess_frames
+from vmmlib.io import safe
 from vmmlib.io.media import FRAME_STRATEGIES, MediaError, frame_indices, probe_media, read_audio, read_frames
-from vmmlib.io.safe import (
-    InputError,
-    inside,
-    iter_jsonl,
-    read_csv,
-    read_json,
-    read_text,
-    relative_path_problem,
-)
+from vmmlib.io.safe import InputError, inside, read_json, read_text, relative_path_problem
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("video", "audio", "text")
 AUDIO_SOURCES = ("file", "video")  # the manifest's audio file, or the video's own soundtrack
 ON_ERROR = ("next", "zeros")
+TEXT_KEYS = ("caption", "question")  # free text: strings only (ids and answers may be integers)
 MAX_REPLACEMENTS = 16  # consecutive unreadable items tolerated before the data is declared broken
 
 
@@ -63,37 +57,50 @@ def read_manifest(path: str | Path, max_samples: int | None = None) -> pd.DataFr
         InputError: naming the file (and line) of a malformed CSV, missing columns, or a path that is
             absolute or climbs out of its root (`..`).
     """
-    frame = read_csv(path, what="manifest", dtype=str, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    rows = list(safe.iter_csv_rows(path, what="manifest"))  # streamed, bounded lines, file and line in errors
+    header = rows[0][1] if rows else []
+    missing = [c for c in MANIFEST_COLUMNS if c not in header]
     if missing:
         raise InputError(
             path, f"missing column(s) {', '.join(missing)}; a manifest has columns video,audio,text"
         )
-    frame = frame[list(MANIFEST_COLUMNS)]
-    frame = frame.iloc[:max_samples].reset_index(drop=True) if max_samples else frame
-    for column in MANIFEST_COLUMNS:
-        for row, value in enumerate(frame[column]):
+    columns, kept = [header.index(c) for c in MANIFEST_COLUMNS], []
+    for line, fields in rows[1 : max_samples + 1 if max_samples else None]:
+        if len(fields) != len(header):
+            raise InputError(path, f"malformed manifest (expected {len(header)} fields)", f"line {line}")
+        kept.append([fields[i] for i in columns])
+        for name, value in zip(MANIFEST_COLUMNS, kept[-1]):
             problem = relative_path_problem(value) if value else None  # empty: unused (e.g. audio)
             if problem:
-                raise InputError(path, f"{column} {value!r} {problem}", f"line {row + 2}")
-    return frame
+                raise InputError(path, f"{name} {value!r} {problem}", f"line {line}")
+    return pd.DataFrame(kept, columns=list(MANIFEST_COLUMNS), dtype=str)
 
 
 def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict]:
     """One JSON object per non-empty line (`vmmlib.io.safe.iter_jsonl`: strict UTF-8, bounded depth);
     every error is an InputError naming the file and line."""
     records = []
-    for lineno, record in iter_jsonl(path, what="annotation file"):
+    for lineno, record in safe.iter_jsonl(path, what="annotation file"):
         if not isinstance(record, dict):
             raise InputError(path, f"expected a JSON object, got {type(record).__name__}", f"line {lineno}")
         missing = [k for k in required if k not in record]
         if missing:
             raise InputError(path, f"missing key(s) {', '.join(missing)}", f"line {lineno}")
-        bad = [k for k in required if not isinstance(record[k], (str, int)) or isinstance(record[k], bool)]
+        bad = [
+            k
+            for k in required
+            if not (isinstance(record[k], str) or (k not in TEXT_KEYS and _is_int(record[k])))
+        ]
         if bad:
             raise InputError(path, f"key(s) {', '.join(bad)} must be strings", f"line {lineno}")
         records.append(record)
+    if not records:
+        raise InputError(path, "holds no records")
     return records
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_clip_names(path: str | Path, records: Sequence[dict], key: str) -> None:

@@ -154,7 +154,7 @@ class AVFusionData:
     def answers(self) -> AnswerVocab:
         """ALPRO's `train_ans2label.json`, else the training split's answers (most frequent first)."""
         path = self.root / "qa" / "train_ans2label.json"
-        if path.is_file():
+        if path.exists() or path.is_symlink():  # present but not a readable file: an error, not a fallback
             return AnswerVocab.read(path)
         return AnswerVocab.from_answers([r["answer"] for r in self.qa("train")])
 

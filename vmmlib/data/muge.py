@@ -90,6 +90,8 @@ def read_texts(path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> list[dic
             )
         seen[text_id] = line_no
         rows.append({"text_id": text_id, "text": obj["text"], "image_ids": list(obj["image_ids"])})
+    if not rows:
+        raise InputError(path, "holds no queries")
     return rows
 
 

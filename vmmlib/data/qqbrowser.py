@@ -206,8 +206,9 @@ def read_videos(paths: Sequence[str | Path], *, nonfinite: str = "error") -> Ite
 
 def read_pairs(path: str | Path) -> pd.DataFrame:
     """`label.tsv` → DataFrame(query, candidate, relevance), split on whitespace like the official
-    reader (`vmmlib.io.label_tsv.read_label_tsv`: every error names the file and line)."""
-    return pd.DataFrame(read_label_tsv(path), columns=["query", "candidate", "relevance"])
+    reader (`vmmlib.io.label_tsv.read_label_tsv`: every error names the file and line). An empty file
+    means no labelled pairs (a folder of unlabelled videos, as `vmm extract` writes one)."""
+    return pd.DataFrame(read_label_tsv(path, allow_empty=True), columns=["query", "candidate", "relevance"])
 
 
 class VideoStore:
@@ -229,6 +230,10 @@ class VideoStore:
         if self.cache.manifest["columns"][0]["kind"] != "bytes" and len(self.cache):
             kind = self.cache.manifest["columns"][0]["kind"]
             raise locate_record(self.paths, 0).error(f"'id' is a {kind} feature, expected bytes")
+        if not len(self.cache):
+            raise InputError(
+                self.paths[0] if self.paths else None, "the split's record files hold no records"
+            )
         all_ids = [self._checked_id(pos, raw) for pos, raw in enumerate(self.cache.ids)]
         bad = nonfinite_records(self.cache)
         if len(bad) and nonfinite == "error":

@@ -263,6 +263,8 @@ def read_segment_label_ids(path: str | Path, num_classes: int | None = None) -> 
             raise InputError(path, f"class id {class_id} is outside [0, {num_classes})", f"line {number}")
         seen[class_id] = number
         ids.append(class_id)
+    if not ids:
+        raise InputError(path, "holds no class ids")
     return np.asarray(ids, np.int64)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vmmlib.io.example import read_examples
+from vmmlib.io.safe import check_file
 from vmmlib.io.tfrecord import RecordError, tfrecord_index
 
 __all__ = ["FrameCache"]
@@ -351,7 +352,8 @@ class FrameCache:
         QQ Browser: `frame_key="frame_feature", frame_dim=1536` (fp16). YouTube-8M frame level:
         `frame_key=("rgb", "audio"), frame_dim=(1024, 128), frame_dtype=np.uint8, sequence=True`.
         """
-        files = [Path(p).resolve() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        given = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+        files = [check_file(p, what="record file").resolve() for p in given]  # a folder: InputError
         keys, dims = list(_as_tuple(frame_key)), [int(d) for d in _as_tuple(frame_dim)]
         stats = [f.stat() for f in files]
         source = {

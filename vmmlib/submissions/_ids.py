@@ -9,16 +9,13 @@ exact (no probabilistic hashing).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 
-@dataclass
-class IdCount:
+class IdCount(NamedTuple):
     """One distinct id: where it first appeared, where it first repeated (0-based, in `add` order)
     and how many of its occurrences are repeats.
 
@@ -28,8 +25,8 @@ class IdCount:
 
     key: str
     first: int
-    repeat: int | None = None
-    repeats: int = 0
+    repeat: int | None
+    repeats: int
 
 
 class IdCounter:
@@ -52,7 +49,8 @@ class IdCounter:
         elif len(self.first) < self.max_in_memory:
             self.first[key] = n if valid else ~n
         else:
-            self._spill(hash(key) % self.buckets).write(f"{n} {int(valid)} {json.dumps(key)}\n")
+            escaped = key.encode("unicode_escape").decode("ascii")  # one ASCII line, whatever the id holds
+            self._spill(hash(key) % self.buckets).write(f"{n} {int(valid)} {escaped}\n")
 
     def _spill(self, bucket: int) -> IO[str]:
         f = self._files.get(bucket)
@@ -62,23 +60,24 @@ class IdCounter:
             f = self._files[bucket] = open(Path(self._tmp.name) / f"{bucket}.txt", "w+", encoding="ascii")
         return f
 
-    def counts(self) -> Iterator[IdCount]:
-        """Every distinct id once (in-memory ids first, then bucket by bucket; not in file order)."""
-        yield from _summary(self.first, self.repeats)
+    def counts(self, repeated_only: bool = False) -> Iterator[IdCount]:
+        """Every distinct id once, or only those that repeat (in-memory ids first, then bucket by
+        bucket; not in file order)."""
+        yield from _summary(self.first, self.repeats, repeated_only)
         for f in self._files.values():
             f.seek(0)
             first: dict[str, int] = {}
             became_valid: set[str] = set()
             repeats: dict[str, list[int]] = {}
             for line in f:
-                n, valid, text = line.split(" ", 2)
-                key, n, valid = json.loads(text), int(n), valid == "1"
+                n, valid, text = line[:-1].split(" ", 2)
+                key, n, valid = text.encode("ascii").decode("unicode_escape"), int(n), valid == "1"
                 seen = first.get(key)
                 if seen is None:
                     first[key] = n if valid else ~n
                 else:
                     _count(key, n, valid, seen, became_valid, repeats)
-            yield from _summary(first, repeats)
+            yield from _summary(first, repeats, repeated_only)
 
     def close(self) -> None:
         for f in self._files.values():
@@ -104,7 +103,12 @@ def _count(key: str, n: int, valid: bool, first: int, became_valid: set, repeats
         became_valid.add(key)
 
 
-def _summary(first: dict[str, int], repeats: dict[str, list[int]]) -> Iterator[IdCount]:
+def _summary(first: dict[str, int], repeats: dict[str, list[int]], repeated_only: bool) -> Iterator[IdCount]:
+    if repeated_only:
+        for key, (repeat, count) in repeats.items():
+            n = first[key]
+            yield IdCount(key, n if n >= 0 else ~n, repeat, count)
+        return
     for key, n in first.items():
         repeat, count = repeats.get(key, (None, 0))
         yield IdCount(key, n if n >= 0 else ~n, repeat, count)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import math
 import re
 import zipfile
 import zlib
@@ -290,7 +291,7 @@ class _Parser:
     def _note_repeats(self) -> None:
         """keep=False: the duplicate defect from the id counts (count of repeats, earliest repeat)."""
         total, earliest = 0, None
-        for c in self.ids.counts():
+        for c in self.ids.counts(repeated_only=True):
             if c.repeats:
                 total += c.repeats
                 earliest = min(earliest or (c.repeat, c.key), (c.repeat, c.key))
@@ -341,7 +342,7 @@ class _Parser:
             if self.required is not None and key in self.required:
                 self.found.add(key)
 
-    def _vector(self, key: str, value, event: int) -> np.ndarray | None:
+    def _vector(self, key: str, value, event: int) -> np.ndarray | list | None:
         """The value as a float64 vector, or None (noted) if it is not a list of numbers."""
         if not isinstance(value, list):
             kind = f"holds {_KINDS.get(type(value), 'a number')} in place of a list of numbers"
@@ -353,6 +354,14 @@ class _Parser:
                 f"holds {_KINDS.get(type(wrong), 'an unknown value')} in place of a number", key, event
             )
             return None
+        if not self.keep:  # validate: only the length and finiteness matter, numpy costs more per id
+            try:
+                finite = all(map(math.isfinite, value))
+            except OverflowError:  # an integer beyond float range
+                finite = False
+            if not finite:
+                self._note("nonfinite", key, event)
+            return value
         try:
             vector = np.array(value, np.float64)
         except OverflowError:  # an integer beyond float range

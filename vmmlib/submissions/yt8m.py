@@ -326,7 +326,7 @@ def _check_ids_and_scores(ids: list[str], scores: np.ndarray, problems: _Problem
 
 def _note_repeats(ids: IdCounter, problems: _Problems) -> None:
     repeats, first = 0, None
-    for c in ids.counts():
+    for c in ids.counts(repeated_only=True):
         if c.repeats:
             repeats += c.repeats
             first = min(first or (c.first, c.key), (c.first, c.key))
