@@ -15,8 +15,10 @@ taken between the objective's calls after `--warmup` steps, so setup and the fin
     MFU       = 6 · parameters · tokens per step / step time / peak FLOP/s   (GPU only; the
                 transformer parts dominate the parameters; tokens = frames + text, or patches + text)
 
-`--memory` instead compares the peak RSS (CPU) or max_memory_allocated (GPU) of one step with and
-without activation checkpointing (`create_model(..., activation_checkpointing=True)`).
+`--memory` instead compares one step with and without activation checkpointing
+(`create_model(..., activation_checkpointing=True)`): the bytes autograd keeps for the backward pass
+(exact), and the step's peak RSS growth (CPU; it shows the saving only once activations outweigh the
+weights, gradients and allocator slack) or max_memory_allocated (GPU).
 
     python benchmarks/bench_fit.py --size tiny                       # seconds: the test runs this
     python benchmarks/bench_fit.py --size small --processes 1 2      # CPU figures
@@ -206,14 +208,21 @@ def _memory_worker(cfg: dict, results) -> None:
     samples = [make(torch.Generator().manual_seed(i)) for i in range(SIZES[cfg["size"]]["batch"])]
     batch = {k: torch.stack([x[k] for x in samples]).to(device) for k in samples[0]}
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    objective_for(cfg["workload"])(model, batch)[
-        "bce" if cfg["workload"] == "uniter" else "contrastive"
-    ].backward()
+    saved = []  # bytes autograd keeps for the backward pass: the activations checkpointing drops
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        terms = objective_for(cfg["workload"])(model, batch)
+    sum(terms.values()).backward()
     if device == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # KiB → MiB, step only
-    results.put({**cfg, "peak_step_MiB": round(peak_mb, 1)})
+    saved_mb = round(sum(saved) / 2**20, 1)
+    results.put({**cfg, "saved_for_backward_MiB": saved_mb, "peak_step_MiB": round(peak_mb, 1)})
 
 
 def run_memory(cfg: dict) -> dict:
