@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[1] / "vmmlib"
-MAX_MODULE_LINES = 620
-MAX_FUNCTION_LINES = 85
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
 
 
 def _modules() -> dict[str, Path]:

@@ -566,36 +566,6 @@ def _origin(source: Any, path: str | os.PathLike | None) -> str | os.PathLike | 
     return source
 
 
-def load_npy_kinds(
-    source: bytes, kinds: str, *, path: str | os.PathLike | None = None, where: str | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-) -> np.ndarray:  # fmt: skip
-    """`load_npy` of an npy held in bytes that also accepts fixed-width text ("U", "S" in `kinds`),
-    such as ids stored as strings; objects, structured and void dtypes stay refused, same limits."""
-    f = io.BytesIO(source)
-    try:
-        version = np.lib.format.read_magic(f)
-        fmt = np.lib.format
-        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise ValueError(f"unsupported npy version {version}")
-        shape, fortran, dtype = reader(f, max_header_size=10_000)
-    except (ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise InputError(path, f"not an npy array ({e})", where) from None
-    if dtype.kind not in kinds or dtype.hasobject or dtype.fields is not None:
-        raise InputError(path, f"npy dtype {dtype} is not one of the kinds {kinds!r}", where)
-    if dtype.kind not in "US":
-        return load_npy(source, path=path, where=where, limits=limits)
-    if fortran or dtype.itemsize == 0:
-        raise InputError(path, f"npy text array {dtype} in Fortran order or of width 0", where)
-    header = io.BytesIO()  # the same bytes as a (..., itemsize) uint8 array: load_npy checks it all
-    np.lib.format.write_array_header_2_0(
-        header, {"descr": "|u1", "fortran_order": False, "shape": (*shape, dtype.itemsize)}
-    )
-    raw = load_npy(header.getvalue() + source[f.tell() :], path=path, where=where, limits=limits)
-    return raw.view(dtype).reshape(shape)
-
-
 # ------------------------------------------------------------------------------ paths in annotations
 
 

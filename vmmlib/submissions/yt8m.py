@@ -39,6 +39,7 @@ from vmmlib.data.yt8m_format import (
 )
 from vmmlib.io import safe
 from vmmlib.io.safe import InputError
+from vmmlib.io.safe_npz import load_npy_kinds
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import KAGGLE_HEADER, MAX_SEGMENTS_PER_CLASS
 from vmmlib.submissions import InvalidSubmissionError
@@ -346,7 +347,7 @@ def _read_npz(path: Path, num_classes: int) -> tuple[list[str], np.ndarray, _Pro
         if "ids.npy" not in z.members or "predictions.npy" not in z.members:
             problems.add(f"{path}: an .npz of video predictions needs arrays 'ids' and 'predictions'")
             return [], np.zeros((0, num_classes), np.float32), problems
-        raw_ids = safe.load_npy_kinds(
+        raw_ids = load_npy_kinds(
             z.read("ids.npy"), "iuUS", path=path, where="member 'ids.npy'", limits=limits
         )
         scores = safe.load_npy(
