@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -32,6 +38,19 @@ def mse(model, batch):
 
 
 def test_two_gloo_processes_end_with_the_weights_of_one(tmp_path):
+    """Run in a fresh interpreter of its own process group, so that a hung launch fails (and its
+    processes die) instead of hanging the suite."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_launch as t; "
+    code += f"t.compare_one_and_two_processes(t.Path({str(tmp_path)!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        assert proc.wait(timeout=300) == 0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def compare_one_and_two_processes(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 8, generator=g)
     data = TensorDataset(x, x[:, :1].sin())

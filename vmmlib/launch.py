@@ -102,6 +102,10 @@ def _run(train: Callable[[Accelerator], Any], result_file: str, mixed_precision:
     """In each launched process: the accelerator, `train`, and the main process's result to a file."""
     import torch
 
+    # The processes are forked from the kernel, whose OpenMP thread pool does not survive a fork: the
+    # first multi-threaded op would wait forever for threads that are not there. One intra-op thread
+    # per process (N processes on N cores) never enters an OpenMP region.
+    torch.set_num_threads(1)
     cpu = not torch.cuda.is_available()  # gloo: Accelerate treats LOCAL_RANK as multi-CPU only with cpu=True
     split = DataLoaderConfiguration(split_batches=True)  # the loader's batch is the global batch
     precision = resolve_mixed_precision(mixed_precision)  # here: asking the GPU initialises CUDA
