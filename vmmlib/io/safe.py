@@ -42,6 +42,7 @@ __all__ = [
     "iter_jsonl",
     "iter_lines",
     "load_npy",
+    "npy_header",
     "open_image",
     "open_zip",
     "parse_json",
@@ -463,16 +464,22 @@ def load_npy(
         f.close()
 
 
-def _read_npy(f: IO[bytes], origin: Any, where: str | None, limits: Limits) -> np.ndarray:
+def npy_header(f: IO[bytes], origin: Any, where: str | None = None) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) an npy stream declares, read without its data; the stream is
+    left at the data. Anything that is not an npy header of version 1 or 2 is an InputError."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
         reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
         if reader is None:
             raise ValueError(f"unsupported npy version {version}")
-        shape, fortran, dtype = reader(f, max_header_size=10_000)
+        return reader(f, max_header_size=10_000)
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
         raise InputError(origin, f"not an npy array ({e})", where) from None
+
+
+def _read_npy(f: IO[bytes], origin: Any, where: str | None, limits: Limits) -> np.ndarray:
+    shape, fortran, dtype = npy_header(f, origin, where)
     if dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.fields is not None:
         raise InputError(origin, f"npy dtype {dtype} is not numeric", where)
     if len(shape) > limits.max_array_dims or any(int(n) < 0 for n in shape):

@@ -14,20 +14,16 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from vmmlib.io.safe import DEFAULT_LIMITS, InputError, Limits, load_npy, open_zip
+from vmmlib.io.safe import DEFAULT_LIMITS, InputError, Limits, load_npy, npy_header, open_zip
 
 __all__ = ["load_npy_kinds", "load_npz"]
 
 
 def _npy_kind(raw: bytes) -> str:
     """The dtype kind an npy header declares ("" when it is not a readable header)."""
-    fmt = np.lib.format
     try:
-        f = io.BytesIO(raw[:4096])
-        version = fmt.read_magic(f)
-        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-        return read[version](f, max_header_size=10_000)[2].kind
-    except (ValueError, EOFError, KeyError, SyntaxError, TypeError):
+        return npy_header(io.BytesIO(raw[:4096]), None)[2].kind
+    except InputError:
         return ""
 
 
@@ -60,15 +56,7 @@ def load_npy_kinds(
     """`load_npy` of an npy held in bytes that also accepts fixed-width text ("U", "S" in `kinds`),
     such as ids stored as strings; objects, structured and void dtypes stay refused, same limits."""
     f = io.BytesIO(source)
-    try:
-        version = np.lib.format.read_magic(f)
-        fmt = np.lib.format
-        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise ValueError(f"unsupported npy version {version}")
-        shape, fortran, dtype = reader(f, max_header_size=10_000)
-    except (ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise InputError(path, f"not an npy array ({e})", where) from None
+    shape, fortran, dtype = npy_header(f, path, where)
     if dtype.kind not in kinds or dtype.hasobject or dtype.fields is not None:
         raise InputError(path, f"npy dtype {dtype} is not one of the kinds {kinds!r}", where)
     if dtype.kind not in "US":
