@@ -14,7 +14,6 @@ ImageNet's otherwise. On CUDA the model runs under bf16 autocast.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import torch
 
 from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
 from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
+from vmmlib.io import safe
 from vmmlib.io.media import MediaError
 
 # ------------------------------------------------------------------------------------------ backbone
@@ -135,7 +135,9 @@ def load_backbone(
     mean, std = (CLIP_MEAN, CLIP_STD) if clip_like else (IMAGENET_MEAN, IMAGENET_STD)
     processor = root / "preprocessor_config.json"
     if processor.is_file():
-        saved = json.loads(processor.read_text())
+        saved = safe.read_json(processor)
+        if not isinstance(saved, dict):
+            raise safe.InputError(processor, "a preprocessor config is a JSON object")
         mean, std = saved.get("image_mean", mean), saved.get("image_std", std)
     name = _folder_fingerprint(root, pooling)
     return FrameEncoder(model, image_size=size, mean=mean, std=std, pooling=pooling, name=name, device=device)

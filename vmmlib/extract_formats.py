@@ -197,7 +197,7 @@ class Projection:
         """A saved projection (`--pca` may name one from elsewhere): read through `vmmlib.io.safe`."""
         z = load_npz(path)
         try:
-            meta = json.loads(str(z["meta"]))
+            meta = safe.parse_json(str(z["meta"]), path, where="member 'meta.npy'")
             return cls(z["mean"], z["components"], z["eigenvalues"], **meta)
         except (KeyError, TypeError, ValueError) as e:
             raise safe.InputError(path, f"not a saved projection ({type(e).__name__}: {e})") from None
