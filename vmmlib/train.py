@@ -60,7 +60,7 @@ from typing import Any
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -293,7 +293,9 @@ def _prepare(model: nn.Module, train_loader: DataLoader, out_dir: Path, args: di
     precision = resolve_mixed_precision(args["mixed_precision"])
     accelerator = args["accelerator"]
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision=precision)
+        # a model may hold parameters the objective leaves unused (a pretraining head while fine-tuning)
+        unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+        accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[unused])
     elif args["mixed_precision"] != "auto" and accelerator.mixed_precision != precision:
         raise ValueError(
             f"mixed_precision={precision!r}; the accelerator uses {accelerator.mixed_precision!r}"
