@@ -166,9 +166,10 @@ def fit(
 
     Notes on the options:
         - `eval_fn(model) -> {"metric": float}` runs in eval mode under no_grad every `eval_every`
-          steps and at the end, on every process; the main process's dict is used, so under DDP it
-          should compute the full-validation metric there (`accelerator.gather_for_metrics`). RNG
-          states are restored after it. A non-finite value is logged with a warning, never best.
+          steps and at the end, on every process; the main process's dict is used. An `eval_fn`
+          built on `vmmlib.predict.predict_batches` (every task's) shares the batches among the
+          processes and gathers the outputs: the metric is the whole validation set's, each batch
+          run once. RNG states are restored after it. A non-finite value is logged with a warning, never best.
         - `swa_last`: the final model is the mean of the last this many snapshots, one every
           `swa_every` steps (0: `eval_every`) plus the final weights (EMA's when on); evaluated as
           `swa/<key>`, it becomes `checkpoints/best` when it beats the best evaluation.
