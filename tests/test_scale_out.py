@@ -1,5 +1,5 @@
 """Scale-out for every task: 2 gloo processes (`vmmlib.launch`, as the notebooks' `processes`) end a
-fine-tune with the weights of 1 process, evaluate the whole validation set once (the batches shared,
+fine-tune with the weights of 1 process (and so do 2 accumulated micro-batches of half the batch), evaluate the whole validation set once (the batches shared,
 the outputs gathered), and a 2-process run killed after a checkpoint resumes bit-equal.
 
 Each test runs in a fresh interpreter of its own process group, so that a hung launch fails (and its
@@ -133,7 +133,15 @@ def _setup(name: str, root: Path) -> dict:
     objective = make_objective(T.finetune_objective, T.FINETUNE_TERMS, data, weights, objective_options)
     loader = make_loader(train_set, BATCH, shuffle=True, seed=3, drop_last=True)
     _check_deterministic(net, objective, next(iter(loader)), name)
-    return dict(T=T, net=net, objective=objective, loader=loader, eval_fn=T.finetune_eval(data, val_idx))
+    # accumulation: 2 micro-batches of 2 per step; MUGE's contrastive loss: 2 chunks with cached features
+    accumulate = {**objective_options, "accumulate": 2} if name == "muge" else None
+    accumulated = dict(
+        loader=loader if accumulate else make_loader(train_set, BATCH // 2, shuffle=True, seed=3, drop_last=True),
+        objective=make_objective(T.finetune_objective, T.FINETUNE_TERMS, data, weights, accumulate or objective_options),
+        grad_accum_steps=1 if accumulate else 2,
+    )  # fmt: skip
+    return dict(T=T, net=net, objective=objective, loader=loader, eval_fn=T.finetune_eval(data, val_idx),
+                accumulated=accumulated)  # fmt: skip
 
 
 def _check_deterministic(net, objective, batch, name) -> None:
@@ -183,6 +191,12 @@ def compare_one_and_two_processes(root: Path) -> None:
     started = time.perf_counter()
     two = launch(lambda acc: _fit_every_task(two_setups, root / "two", acc), 2)
     print(f"two processes {time.perf_counter() - started:.1f}s", flush=True)
+    started = time.perf_counter()
+    for name, s in two_setups.items():  # in this process; the nets still hold the initial weights
+        a = s["accumulated"]
+        fit(copy.deepcopy(s["net"]), a["loader"], a["objective"], out_dir=root / "accumulated" / name,
+            **{**FIT, "grad_accum_steps": a["grad_accum_steps"]})  # fmt: skip
+    print(f"accumulated {time.perf_counter() - started:.1f}s", flush=True)
     report = {}
     for name, s in setups.items():
         a, b = (
@@ -196,7 +210,10 @@ def compare_one_and_two_processes(root: Path) -> None:
         m1, m2 = one[name]["history"][metric][-1], two[name]["history"][metric][-1]
         report[name] = {"max_abs_weight_diff": diff, "moved": moved, metric: [m1, m2]}
         report[name]["eval_calls"] = two[name]["eval_calls"]
+        c = load_file(root / "accumulated" / name / "model.safetensors")
+        report[name]["max_abs_weight_diff_accumulated"] = max((a[k] - c[k]).abs().max().item() for k in a)
         assert moved > 1e-5 and diff <= WEIGHT_ATOL, (name, report[name])
+        assert report[name]["max_abs_weight_diff_accumulated"] <= WEIGHT_ATOL, (name, report[name])
         assert np.allclose(
             two[name]["history"]["train/loss"], one[name]["history"]["train/loss"], rtol=1e-4
         ), name
