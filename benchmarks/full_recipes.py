@@ -1,7 +1,7 @@
 """Dry-run every full recipe at its real model size on the task's sample data; print a table.
 
     python benchmarks/full_recipes.py [--tasks yt8m,qqbrowser] [--only GLOB] [--work DIR]
-        [--mem-limit-gib 10] [--timeout-min 20] [--budget-min 60] [--out table.md]
+        [--mem-limit-gib 10] [--timeout-min 20] [--budget-min 60] [--max-batch 8] [--out table.md]
 
 For each task the full pipeline (`params/pipelines/<task>_full.yaml`) is loaded as `vmm run --dry-run`
 would load it (`load_pipeline(..., dry_run=True)`): every step keeps its recipe's model, batch size and
@@ -344,6 +344,10 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
         attempts.append(FIRST[(task, step.group)])
     attempts.append(("recipe size", {}))
     attempts += FALLBACKS.get(step.group, [])
+    batch = step.params.get("batch_size", 0)
+    if args.max_batch and batch > args.max_batch:  # this machine's time: skip the sizes above the cap
+        attempts = [a for a in attempts if a[1].get("batch_size", batch) <= args.max_batch]
+        attempts = attempts or [(f"batch {args.max_batch} (recipe {batch})", {"batch_size": args.max_batch})]
     memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
     notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
     row: dict = {"model": step.params.get("model", ""), "peak_rss_gib": f"> {args.mem_limit_gib}"}
@@ -417,6 +421,8 @@ def main() -> None:
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "vmm_full_recipes"))
     p.add_argument("--mem-limit-gib", type=float, default=10.0)
     p.add_argument("--timeout-min", type=float, default=20.0)
+    p.add_argument("--max-batch", type=int, default=0, help="try no batch above this (0: the recipe's "
+                   "first); the table names the size run")  # fmt: skip
     p.add_argument("--budget-min", type=float, default=120.0, help="start no step after this many minutes")
     p.add_argument("--report", metavar="LOGS", help="run nothing: the table of what earlier runs in --work "
                    "recorded, failures taken from these comma-separated logs of earlier runs")  # fmt: skip
