@@ -344,10 +344,8 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
         attempts.append(FIRST[(task, step.group)])
     attempts.append(("recipe size", {}))
     attempts += FALLBACKS.get(step.group, [])
-    batch = step.params.get("batch_size", 0)
-    if args.max_batch and batch > args.max_batch:  # this machine's time: skip the sizes above the cap
-        attempts = [a for a in attempts if a[1].get("batch_size", batch) <= args.max_batch]
-        attempts = attempts or [(f"batch {args.max_batch} (recipe {batch})", {"batch_size": args.max_batch})]
+    if args.max_batch:  # this machine's time: no batch above the cap (the label names the size run)
+        attempts = _capped(attempts, step.params.get("batch_size", 0), args.max_batch)
     memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
     notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
     row: dict = {"model": step.params.get("model", ""), "peak_rss_gib": f"> {args.mem_limit_gib}"}
@@ -394,6 +392,18 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
             row["status"] += f" (before: {'; '.join(notes)})"
         return row
     return {**row, "status": "too big here: " + "; ".join(notes)}
+
+
+def _capped(attempts: list, recipe_batch: int, cap: int) -> list:
+    out = []
+    for label, overrides in attempts:
+        batch = overrides.get("batch_size", recipe_batch)
+        if batch > cap:
+            label = f"{label}, batch {cap} (recipe {recipe_batch})".replace("recipe size, ", "")
+            overrides = {**overrides, "batch_size": cap}
+        if all(o != overrides for _, o in out):
+            out.append((label, overrides))
+    return out
 
 
 def table(rows: list[dict]) -> str:
