@@ -6,7 +6,7 @@ yields each batch with the mean of the models' outputs as float32 numpy. `load_f
 each fold's model from its run folder's `params.yaml` and loads the weights the fold submits
 (`vmmlib.runs.submitted_weights`).
 
-Several processes (`vmmlib.launch`, `accelerate launch`, `torchrun`): `predict_batches` shares the
+Several processes (`vmmlib.train.launch`, `accelerate launch`, `torchrun`): `predict_batches` shares the
 batches out (batch k runs in process k mod W) and gathers the outputs after each round of W batches
 (`accelerate.utils.gather_object`, in batch order, no batch twice), so every process gets every
 batch's outputs and an evaluation's metric is the whole validation set's, computed once per process

@@ -167,7 +167,7 @@ def fit(
     Notes on the options:
         - `eval_fn(model) -> {"metric": float}` runs in eval mode under no_grad every `eval_every`
           steps and at the end, on every process; the main process's dict is used. An `eval_fn`
-          built on `vmmlib.predict.predict_batches` (every task's) shares the batches among the
+          built on `vmmlib.predict.loop.predict_batches` (every task's) shares the batches among the
           processes and gathers the outputs: the metric is the whole validation set's, each batch
           run once. RNG states are restored after it. A non-finite value is logged with a warning, never best.
         - `swa_last`: the final model is the mean of the last this many snapshots, one every
