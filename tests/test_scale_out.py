@@ -52,7 +52,7 @@ def _in_own_process_group(call: str, timeout: int = 420) -> None:
 
 
 def _qqbrowser(root: Path):
-    from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
+    from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample
 
     data_dir = write_qqbrowser_sample(
         root, videos=60, pairs=120, pair_videos=40, test_videos=10, shards=3, seed=1
@@ -127,7 +127,6 @@ def _no_dropout(net: nn.Module) -> nn.Module:
 
 def _setup(name: str, root: Path) -> dict:
     T, data, model, model_options, weights, objective_options, n_folds = TASKS[name](root / name)
-    print(name, len(T.finetune_datasets(data, n_folds, 0)[0]), flush=True)
     train_set, val_idx = T.finetune_datasets(data, n_folds, 0)
     torch.manual_seed(0)
     net = _no_dropout(T.build_model(data, model, model_options, ""))
