@@ -305,3 +305,61 @@ def kill_and_resume(root: Path) -> None:
 )
 def test_a_two_process_run_killed_after_a_checkpoint_resumes_bit_equal(tmp_path):
     _in_own_process_group(f"kill_and_resume(t.Path({str(tmp_path)!r}))")
+
+
+# --------------------------------------------------------------------------- from the notebook
+
+NOTEBOOK_PARAMS = (
+    Path(__file__).resolve().parents[1] / "params" / "yt8m" / "sample_framebert_mean_finetune.yaml"
+)
+
+
+def _run_finetune_notebook(params: dict, folder: Path) -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(root / "notebooks" / "20_finetune.ipynb"),
+        str(folder / "out.ipynb"),
+    ]
+    cmd += ["-f", str(folder / "params.yaml"), "--cwd", str(root), "-k", "python3", "--no-progress-bar"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, out[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("VMM_RUN_SLOW"), reason="two papermill runs (~1 min): set VMM_RUN_SLOW=1"
+)
+def test_the_finetune_notebook_with_two_processes_ends_with_the_weights_of_one(tmp_path):
+    """The front door: 20_finetune with `-p processes 2` (yt8m, dropout and the random window off)."""
+    import yaml
+
+    T = get_task("yt8m")
+    data_dir = T.make_sample(tmp_path / "data", videos=4, validate_videos=24, test_videos=2, train_shards=1,
+                             validate_shards=2, test_shards=1, seed=5)  # fmt: skip
+    params = yaml.safe_load(NOTEBOOK_PARAMS.read_text())
+    params.update(
+        data_dir=str(data_dir), data_options={"window": 5, "cache": False}, pretrain_dir="", n_folds=2,
+        model_options={"dropout": 0.0, "train_window": 0}, steps=4, eval_every=2, batch_size=4,
+        fit_options={"adam_eps": 1e-6}, predict_options={"shifts": [0]},
+    )  # fmt: skip
+    for processes in (1, 2):
+        folder = tmp_path / str(processes)
+        folder.mkdir()
+        _run_finetune_notebook({**params, "processes": processes, "out_dir": str(folder / "run")}, folder)
+    a, b = load_file(tmp_path / "1/run/model.safetensors"), load_file(tmp_path / "2/run/model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= WEIGHT_ATOL
+    m1, m2 = (json.loads((tmp_path / f"{n}/run/metrics.json").read_text()) for n in (1, 2))
+    assert m2[T.METRIC] == pytest.approx(m1[T.METRIC], rel=1e-4) and m2["best_step"] == m1["best_step"]
