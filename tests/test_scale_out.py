@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vmmlib.losses import make_objective
+from vmmlib.predict.loop import predict_all
 from vmmlib.tasks import get_task
 from vmmlib.train.launch import launch
 from vmmlib.train.loop import fit, make_loader
@@ -175,6 +176,10 @@ def _fit_every_task(setups: dict, out: Path, acc) -> dict:
         result = fit(net, s["loader"], s["objective"], out_dir=out / name, eval_fn=s["eval_fn"],
                      metric=s["T"].METRIC, accelerator=acc, **FIT)  # fmt: skip
         results[name] = dict(before=before, eval_calls=calls_before, history=result.history.to_dict("list"))
+    torch.manual_seed(0)
+    items = [{"id": f"v{i}", "x": torch.randn(3)} for i in range(9)]  # 5 batches: an uneven last round
+    ids, out = predict_all(nn.Linear(3, 2), items, lambda m, b: m(b["x"]), batch_size=2)
+    results["predict_all"] = (ids, out)
     return results
 
 
@@ -224,6 +229,8 @@ def compare_one_and_two_processes(root: Path) -> None:
         assert all(before2[k] == pytest.approx(before1[k], rel=1e-4, abs=1e-6) for k in before1), name
         calls1, calls2 = one[name]["eval_calls"][0], two[name]["eval_calls"]
         assert sum(calls2) == calls1, (name, calls1, calls2)  # no evaluation batch runs twice
+    assert two["predict_all"][0] == one["predict_all"][0] == [f"v{i}" for i in range(9)]  # in order, once
+    np.testing.assert_allclose(two["predict_all"][1], one["predict_all"][1], rtol=1e-6)
     print("SCALE-OUT", json.dumps(report), flush=True)
     assert sum(r["eval_calls"][1] for r in report.values()) > 0  # the second process took its share
 
