@@ -107,7 +107,7 @@ def make_objective(
         weights: {term: weight >= 0}; a zero weight switches the term off (it is not computed).
         options: the factory's keyword options (`objective_options`); an unknown one lists the valid ones.
     """
-    from vmmlib.runs import call_with_options
+    from vmmlib.options import call_with_options
 
     checked = objective_weights(weights, valid_terms)
     return weighted(

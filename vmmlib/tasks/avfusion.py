@@ -48,7 +48,7 @@ from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vmmlib.explore import ExploreReport
 from vmmlib.io.media import MediaError, probe_media
 from vmmlib.objectives.avfusion import pretrain_terms
-from vmmlib.runs import call_with_options, check_choice
+from vmmlib.options import call_with_options, check_choice
 from vmmlib.tasks import avfusion_predict as P
 
 NAME = "avfusion"

@@ -45,14 +45,14 @@ import torch
 from vmmlib import contrastive as C
 from vmmlib.data.image_transforms import EvalTransform
 from vmmlib.data.muge import reader as D
-from vmmlib.data.muge.prepare import prepare_muge, split_files
+from vmmlib.data.muge.prepare import prepare_muge, split_files, summary_dict
 from vmmlib.data.muge.reader import MugeData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.muge.sample import write_muge_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.metrics import muge as M
+from vmmlib.options import call_with_options, check_choice
 from vmmlib.predict.loop import predict_batches
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
-from vmmlib.runs import call_with_options, check_choice
 
 NAME = "muge"
 METRIC = "mean_recall"
@@ -73,6 +73,13 @@ def make_sample(out_dir: str | Path, *, prepare: bool = True, **options) -> Path
     if prepare:
         prepare_muge(out, progress=False)
     return out
+
+
+def prepare(data_dir: str | Path, **options) -> dict:
+    """`vmm prepare muge DATA_DIR`: the TSV + JSONL files into Chinese-CLIP's LMDB layout (`prepare_muge`
+    options); a JSON-ready summary per split."""
+    summaries = call_with_options(prepare_muge, data_dir, options=options, what="prepare option")
+    return {split: summary_dict(s) for split, s in summaries.items()}
 
 
 def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:

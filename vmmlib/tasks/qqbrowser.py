@@ -23,9 +23,9 @@ from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
+from vmmlib.options import call_with_options, check_choice
 from vmmlib.predict.loop import predict_all, tensors
 from vmmlib.progress import progress as progress_bar
-from vmmlib.runs import call_with_options, check_choice
 
 NAME = "qqbrowser"
 METRIC = "spearman"

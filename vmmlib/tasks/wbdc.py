@@ -29,15 +29,16 @@ import torch.nn.functional as F
 
 from vmmlib import dryrun
 from vmmlib.data.wbdc import reader as W
-from vmmlib.data.wbdc.categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
 from vmmlib.data.wbdc.folder import WBDCData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.wbdc.sample import write_wbdc_sample
 from vmmlib.explore import ExploreReport
+from vmmlib.io.wbdc_categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
 from vmmlib.metrics import wbdc as M
 from vmmlib.objectives import video_text as VT
+from vmmlib.options import call_with_options
 from vmmlib.predict.loop import predict_all, predict_batches, tensors
 from vmmlib.progress import progress as progress_bar
-from vmmlib.runs import call_with_options, load_arrays, save_arrays
+from vmmlib.runs import load_arrays, save_arrays
 
 NAME = "wbdc"
 METRIC = "mean_f1"  # the official F1-mean: (lv1, lv2) × (micro, macro) F1 averaged
@@ -312,8 +313,8 @@ def predict(models: list, data: WBDCData, split: str, *, batch_size: int = 64, i
     """
     from itertools import islice
 
+    from vmmlib.options import check_choice
     from vmmlib.predict.backends import CHOICES, prepare_models
-    from vmmlib.runs import check_choice
 
     check_choice("infer_backend", infer_backend, CHOICES)
     dataset = data.dataset(split)

@@ -33,6 +33,7 @@ from vmmlib.io import read_examples, safe
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
+from vmmlib.options import call_with_options, check_choice
 from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
@@ -45,7 +46,6 @@ from vmmlib.ranking import (
     rank_vote_scores,
     sort_rows,
 )
-from vmmlib.runs import call_with_options, check_choice
 
 NAME = "yt8m"
 METRIC = "segment_map"
