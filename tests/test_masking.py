@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import VideoMAEConfig, VideoMAEModel
 
-from vmmlib.masking import (
+from vmmlib.objectives.masking import (
     check_mask_counts,
     gaussian_threshold_mask,
     mlm_corrupt,

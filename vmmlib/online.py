@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from vmmlib.contrastive import clip_loss
 from vmmlib.io.safe import DEFAULT_LIMITS, InputError, Limits, decode_image, inside
 from vmmlib.models.clip_dual import param_groups
+from vmmlib.objectives.contrastive import clip_loss
 
 MIN_BYTES = 500  # the seed counts a smaller file as a failed download
 # Chinese punctuation (zhon.hanzi.punctuation: fullwidth ASCII-like marks, CJK marks, quotes, dashes).

@@ -6,7 +6,7 @@ import torch
 
 from vmmlib.checkpoint import load_weights
 from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.runs import submitted_weights
 from vmmlib.tasks import get_task
 from vmmlib.train import fit, make_loader

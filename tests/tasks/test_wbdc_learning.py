@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from vmmlib.checkpoint import load_weights
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.runs import save_arrays, submitted_weights
 from vmmlib.tasks import get_task
 from vmmlib.train import fit, make_loader

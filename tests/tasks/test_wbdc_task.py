@@ -7,8 +7,8 @@ import torch
 
 from vmmlib.checkpoint import make_loader
 from vmmlib.data.wbdc import stratified_folds
-from vmmlib.losses import make_objective
 from vmmlib.metrics.wbdc import f1_mean
+from vmmlib.objectives import make_objective
 from vmmlib.runs import OOF_FILE, load_arrays, save_arrays
 from vmmlib.submissions import get_format
 from vmmlib.tasks import get_task

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from vmmlib.checkpoint import save_weights
 from vmmlib.cli import main
 from vmmlib.data.sample_yt8m import write_yt8m_sample
-from vmmlib.losses import make_objective
 from vmmlib.metrics.yt8m import read_kaggle_csv, segment_map, write_kaggle_csv
+from vmmlib.objectives import make_objective
 from vmmlib.predict import load_fold_models
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, TopK, rank_vote
 from vmmlib.runs import load_arrays, save_arrays, write_yaml

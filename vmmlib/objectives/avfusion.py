@@ -7,7 +7,7 @@ One forward pass carries every task, as the seed's collator builds it:
   video), per-patch normalised pixels (`norm_pix`, VideoMAE's default);
 - `audio_mae`: MAE reconstruction of masked spectrogram patches (30 % as the seed);
 - `vtm`: video–text matching on the fused [CLS]: half the batch fused with another sample's video;
-- `vtc`: symmetric InfoNCE between the unimodal video and text embeddings (`vmmlib.losses.info_nce`).
+- `vtc`: symmetric InfoNCE between the unimodal video and text embeddings (`vmmlib.objectives.losses.info_nce`).
 
 `pretrain_terms(model, batch, ...)` returns the raw, unweighted terms (weights are the task's); it is
 an `objective(model, batch)` for `fit` once its keyword arguments are bound. `corrupt_batch` builds the
@@ -23,8 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmmlib.losses import info_nce, mlm_loss
-from vmmlib.masking import gaussian_threshold_mask, mlm_corrupt, random_patch_mask, shuffle_pairs, tube_mask
+from vmmlib.objectives.losses import info_nce, mlm_loss
+from vmmlib.objectives.masking import (
+    gaussian_threshold_mask,
+    mlm_corrupt,
+    random_patch_mask,
+    shuffle_pairs,
+    tube_mask,
+)
 
 PRETRAIN_TERMS = ("mlm", "video_mae", "audio_mae", "vtm", "vtc")
 VIDEO_MASKINGS = ("tube", "seed_gaussian")

@@ -20,7 +20,7 @@ with `clip_embeddings` and `logit_scale` (the dual stream too).
 - **ict** (inverse cloze): the title alone vs. ocr+asr with the frames; masked means, L2-normalised,
   cosine logits (÷ `ict_temperature`, 1 in the seed), CE both directions summed.
 - **clip** (ActionCLIP-style): mean frame vs. mean title embedding, L2-normalised, logits scaled by
-  exp(learnable log-scale), symmetric CE averaged (`vmmlib.contrastive.clip_loss`, gathered
+  exp(learnable log-scale), symmetric CE averaged (`vmmlib.objectives.contrastive.clip_loss`, gathered
   across processes).
 
 The seed's two quirks are off unless asked for: `seed_masked_tokens_visible=True` keeps MLM-masked
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vmmlib.contrastive import clip_loss
-from vmmlib.losses import mlm_loss, mlm_mask
 from vmmlib.models.layers import masked_mean
+from vmmlib.objectives.contrastive import clip_loss
+from vmmlib.objectives.losses import mlm_loss, mlm_mask
 
 TERMS = ("mlm", "mfm", "itm", "ict", "mmm", "clip")
 SEED_TERMS = ("mlm", "mfm", "itm", "ict", "mmm")  # rank 8's single-stream pretraining (model_1_pretrain)

@@ -5,7 +5,7 @@ Data: `{split}_imgs.tsv` + `{split}_texts.jsonl` prepared into Chinese-CLIP's LM
 `vmmlib.data.muge`; sample data `vmmlib.data.sample_muge` (raw files, the prepared LMDB and an
 online-learning cache). Model: the CLIP dual encoder `vmmlib.models.clip_dual` (`cnclip_vitb16`,
 `cnclip_vitb16_tiny`). Training: the symmetric contrastive loss over the gathered batch
-(`vmmlib.contrastive`), optionally accumulated over chunks with cached features (`{"accumulate": 8}`:
+(`vmmlib.objectives.contrastive`), optionally accumulated over chunks with cached features (`{"accumulate": 8}`:
 8 chunks give the negatives of the whole batch) or Online-CNCLIP's prior-reweighted loss.
 
 Metric: `mean_recall` = (R@1 + R@5 + R@10) / 3 of text → image retrieval over the **whole validation
@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vmmlib import contrastive as C
 from vmmlib.data import muge as D
 from vmmlib.data.image_transforms import EvalTransform
 from vmmlib.data.muge import MugeData, load  # noqa: F401 (the notebooks call T.load)
@@ -50,6 +49,7 @@ from vmmlib.data.muge_prepare import prepare_muge, split_files
 from vmmlib.data.sample_muge import write_muge_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.metrics import muge as M
+from vmmlib.objectives import contrastive as C
 from vmmlib.predict import predict_batches
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
 from vmmlib.runs import call_with_options, check_choice
@@ -165,12 +165,12 @@ def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: in
     Args:
         terms: ("contrastive",).
         accumulate: split each batch into this many chunks and accumulate with cached features
-            (`vmmlib.contrastive.accumulate_contrastive`): the loss and gradients of the whole batch,
+            (`vmmlib.objectives.contrastive.accumulate_contrastive`): the loss and gradients of the whole batch,
             one chunk's activations in memory. The objective then runs its own backward passes
             (`backward_inside`); called without `backward` it uses `loss.backward()` and returns a
             term whose own gradient is zero.
         prior_tau: Online-CNCLIP's prior-reweighted loss at this temperature (the seed's 1000).
-        gather, gather_with_grad: Chinese-CLIP's feature gathering (`vmmlib.contrastive.clip_loss`).
+        gather, gather_with_grad: Chinese-CLIP's feature gathering (`vmmlib.objectives.contrastive.clip_loss`).
     """
     check_choice("term", "contrastive", terms)  # the only term
     if int(accumulate) < 1:

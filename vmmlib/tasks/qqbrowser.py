@@ -14,7 +14,6 @@ import pandas as pd
 import scipy.stats
 import torch
 
-from vmmlib import losses as L
 from vmmlib.data import qqbrowser as qq
 from vmmlib.data.folds import seed_pair_folds, video_pair_folds
 from vmmlib.data.qqbrowser import QQData, load  # noqa: F401 (the notebooks call T.load)
@@ -23,6 +22,7 @@ from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
+from vmmlib.objectives import losses as L
 from vmmlib.predict import predict_all, tensors
 from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import call_with_options, check_choice
@@ -166,7 +166,7 @@ def pretrain_objective(data: QQData, terms: tuple[str, ...], *, tag_loss: str = 
             nce 10 and distill 10 (MixNeXtVLAD).
 
     Returns:
-        objective(model, batch) -> {term: raw loss} (`vmmlib.losses.weighted` applies the weights).
+        objective(model, batch) -> {term: raw loss} (`vmmlib.objectives.weighted` applies the weights).
     """
     L.tag_loss_fn(tag_loss)
     tok = data.tokenizer

@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from vmmlib import losses as L
 from vmmlib.data import yt8m_format as Y
 from vmmlib.data.sample_yt8m import write_yt8m_sample
 from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
@@ -33,6 +32,7 @@ from vmmlib.io import read_examples, safe
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
+from vmmlib.objectives import losses as L
 from vmmlib.predict import predict_batches
 from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (

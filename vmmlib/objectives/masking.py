@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import torch
 
-from vmmlib.losses import mlm_mask
+from vmmlib.objectives.losses import mlm_mask
 
 
 def tube_mask(
@@ -97,7 +97,7 @@ def check_mask_counts(mask: torch.Tensor, what: str = "mask") -> int:
     if (counts != counts[0]).any():
         raise ValueError(
             f"{what}: masked-token counts differ across the batch ({counts.tolist()}); every sample must "
-            "mask the same number of tokens (use vmmlib.masking.tube_mask / random_patch_mask)"
+            "mask the same number of tokens (use vmmlib.objectives.masking.tube_mask / random_patch_mask)"
         )
     if int(counts[0]) >= mask.shape[1]:
         raise ValueError(f"{what}: every token is masked")
@@ -116,7 +116,7 @@ def mlm_corrupt(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM corruption at `prob` (seed 004: 0.3) with 80 % [MASK] / 10 % random / 10 % kept
-    (`vmmlib.losses.mlm_mask`).
+    (`vmmlib.objectives.losses.mlm_mask`).
 
     With `at_least_one`, a text with no chosen token gets one (a uniformly random maskable position,
     replaced by [MASK]), as the seed's collator resamples until something is masked; texts without a
