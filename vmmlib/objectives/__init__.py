@@ -5,7 +5,8 @@ its raw, unweighted terms are weighted in one place (`compose.make_objective`) a
   distillation), each a scalar.
 - `contrastive`: the CLIP loss over every process's batch and its cached-feature accumulation (MUGE).
 - `masking`: masks of masked modelling (tube, random patch, MLM corruption) and shuffled pairs.
-- `compose`: `make_objective`, `weighted`, `objective_weights`: the weights applied to raw terms.
+- `compose`: `make_objective`, `weighted`, `objective_weights`: the weights applied to raw terms;
+  `objective_of`: a task's objective as a terms function bound to its options.
 - `tagging`, `classification`: the terms the tasks compose: multi-label tags with their branches,
   distillation and L2 (qqbrowser, yt8m); class cross-entropy and teacher distillation (wbdc, avfusion QA).
 - `video_text`: WBDC rank-8 single-stream pretraining (MLM, MFM, frame–text matching, inverse cloze,
@@ -13,6 +14,6 @@ its raw, unweighted terms are weighted in one place (`compose.make_objective`) a
 - `avfusion`: the text + audio + video fusion model's pretraining tasks (seed 004, SPEC §3.11, §9.3).
 """
 
-from vmmlib.objectives.compose import make_objective, objective_weights, weighted
+from vmmlib.objectives.compose import make_objective, objective_of, objective_weights, weighted
 
-__all__ = ["make_objective", "objective_weights", "weighted"]
+__all__ = ["make_objective", "objective_of", "objective_weights", "weighted"]

@@ -12,7 +12,8 @@ One forward pass carries every task, as the seed's collator builds it:
 `pretrain_terms(model, batch, ...)` returns the raw, unweighted terms (weights are the task's); it is
 an `objective(model, batch)` for `fit` once its keyword arguments are bound. `corrupt_batch` builds the
 masked inputs and targets on its own (for inspection and tests). `mlm_accuracy` is the seed's
-"VTM_acc", which its train.py computes from the text MLM logits (SPEC §2.6).
+"VTM_acc", which its train.py computes from the text MLM logits (SPEC §2.6). `qa_terms` is the QA
+fine-tuning term (`answered`: the answers it averages over).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vmmlib.objectives.classification import class_ce
 from vmmlib.objectives.losses import info_nce, mlm_loss
 from vmmlib.objectives.masking import (
     gaussian_threshold_mask,
@@ -246,3 +248,16 @@ def pretrain_terms(
     if "vtc" in terms:
         result["vtc"] = info_nce(out["video_embedding"], out["text_embedding"], temperature)
     return result
+
+
+def qa_terms(model: nn.Module, batch: dict, *, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+    """Fine-tuning for QA: `qa`, the answer classifier's cross-entropy (`class_ce`; label −100, an
+    answer outside the training vocabulary, is ignored)."""
+    out = model(frames=batch["frames"], text_ids=batch["text_ids"], text_mask=batch["text_mask"],
+                audio=batch.get("audio"))  # fmt: skip
+    return {"qa": class_ce(out["qa_logits"], batch["labels"], label_smoothing)}
+
+
+def answered(batch: dict) -> torch.Tensor:
+    """The answers `qa` averages over (those in the vocabulary): `fit`'s `count_items` for accumulation."""
+    return (batch["labels"] != -100).sum()

@@ -3,6 +3,8 @@
 - `objective_weights`: check an objective's {term: weight} against its terms, drop the zero ones.
 - `weighted`: wrap a raw-terms objective so it returns the weighted terms `fit` sums.
 - `make_objective`: a task's objective factory, its weights and options checked, weighted.
+- `objective_of`: a task's objective, composed of a terms function (`tagging`, `classification`,
+  `contrastive`, `video_text`, `avfusion`) and the task's options.
 """
 
 from __future__ import annotations
@@ -100,3 +102,15 @@ def make_objective(
     return weighted(
         call_with_options(factory, data, tuple(checked), options=options, what="objective option"), checked
     )
+
+
+def objective_of(terms_fn: Callable[..., dict[str, torch.Tensor]], **options) -> Objective:
+    """A task's objective from a terms function and its options: `(model, batch, **call) ->
+    terms_fn(model, batch, **call, **options)` (`call`: what `fit` passes, e.g. `backward`). The
+    task sets the objective's attributes (`shares_weight`, `summed_terms`, `count_items`,
+    `backward_inside`) on the result."""
+
+    def objective(model, batch, **call) -> dict[str, torch.Tensor]:
+        return terms_fn(model, batch, **call, **options)
+
+    return objective

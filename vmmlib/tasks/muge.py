@@ -50,6 +50,7 @@ from vmmlib.data.sample_muge import write_muge_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.metrics import muge as M
 from vmmlib.objectives import contrastive as C
+from vmmlib.objectives.compose import objective_of
 from vmmlib.predict import predict_batches
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
 from vmmlib.runs import call_with_options, check_choice
@@ -149,14 +150,6 @@ def build_model(data: MugeData, model: str, model_options: dict, text_model_dir:
 # --- objectives ---------------------------------------------------------------------------------
 
 
-def _chunks(batch: dict, n: int) -> list[dict]:
-    size = len(batch["text_ids"])
-    if size % n:
-        raise ValueError(f"accumulate={n} must divide the batch size {size}")
-    keys = ("frames", "frame_mask", "text_ids", "text_mask")
-    return [{k: batch[k][s : s + size // n] for k in keys} for s in range(0, size, size // n)]
-
-
 def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: int = 1,
                        prior_tau: float | None = None, gather: bool = True,
                        gather_with_grad: bool = False):  # fmt: skip
@@ -165,7 +158,7 @@ def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: in
     Args:
         terms: ("contrastive",).
         accumulate: split each batch into this many chunks and accumulate with cached features
-            (`vmmlib.objectives.contrastive.accumulate_contrastive`): the loss and gradients of the whole batch,
+            (`vmmlib.objectives.contrastive.clip_terms`): the loss and gradients of the whole batch,
             one chunk's activations in memory. The objective then runs its own backward passes
             (`backward_inside`); called without `backward` it uses `loss.backward()` and returns a
             term whose own gradient is zero.
@@ -175,21 +168,8 @@ def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: in
     check_choice("term", "contrastive", terms)  # the only term
     if int(accumulate) < 1:
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
-    options = {"gather": gather, "gather_with_grad": gather_with_grad, "prior_tau": prior_tau}
-
-    def objective(model, batch, backward=None):
-        if accumulate == 1 and backward is None:
-            out = model(frames=batch["frames"], frame_mask=batch["frame_mask"],
-                        text_ids=batch["text_ids"], text_mask=batch["text_mask"])  # fmt: skip
-            return {"contrastive": C.clip_loss(out["image_features"], out["text_features"],
-                                               out["logit_scale"], **options)}  # fmt: skip
-        no_sync = getattr(model, "no_sync", None)
-        terms = C.accumulate_contrastive(model, _chunks(batch, int(accumulate)), backward=backward,
-                                         no_sync=no_sync, **options)  # fmt: skip
-        if backward is None:  # called through a wrapper that runs backward on the returned term
-            return {"contrastive": terms["contrastive"] + 0.0 * getattr(model, "module", model).logit_scale}
-        return {"contrastive": terms["contrastive"]}
-
+    objective = objective_of(C.clip_terms, accumulate=int(accumulate), gather=gather,
+                             gather_with_grad=gather_with_grad, prior_tau=prior_tau)  # fmt: skip
     objective.backward_inside = int(accumulate) > 1  # type: ignore[attr-defined]
     return objective
 
