@@ -1,7 +1,7 @@
 """Task `avfusion`: text + audio + video fusion from raw files (seed 004), ALPRO-style downstream.
 
-Data: `vmmlib.data.avfusion` (manifests, jsonl annotations, PyAV decoding, fbank), opened by `load`
-as `vmmlib.data.avfusion_folder.AVFusionData`; sample data: `vmmlib.data.sample_avfusion`; model:
+Data: `vmmlib.data.avfusion.reader` (manifests, jsonl annotations, PyAV decoding, fbank), opened by `load`
+as `vmmlib.data.avfusion.folder.AVFusionData`; sample data: `vmmlib.data.avfusion.sample`; model:
 `vmmlib.models.avfusion`; pretraining: the five terms of `vmmlib.objectives.avfusion` (mlm,
 video_mae, audio_mae, vtm, vtc) over the training manifest's (video, audio, text) triples.
 
@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vmmlib.data import avfusion_folder as AF
-from vmmlib.data.avfusion import (
+from vmmlib.data.avfusion import folder as AF
+from vmmlib.data.avfusion.reader import (
     ClipReader,
     build_deberta_tokenizer,
     load_text_tokenizer,
     special_token_ids,
 )
+from vmmlib.data.avfusion.sample import write_avfusion_sample
 from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
-from vmmlib.data.sample_avfusion import write_avfusion_sample
 from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vmmlib.explore import ExploreReport
 from vmmlib.io.media import MediaError, probe_media
@@ -95,7 +95,7 @@ def load(
     video_ext: str = ".mp4",
     seed: int = 0,
 ) -> AF.AVFusionData:
-    """Open an avfusion folder (layout: `vmmlib.data.avfusion_folder`).
+    """Open an avfusion folder (layout: `vmmlib.data.avfusion.folder`).
 
     Args:
         text_model_dir: a local Hugging Face folder whose tokenizer is used; "" uses `data_dir/tokenizer`

@@ -1,6 +1,6 @@
 """Task `qqbrowser`: QQ Browser 2021 multimodal video similarity (seed 000).
 
-Data: `vmmlib.data.qqbrowser` (the real layout); sample data: `vmmlib.data.sample_qqbrowser`;
+Data: `vmmlib.data.qqbrowser.reader` (the real layout); sample data: `vmmlib.data.qqbrowser.sample`;
 target: tags (pretraining) and pair similarity (fine-tuning); metric: Spearman of cosine vs label.
 """
 
@@ -14,10 +14,10 @@ import pandas as pd
 import scipy.stats
 import torch
 
-from vmmlib.data import qqbrowser as qq
 from vmmlib.data.folds import seed_pair_folds, video_pair_folds
-from vmmlib.data.qqbrowser import QQData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
+from vmmlib.data.qqbrowser import reader as qq
+from vmmlib.data.qqbrowser.reader import QQData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
@@ -26,7 +26,7 @@ from vmmlib.objectives import losses as L
 from vmmlib.objectives import tagging as TG
 from vmmlib.objectives.compose import objective_of
 from vmmlib.objectives.masking import TokenSpec
-from vmmlib.predict import predict_all, tensors
+from vmmlib.predict.loop import predict_all, tensors
 from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import call_with_options, check_choice
 
@@ -106,7 +106,7 @@ def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: boo
     )
 
 
-# --- folds (the data folder opened for training: `vmmlib.data.qqbrowser.QQData`) ---------------
+# --- folds (the data folder opened for training: `vmmlib.data.qqbrowser.reader.QQData`) ---------------
 
 
 FOLD_SCHEMES = ("seed", "video")

@@ -1,7 +1,7 @@
 """Task `wbdc`: WeChat Big Data Challenge 2022 short-video classification (seed 001, rank 8).
 
-Data: `vmmlib.data.wbdc` (the real layout: annotation JSON + feature / raw-frame zips),
-`vmmlib.data.wbdc_data` (`load` → `WBDCData`); sample data: `vmmlib.data.sample_wbdc`; models: the
+Data: `vmmlib.data.wbdc.reader` (the real layout: annotation JSON + feature / raw-frame zips),
+`vmmlib.data.wbdc.folder` (`load` → `WBDCData`); sample data: `vmmlib.data.wbdc.sample`; models: the
 official baseline, rank 8's single stream and dual stream (`vmmlib.models.wbdc_*`); pretraining:
 rank 8's MLM / MFM / ITM / ICT / mask-modality and video–text CLIP (`vmmlib.objectives.video_text`)
 on the unlabeled (+ labelled) videos; fine-tuning: cross-entropy over the 200 lv2 classes on rank 8's
@@ -28,16 +28,16 @@ import torch
 import torch.nn.functional as F
 
 from vmmlib import dryrun
-from vmmlib.data import wbdc as W
-from vmmlib.data.sample_wbdc import write_wbdc_sample
-from vmmlib.data.wbdc_categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
-from vmmlib.data.wbdc_data import WBDCData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.wbdc import reader as W
+from vmmlib.data.wbdc.categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
+from vmmlib.data.wbdc.folder import WBDCData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.wbdc.sample import write_wbdc_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.metrics import wbdc as M
 from vmmlib.objectives import classification as CL
 from vmmlib.objectives import video_text as VT
 from vmmlib.objectives.compose import objective_of
-from vmmlib.predict import predict_all, predict_batches, tensors
+from vmmlib.predict.loop import predict_all, predict_batches, tensors
 from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import call_with_options, load_arrays, save_arrays
 
@@ -114,7 +114,7 @@ def _raw_videos(folder: Path | None) -> int:
     return 0 if folder is None else sum(1 for _ in Path(folder).glob("*/*.zip"))
 
 
-# --- model and objectives (the data folder opened for training: `vmmlib.data.wbdc_data.WBDCData`) ---
+# --- model and objectives (the data folder opened for training: `vmmlib.data.wbdc.folder.WBDCData`) ---
 
 
 def build_model(data: WBDCData, model: str, model_options: dict, text_model_dir: str):
@@ -270,13 +270,13 @@ def predict(models: list, data: WBDCData, split: str, *, batch_size: int = 64, i
     infer: {"infer_backend": ..., what "auto" measured} for the run's metrics (30_inference moves it)}.
 
     Args:
-        infer_backend: "eager", a faster path of `vmmlib.fast_inference.BACKENDS` ("onnx", "onnx_int8",
+        infer_backend: "eager", a faster path of `vmmlib.predict.backends.BACKENDS` ("onnx", "onnx_int8",
             "int8"; the semi-final timed inference, SPEC §9.1), or "auto": the fastest of them that
             agrees with eager, timed on the split's first batches (`fast_inference.choose_backend`).
     """
     from itertools import islice
 
-    from vmmlib.fast_inference import CHOICES, prepare_models
+    from vmmlib.predict.backends import CHOICES, prepare_models
     from vmmlib.runs import check_choice
 
     check_choice("infer_backend", infer_backend, CHOICES)

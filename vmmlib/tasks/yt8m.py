@@ -1,7 +1,7 @@
 """Task `yt8m`: YouTube-8M 2019 video segment classification (seed 003, hughshaoqz, 9th place).
 
-Data: `vmmlib.data.yt8m_format` (the real layout), `vmmlib.data.yt8m` (`load` → `YT8MData`); sample
-data: `vmmlib.data.sample_yt8m`; targets: 3,862 video labels (pretraining on frame-level train shards)
+Data: `vmmlib.data.yt8m.reader` (the real layout), `vmmlib.data.yt8m.folder` (`load` → `YT8MData`); sample
+data: `vmmlib.data.yt8m.sample`; targets: 3,862 video labels (pretraining on frame-level train shards)
 and the rated 5-frame segments of the 1,000 whitelisted classes (fine-tuning on v3 validate shards);
 metric: segment mAP@100K (SPEC §2.3), with GAP@20 on held-out videos while pretraining. Folds hold out
 whole validate shards: the seed's first 300 shards (`scheme="holdout"`) or every n-th shard
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vmmlib.data import yt8m_format as Y
-from vmmlib.data.sample_yt8m import write_yt8m_sample
-from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.yt8m_datasets import VideoLevelDataset, VideoStream
+from vmmlib.data.yt8m import reader as Y
+from vmmlib.data.yt8m.datasets import VideoLevelDataset, VideoStream
+from vmmlib.data.yt8m.folder import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.yt8m.sample import write_yt8m_sample
 from vmmlib.explore import ExploreReport
 from vmmlib.io import read_examples, safe
 from vmmlib.io.tfrecord import tfrecord_index
@@ -34,7 +34,7 @@ from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
 from vmmlib.objectives import losses as L
 from vmmlib.objectives import tagging as TG
 from vmmlib.objectives.compose import objective_of
-from vmmlib.predict import predict_batches
+from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
     TTA_RANK_DECAY,
@@ -154,7 +154,7 @@ def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentC
     )
 
 
-# --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.YT8MData`) --
+# --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.folder.YT8MData`) --
 
 
 def build_model(data: YT8MData, model: str, model_options: dict, text_model_dir: str):
