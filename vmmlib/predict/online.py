@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from vmmlib.contrastive import clip_loss
 from vmmlib.data.muge.online_cache import CacheReport, cache_key, load_cache
 from vmmlib.models.clip_dual import param_groups
+from vmmlib.objectives.contrastive import clip_loss
 
 
 def _batches(images: list, text_ids: torch.Tensor, text_mask: torch.Tensor, keys: list[str], size: int):

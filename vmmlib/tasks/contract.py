@@ -10,7 +10,7 @@ signatures against the ones below, and that the notebooks call nothing else.
 Generic pieces are not in the contract; notebooks call them directly: the weights a fold submits
 (`vmmlib.runs.submitted_weights`), array files of predictions (`vmmlib.runs.save_arrays` /
 `load_arrays`), loading the fold models (`vmmlib.predict.loop.load_fold_models`), the weighting of
-objective terms (`vmmlib.losses.make_objective`) and the submission formats (`vmmlib.submissions`).
+objective terms (`vmmlib.objectives.make_objective`) and the submission formats (`vmmlib.submissions`).
 
 Ensembles: a task writes its ensemble once, `combine(predictions, weights, **options)`, the same
 function for out-of-fold and test predictions; `vmmlib.ensemble.oof_scorer` scores it (`score_oof`)
