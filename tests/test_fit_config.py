@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_train import TinyNet, run_fit
-from vmmlib.runs import check_options
+from vmmlib.options import check_options
 from vmmlib.train.config import (
     OPTIMIZER_ARGS,
     FitConfig,

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.predict.loop import predict_all
 from vmmlib.tasks import get_task
 from vmmlib.train.launch import launch

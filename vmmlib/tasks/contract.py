@@ -10,7 +10,7 @@ signatures against the ones below, and that the notebooks call nothing else.
 Generic pieces are not in the contract; notebooks call them directly: the weights a fold submits
 (`vmmlib.runs.submitted_weights`), array files of predictions (`vmmlib.runs.save_arrays` /
 `load_arrays`), loading the fold models (`vmmlib.predict.loop.load_fold_models`), the weighting of
-objective terms (`vmmlib.losses.make_objective`) and the submission formats (`vmmlib.submissions`).
+objective terms (`vmmlib.objectives.make_objective`) and the submission formats (`vmmlib.submissions`).
 
 Ensembles: a task writes its ensemble once, `combine(predictions, weights, **options)`, the same
 function for out-of-fold and test predictions; `vmmlib.ensemble.oof_scorer` scores it (`score_oof`)
@@ -54,9 +54,13 @@ class Task(Protocol):
     PRETRAIN_TERMS: tuple[str, ...]  # the terms `objectives` may weight in 10_pretrain
     FINETUNE_TERMS: tuple[str, ...]  # the terms `objectives` may weight in 20_finetune
 
-    # --- 00_explore (and `vmm sample`) ----------------------------------------------------------
+    # --- 00_explore (and `vmm sample`, `vmm prepare`) ----------------------------------------------
     def make_sample(self, out_dir: Path, **options) -> Path:
         """Write deterministic sample data in the competition's real on-disk layout."""
+
+    def prepare(self, data_dir: Path, **options) -> dict:
+        """`vmm prepare TASK DATA_DIR`: convert a data folder's raw files into what `load` reads; a
+        JSON-ready summary (default: nothing to prepare, refused)."""
 
     def explore(self, data_dir: Path, *, max_items_per_split: int = 0, progress: bool = True) -> Any:
         """An `vmmlib.explore.ExploreReport` of a data folder (0 items: read all)."""
@@ -154,6 +158,11 @@ def merge_oof(parts: list[Arrays]) -> Arrays:
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
+def prepare(data_dir: Path, **options) -> dict:
+    """Nothing to prepare (the default `Task.prepare`): the task's `load` reads the folder as it is."""
+    raise ValueError(f"this task reads {data_dir} as it is: it has nothing to prepare")
+
+
 def oof_breakdown(oof: Arrays, data: Data) -> dict[str, float]:
     """No out-of-fold scores besides the headline one (the default `Task.oof_breakdown`)."""
     return {}
@@ -193,6 +202,7 @@ DERIVED: dict[str, Callable[[Any], Callable]] = {
 HOOKS = ("combine", "score_oof", "write_predictions")
 
 DEFAULTS: dict[str, Callable] = {
+    "prepare": prepare,
     "merge_oof": merge_oof,
     "oof_breakdown": oof_breakdown,
     "ensemble_search_space": ensemble_search_space,

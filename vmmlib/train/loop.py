@@ -159,7 +159,7 @@ def fit(
             (DDP-wrapped when distributed): call it, unwrap it only to reach attributes. An objective
             with the attribute `backward_inside = True` is called as `objective(model, batch,
             backward=fn)` and runs its own backward passes (e.g. contrastive gradient accumulation
-            over cached features, `vmmlib.contrastive`); its terms are only logged. One with
+            over cached features, `vmmlib.objectives.contrastive`); its terms are only logged. One with
             `loss_reduction = "sum"` sums over its batch (accumulation weights, `vmmlib.train.step`).
         config: a `FitConfig`; `options` (its field names, the keywords of this signature) replace
             its fields. Every option, its default and meaning: `vmmlib.train.config.FitConfig`.

@@ -19,7 +19,7 @@ n_i items it gets the weight n_i / Σ n_j (1/N for equal sizes; n_i from the obj
 named in the objective's `summed_terms` are sums over the items and get 1 (qqbrowser's mse and kl).
 An objective whose loss couples the items of a batch (in-batch negatives of a contrastive loss) is
 *not* the larger batch's loss when accumulated this way: use its own cached-feature accumulation
-(`vmmlib.contrastive`, MUGE's `accumulate`) for that.
+(`vmmlib.objectives.contrastive`, MUGE's `accumulate`) for that.
 
 Several processes are micro-batches side by side: DDP averages the W processes' gradients, so a
 process's micro-batch i gets W · n_i / Σ n (the sum over every process, all-reduced on the device)

@@ -36,7 +36,7 @@ from vmmlib.data.avfusion.reader import (
 )
 from vmmlib.data.tokenize import encode_texts
 from vmmlib.io.safe import InputError, inside, read_text
-from vmmlib.runs import check_choice
+from vmmlib.options import check_choice
 
 DOWNSTREAMS = ("retrieval", "qa")
 FOLD_SCHEMES = ("clips", "val")

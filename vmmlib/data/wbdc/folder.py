@@ -33,7 +33,7 @@ from vmmlib.data.wbdc.reader import (
     stratified_folds,
 )
 from vmmlib.io.safe import InputError
-from vmmlib.runs import check_choice
+from vmmlib.options import check_choice
 
 FRAME_SOURCES = ("features", "raw", "none")
 
