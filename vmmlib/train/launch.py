@@ -9,13 +9,17 @@ training call in it:
 
 The global batch stays the loader's `batch_size` whatever `processes` is: the launched accelerator
 splits each batch among the processes (`split_batches=True`, so `batch_size` must be divisible by
-`processes`), and DDP averages the gradients. With the same seed, N processes therefore end with the
-weights of one (to float tolerance: the reduction order differs) for a model without BatchNorm and
-without dropout: `fit` seeds each process with `seed + process index`, so dropout masks differ, and
+`processes`), and DDP averages the gradients (`fit` weighs each process's loss terms so that the
+average is the global batch's gradient, `vmmlib.train.step`). With the same seed, N processes therefore
+end with the weights of one (to float tolerance: the reduction order differs; every task's fine-tune,
+`tests/test_scale_out.py`) for a model without BatchNorm and without dropout: `fit` seeds each process with `seed + process index`, so dropout masks differ, and
 BatchNorm normalises with each process's share of the batch and keeps per-process running statistics
 (the main process's are the ones saved). The models with BatchNorm: NeXtVLAD (`models.layers`) with
 `cluster_bn` or `vlad_bn` on (qqbrowser's `qq_baseline` and `mixnextvlad_qq` by default; wbdc's baseline
-has it off), every `yt8m_vlad` model, and the MoE classifier's gating BatchNorm.
+has it off), every `yt8m_vlad` model, and the MoE classifier's gating BatchNorm. Evaluation inside the
+launched function (`eval_fn`, on every process) shares its batches among the processes and gathers the
+outputs (`vmmlib.predict.loop.predict_batches`). The launched DDP looks for parameters a step leaves
+unused (a fine-tune leaves a pretraining head idle).
 
 How the processes are made: `fork` (Accelerate's choice on CUDA and CPU), so the closure, the model and
 the loaders built before the call are copied into every process as they are: nothing is pickled, and
