@@ -43,9 +43,11 @@ def test_notebook_parameters_pass_through_and_tricks_are_recorded_only_when_on()
     assert fit_params(params) == {"steps": 5, "lr": 0.1, "seed": 3}  # out_dir is the run folder, not this
     base = FitConfig(steps=5, lr=0.1, out_dir="x").as_dict()
     assert "grad_accum_steps" not in result_args(base) and "swa_every" not in result_args(base)
-    swa = result_args({**base, "swa_last": 2, "eval_every": 4})
-    assert (swa["swa_last"], swa["swa_every"]) == (2, 4)  # what checkpoints before swa_every recorded
-    assert result_args({**base, "swa_last": 2, "eval_every": 4, "swa_every": 3})["swa_every"] == 3
+    swa = result_args({**base, "swa_last": 2, "eval_every": 4, "swa_every": 3})
+    assert (swa["swa_last"], swa["swa_every"]) == (2, 3) and "eval_every" not in swa
+    assert result_args({**base, "swa_last": 2, "eval_every": 7, "swa_every": 3}) == swa  # not coupled
+    with pytest.raises(ValueError, match="swa_last=3 needs swa_every >= 1"):
+        check_fit_args(steps=10, lr=1e-3, swa_last=3, eval_every=5)
     assert result_args({**base, "grad_accum_steps": 4})["grad_accum_steps"] == 4
     with pytest.raises(ValueError, match="grad_accum_steps=0 \\(an integer >= 1\\)"):
         check_fit_args(steps=1, lr=1.0, grad_accum_steps=0)

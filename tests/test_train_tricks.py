@@ -238,7 +238,7 @@ def test_swa_is_the_mean_of_the_last_n_evaluated_weights_and_is_evaluated(tmp_pa
     model = TokenNet()
     result = run_fit(
         model, tmp_path, steps=10, eval_every=2, eval_fn=eval_fn, metric="mse", greater_is_better=False,
-        swa_last=3, ema_decay=ema_decay,
+        swa_last=3, swa_every=2, ema_decay=ema_decay,
     )  # fmt: skip
     assert result.swa_steps == [6, 8, 10]
     swa_evaluated = evaluated.pop()  # the last eval_fn call sees the SWA mean
@@ -297,7 +297,7 @@ def token_eval(model):
 TRICKS = {
     "fgm": {"adversarial": "fgm"},
     "pgd": {"adversarial": "pgd", "adv_steps": 2, "adv_epsilon": 0.5},
-    "swa": {"swa_last": 3, "ema_decay": 0.9},
+    "swa": {"swa_last": 3, "swa_every": 4, "ema_decay": 0.9},
     "llrd": {"layer_lr_decay": 0.7},
 }
 CALLS_PER_STEP = {"fgm": 2, "pgd": 3, "swa": 1, "llrd": 1}
@@ -350,6 +350,6 @@ def test_check_fit_args_names_the_valid_ranges_of_the_trick_arguments():
         "layer_lr_decay=1.5 (a number in (0, 1]; 0: off)", "swa_last=-1 (an integer >= 0; 0: off)",
     ):  # fmt: skip
         assert part in message, message
-    with pytest.raises(ValueError, match="swa_last=3 needs eval_every >= 1"):
-        check_fit_args(steps=10, lr=1e-3, swa_last=3, eval_every=0)
-    check_fit_args(steps=10, lr=1e-3, adversarial="pgd", layer_lr_decay=0.9, swa_last=2, eval_every=5)
+    with pytest.raises(ValueError, match="swa_last=3 needs swa_every >= 1"):
+        check_fit_args(steps=10, lr=1e-3, swa_last=3, eval_every=5)  # evaluation is not SWA's cadence
+    check_fit_args(steps=10, lr=1e-3, adversarial="pgd", layer_lr_decay=0.9, swa_last=2, swa_every=5)

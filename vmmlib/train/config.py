@@ -191,8 +191,9 @@ class FitConfig:
                                   (_regex, "a non-empty regular expression"), record=_adversarial_on)  # fmt: skip
     swa_last: int | None = _opt(0, "final model = mean of the last this many snapshots (0: off)",
                                 _with(_GE0, "0: off"), record=lambda a: bool(a.get("swa_last")))  # fmt: skip
-    swa_every: int | None = _opt(0, "an SWA snapshot every this many steps (0: every eval_every steps)",
-                                 _with(_GE0, "0: eval_every"), record=lambda a: bool(a.get("swa_last")))  # fmt: skip
+    swa_every: int | None = _opt(0, "an SWA snapshot every this many steps (its own cadence; swa_last >= 2 needs it)",
+                                 _with(_GE0, "0: off"), record=lambda a: bool(a.get("swa_last")),
+                                 off_zero=True)  # fmt: skip
     # -- evaluation and the best checkpoint
     eval_fn: Callable[[Any], Mapping[str, float]] | None = _opt(None, "eval_fn(model) -> {name: float}",
                                                                 notebook=False)  # fmt: skip
@@ -279,11 +280,11 @@ def check_fit_args(*, batch_size: int | None = None, **options: Any) -> None:
                 problems.append(f"{name} is required")
         elif check is not None and not check[0](value):
             problems.append(f"{name}={value!r} ({check[1]})")
-    swa_last, every = values["swa_last"], values["swa_every"] or values["eval_every"]
+    swa_last, every = values["swa_last"], values["swa_every"]
     if _integer(2, optional=False)[0](swa_last) and not every:
         problems.append(
-            f"swa_last={swa_last!r} needs eval_every >= 1 or swa_every >= 1 (SWA averages a snapshot every "
-            "swa_every steps, or eval_every, and the final weights; with both 0 there is only the final one)"
+            f"swa_last={swa_last!r} needs swa_every >= 1 (SWA averages a snapshot every swa_every steps, its own "
+            "cadence apart from eval_every, and the final weights; with swa_every 0 there is only the final one)"
         )
     if problems:
         raise ValueError("invalid fit argument(s): " + "; ".join(problems))
@@ -294,7 +295,7 @@ def result_args(args: Mapping[str, Any]) -> dict[str, Any]:
     0 (JSON values).
 
     `steps` is left out (a run may be extended on purpose), and so are the eval/save/log periods
-    (but the SWA cadence with SWA: it chooses the averaged weights). `metric` and `greater_is_better`
+    (but SWA's own cadence `swa_every` with SWA: it chooses the averaged weights). `metric` and `greater_is_better`
     are in: they choose the best checkpoint. A trick's options are recorded only when it is on, so
     a checkpoint written before the trick existed still resumes with it off.
     """
@@ -304,8 +305,6 @@ def result_args(args: Mapping[str, Any]) -> dict[str, Any]:
         if record is True or (callable(record) and record(args)):
             out[name] = (args[name] or 0) if f.metadata["off_zero"] else args[name]
     out["mixed_precision"] = resolve_mixed_precision(args["mixed_precision"])
-    if "swa_every" in out:
-        out["swa_every"] = args["swa_every"] or args["eval_every"] or 0
     return json.loads(json.dumps(out))
 
 

@@ -171,7 +171,7 @@ def fit(
           processes and gathers the outputs: the metric is the whole validation set's, each batch
           run once. RNG states are restored after it. A non-finite value is logged with a warning, never best.
         - `swa_last`: the final model is the mean of the last this many snapshots, one every
-          `swa_every` steps (0: `eval_every`) plus the final weights (EMA's when on); evaluated as
+          `swa_every` steps (SWA's own cadence, apart from `eval_every`) plus the final weights (EMA's when on); evaluated as
           `swa/<key>`, it becomes `checkpoints/best` when it beats the best evaluation.
         - `reset_optimizer`: on a resume, take the weights, EMA/SWA, step, data position and RNG from
           the checkpoint but start AdamW's moments afresh, on this run's schedule at the checkpoint's
@@ -200,7 +200,7 @@ def fit(
     steps, out_dir = args["steps"], args["out_dir"]
     eval_fn, eval_every, log_every = args["eval_fn"], args["eval_every"], args["log_every"]
     save_every, save_minutes, accum = args["save_every"], args["save_minutes"], args["grad_accum_steps"]
-    swa_every = args["swa_every"] or eval_every
+    swa_every = args["swa_every"]
     f = _prepare(model, train_loader, Path(out_dir), args)
     batches, resumed_from = _start(f, train_loader, args)
     state, optimizer = f.state, f.optimizer

@@ -266,7 +266,7 @@ class EMA:
 class SWA:
     """Stochastic weight averaging over the last `n` snapshots of the weights.
 
-    `fit` takes a snapshot (the EMA's weights when it is on) every `swa_every` steps (0: `eval_every`);
+    `fit` takes a snapshot (the EMA's weights when it is on) every `swa_every` steps (its own cadence);
     at the end the final weights count as one more unless the last step was a snapshot step, and the
     mean of the last `n` is the final model. Floating tensors (parameters and float buffers such as
     BatchNorm statistics) are averaged in fp32; integer buffers come from the final weights.
