@@ -37,8 +37,10 @@ def mse(model, batch):
     return {"mse": nn.functional.mse_loss(model(x), y)}
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("VMM_RUN_SLOW"), reason="tests/test_scale_out.py covers it per task")
 def test_two_gloo_processes_end_with_the_weights_of_one(tmp_path):
-    """Run in a fresh interpreter of its own process group, so that a hung launch fails (and its
+    """The smallest example (a regressor); tests/test_scale_out.py runs each task's fine-tune. Run in a fresh interpreter of its own process group, so that a hung launch fails (and its
     processes die) instead of hanging the suite."""
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_launch as t; "
     code += f"t.compare_one_and_two_processes(t.Path({str(tmp_path)!r}))"
