@@ -25,14 +25,14 @@ import torch.nn.functional as F
 
 from vmmlib import losses as L
 from vmmlib.data import yt8m_format as Y
-from vmmlib.data.sample_yt8m import write_yt8m_sample
 from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.yt8m_datasets import VideoLevelDataset, VideoStream
-from vmmlib.explore import ExploreReport
-from vmmlib.io import read_examples, safe
+from vmmlib.explore import Split, Summary, zeros
+from vmmlib.io import read_examples
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
+from vmmlib.plots import plot_shift_aps as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict import predict_batches
 from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
@@ -45,12 +45,10 @@ from vmmlib.ranking import (
     rank_vote_scores,
     sort_rows,
 )
-from vmmlib.runs import call_with_options, check_choice
+from vmmlib.runs import check_choice
 
-NAME = "yt8m"
-METRIC = "segment_map"
-PRETRAIN_METRIC = METRIC  # pretraining keeps the checkpoint with the best fine-tuning metric
-SUBMISSION = "yt8m"  # the Kaggle CSV: Class,Segments
+NAME = "yt8m"  # submission: the Kaggle CSV, Class,Segments
+METRIC = "segment_map"  # also the pretraining metric: the best fine-tuning checkpoint is kept
 TERMS = ("bce", "branch_bce", "distill", "l2")
 PRETRAIN_TERMS = FINETUNE_TERMS = TERMS
 # The frame encoders / aggregators (BERT stacks, (Ne)XtVLAD streams and branches): every yt8m model
@@ -58,113 +56,58 @@ PRETRAIN_TERMS = FINETUNE_TERMS = TERMS
 BACKBONE_PREFIXES = ("encoder.", "encoders.", "video.", "audio.", "branch.", "branches.")
 
 
-def make_sample(out_dir: str | Path, **options) -> Path:
-    """Write sample data in the real layout (see `write_yt8m_sample` for the options)."""
-    return call_with_options(write_yt8m_sample, out_dir, options=options, what="sample option")
-
-
-def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
-    """Summarise a YouTube-8M folder: videos and rated segments per split, frames per video, the label
-    long tail over 3,862 classes, verticals (vocabulary.csv) or whitelist membership, segment ratings.
-
-    Args:
-        max_items_per_split: read at most this many videos of each frame-level split (0: all).
-    """
+def summarize(data_dir: Path) -> Summary:
+    """A YouTube-8M folder for `explore`: videos and rated segments per split, frames per video, the
+    label long tail over 3,862 classes, verticals (vocabulary.csv) or whitelist membership, ratings."""
     files = Y.check_layout(data_dir)
-    classes = Y.SegmentClasses.read(Path(data_dir) / "segment_label_ids.csv")
-    rows, label_counter, ratings, examples, split_rows = [], Counter(), [], [], []
+    classes = Y.SegmentClasses.read(data_dir / "segment_label_ids.csv")
+    label_counts, ratings = Counter(), []
     keys = ["id", "labels", "segment_start_times", "segment_labels", "segment_scores", "rgb"]
-    for split, paths in files.items():
-        if not split.startswith("frame/"):  # video-level Examples: counted from the record headers
-            count = sum(len(tfrecord_index(p, verify_crc=False)) for p in paths)
-            split_rows.append({"split": split, "files": len(paths), "items": count})
-            continue
-        n = 0
-        records = (
-            r for p in paths for r in read_examples(p, keys=keys, schema=Y.FRAME_SCHEMA, sequence=True,
-                                                    raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]})
+
+    def read(split: str, record) -> tuple[dict, dict]:
+        context, lists = record
+        meta = Y.parse_context(context)
+        num_frames = min(len(lists.get("rgb", ())), Y.MAX_FRAMES)
+        label_counts.update(int(c) for c in meta["labels"])
+        ratings.extend(meta["segment_scores"].tolist())
+        rated = zip(meta["segment_start_times"], meta["segment_labels"], meta["segment_scores"])
+        return (
+            {"id": meta["id"], "num_frames": num_frames, "num_labels": len(meta["labels"]),
+             "rated_segments": len(set(meta["segment_start_times"].tolist()))},
+            {"id": meta["id"], "num_frames": num_frames, "labels": meta["labels"][:8].tolist(),
+             "rated": [f"{s}:{c}={v:g}" for s, c, v in rated][:6]},
         )  # fmt: skip
-        for context, lists in progress_bar(
-            records, desc=f"reading {split}", disable=not progress, leave=False
-        ):
-            meta = Y.parse_context(context)
-            rgb = lists.get("rgb")
-            num_frames = min(0 if rgb is None else len(rgb), Y.MAX_FRAMES)
-            label_counter.update(int(c) for c in meta["labels"])
-            ratings += meta["segment_scores"].tolist()
-            rows.append(
-                {"split": split, "id": meta["id"], "num_frames": num_frames, "num_labels": len(meta["labels"]),
-                 "rated_segments": len(set(meta["segment_start_times"].tolist()))}
-            )  # fmt: skip
-            if n < 3:
-                examples.append(
-                    {"split": split, "id": meta["id"], "num_frames": num_frames, "labels": meta["labels"][:8].tolist(),
-                     "rated": [f"{s}:{c}={v:g}" for s, c, v in zip(meta["segment_start_times"], meta["segment_labels"],
-                                                                    meta["segment_scores"])][:6]}
-                )  # fmt: skip
-            n += 1
-            if max_items_per_split and n >= max_items_per_split:
-                break
-        split_rows.append({"split": split, "files": len(paths)})
-    items = pd.DataFrame(rows)
-    counts = items.groupby("split").agg(
-        items=("id", "size"), rated_segments=("rated_segments", "sum"),
-        no_frames=("num_frames", lambda s: int((s == 0).sum())),
-    )  # fmt: skip
-    splits = pd.DataFrame(split_rows).set_index("split").combine_first(counts).reset_index().fillna(0)
-    splits = splits.astype({c: int for c in splits.columns if c != "split"})[
-        ["split", "files", "items", "rated_segments", "no_frames"]
-    ]
-    label_counts = pd.Series([label_counter.get(c, 0) for c in range(Y.NUM_CLASSES)], name="videos")
-    return ExploreReport(
-        splits=splits,
-        items=items,
-        distributions=["num_frames", "num_labels", "rated_segments"],
-        label_counts=label_counts,
-        category_counts=_category_counts(Path(data_dir), label_counter, classes),
-        targets=pd.Series(ratings, name="segment rating", dtype=float),
-        target_name="segment rating",
-        examples=pd.DataFrame(examples),
-    )
 
+    def counts(rows: list[dict]) -> dict:
+        return {
+            "rated_segments": sum(r["rated_segments"] for r in rows),
+            "no_frames": zeros(rows, "num_frames"),
+        }
 
-def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentClasses) -> pd.Series:
-    """Label occurrences by top-level vertical (vocabulary.csv `Vertical1`), else by whitelist membership."""
-    vocab = data_dir / "vocabulary.csv"
-    if vocab.exists() or vocab.is_symlink():
-        table = safe.read_csv(vocab, what="vocabulary")  # every column: usecols would skip decoding the rest
-        if not {"Index", "Vertical1"} <= set(table.columns):
-            raise safe.InputError(vocab, "needs the columns Index and Vertical1", "line 1")
-        index = pd.to_numeric(table["Index"], errors="coerce")
-        bad = (index.isna() | (index % 1 != 0) | index.duplicated()).to_numpy()
-        if bad.any():
-            row = int(bad.argmax())
-            raise safe.InputError(
-                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer or repeats", f"line {row + 2}"
+    def split(name: str, paths: list[Path]) -> Split:
+        if not name.startswith("frame/"):  # video-level Examples: counted from the record headers
+            return Split(
+                name,
+                len(paths),
+                counts={"items": sum(len(tfrecord_index(p, verify_crc=False)) for p in paths)},
             )
-        vertical = dict(zip(index.astype(int), table["Vertical1"].fillna("(none)")))
-        out: Counter = Counter()
-        for label, n in label_counter.items():
-            out[vertical.get(label, "(not in vocabulary)")] += n
-        return pd.Series(out, name="videos", dtype=int)
-    rated = sum(n for c, n in label_counter.items() if c in classes)
-    return pd.Series(
-        {"whitelisted (rated)": rated, "other": sum(label_counter.values()) - rated}, name="videos"
+        records = (r for p in paths for r in read_examples(p, keys=keys, schema=Y.FRAME_SCHEMA, sequence=True,
+                                                           raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]}))  # fmt: skip
+        return Split(name, len(paths), records, counts)
+
+    def finish(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+        splits = splits.reindex(columns=["split", "files", "items", "rated_segments", "no_frames"]).fillna(0)
+        return {"splits": splits.astype({c: int for c in splits.columns if c != "split"}),
+                "label_counts": pd.Series([label_counts.get(c, 0) for c in range(Y.NUM_CLASSES)], name="videos"),
+                "category_counts": Y.vertical_counts(data_dir, label_counts, classes),
+                "targets": pd.Series(ratings, name="segment rating", dtype=float), "target_name": "segment rating"}  # fmt: skip
+
+    return Summary(
+        [split(s, p) for s, p in files.items()], read, finish, ["num_frames", "num_labels", "rated_segments"]
     )
 
 
 # --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.YT8MData`) --
-
-
-def build_model(data: YT8MData, model: str, model_options: dict, text_model_dir: str):
-    """A registered frame model with a 3,862-way head (fine-tuning reads the 1,000 rated columns)."""
-    from vmmlib.models import create_model
-
-    if text_model_dir:
-        raise ValueError("yt8m has no text: its models take frames only; leave text_model_dir empty")
-    if "num_classes" in (model_options or {}):
-        raise ValueError("num_classes comes from the data (3,862 labels); leave it out of model_options")
-    return create_model(model, num_classes=Y.NUM_CLASSES, **(model_options or {}))
 
 
 FOLD_SCHEMES = ("shard", "holdout")
@@ -406,24 +349,6 @@ def fold_table(oof: dict, data: YT8MData) -> pd.DataFrame:
     classes = sorted(aps["ap_tta"])
     return pd.DataFrame({"class": classes, "positives": [positives[c] for c in classes],
                          **{k: [a[c] for c in classes] for k, a in aps.items()}})  # fmt: skip
-
-
-def plot_fold(table: pd.DataFrame, title: str = ""):
-    """Segment mAP per TTA shift and after the rank vote, and the per-class AP histogram (TTA)."""
-    import matplotlib.pyplot as plt
-
-    cols = [c for c in table.columns if c.startswith("ap_")]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    means = table[cols].mean()
-    left.bar([c[3:] for c in cols], means.to_numpy(), color=["tab:blue"] * (len(cols) - 1) + ["tab:orange"])
-    for x, y in enumerate(means):
-        left.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom")
-    left.set(title="segment mAP", ylim=(0, 1.05))
-    right.hist(table["ap_tta"], bins=20, range=(0, 1), color="tab:orange")
-    right.set(title="per-class AP (TTA)", xlabel="AP", ylabel="classes")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def merge_oof(parts: list[dict], *, by: str = "rank") -> dict[str, np.ndarray]:
