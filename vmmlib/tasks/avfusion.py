@@ -40,6 +40,7 @@ from vmmlib.data.avfusion import special_token_ids
 from vmmlib.data.avfusion_folder import load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.explore import Split, Summary
 from vmmlib.io.media import MediaError, probe_media
+from vmmlib.metrics import avfusion as MA
 from vmmlib.objectives.avfusion import pretrain_terms
 from vmmlib.plots import plot_table_bars
 from vmmlib.runs import check_choice
@@ -142,7 +143,7 @@ def pretrain_eval(data: AF.AVFusionData, *, rerank_k: int = 0):
 
 
 def _retrieval_summary(sim: np.ndarray, text_to_video: np.ndarray) -> dict[str, float]:
-    return P.recall_metrics(*P.ranks(sim, text_to_video))
+    return MA.recall_metrics(*MA.ranks(sim, text_to_video))
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def fold_table(oof: dict, data: AF.AVFusionData) -> pd.DataFrame:
     for fold in [*np.unique(oof["fold"]).tolist(), "all"]:
         part = oof if fold == "all" else {k: v[oof["fold"] == fold] for k, v in oof.items()}
         rows.append({"fold": fold, "split": ",".join(sorted(set(part["split"].tolist()))),
-                     **P.counts(part), **oof_breakdown(part, data)})  # fmt: skip
+                     **MA.counts(part), **oof_breakdown(part, data)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -250,12 +251,12 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
 def score_oof(oof: dict, data: AF.AVFusionData) -> float:
     """Out-of-fold `METRIC`: the pair scores ranked within each fold's gallery, ranks pooled over folds
     (retrieval); or the answer probabilities' argmax (QA)."""
-    return P.score_aligned(P.align_oofs([oof]), [1.0])[METRIC]
+    return MA.score_aligned(MA.align_oofs([oof]), [1.0])[METRIC]
 
 
 def oof_breakdown(oof: dict, data: AF.AVFusionData) -> dict[str, float]:
     """Retrieval: t2v/v2t R@1/5/10 (fractions), medianR, meanR; QA: overall and per-type accuracy."""
-    metrics = P.score_aligned(P.align_oofs([oof]), [1.0])
+    metrics = MA.score_aligned(MA.align_oofs([oof]), [1.0])
     return {k: v for k, v in metrics.items() if k != METRIC}
 
 
