@@ -1,7 +1,7 @@
 """Dry-run every full recipe at its real model size on the task's sample data; print a table.
 
     python benchmarks/full_recipes.py [--tasks yt8m,qqbrowser] [--only GLOB] [--work DIR]
-        [--mem-limit-gib 10] [--timeout-min 20] [--budget-min 60] [--out table.md]
+        [--mem-limit-gib 10] [--timeout-min 20] [--budget-min 60] [--max-batch 8] [--out table.md]
 
 For each task the full pipeline (`params/pipelines/<task>_full.yaml`) is loaded as `vmm run --dry-run`
 would load it (`load_pipeline(..., dry_run=True)`): every step keeps its recipe's model, batch size and
@@ -344,6 +344,8 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
         attempts.append(FIRST[(task, step.group)])
     attempts.append(("recipe size", {}))
     attempts += FALLBACKS.get(step.group, [])
+    if args.max_batch:  # this machine's time: no batch above the cap (the label names the size run)
+        attempts = _capped(attempts, step.params.get("batch_size", 0), args.max_batch)
     memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
     notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
     row: dict = {"model": step.params.get("model", ""), "peak_rss_gib": f"> {args.mem_limit_gib}"}
@@ -392,6 +394,18 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
     return {**row, "status": "too big here: " + "; ".join(notes)}
 
 
+def _capped(attempts: list, recipe_batch: int, cap: int) -> list:
+    out = []
+    for label, overrides in attempts:
+        batch = overrides.get("batch_size", recipe_batch)
+        if batch > cap:
+            label = f"{label}, batch {cap} (recipe {recipe_batch})".replace("recipe size, ", "")
+            overrides = {**overrides, "batch_size": cap}
+        if all(o != overrides for _, o in out):
+            out.append((label, overrides))
+    return out
+
+
 def table(rows: list[dict]) -> str:
     head = "| recipe | model (size tried) | parameters | peak RSS (GiB) | s / training step | wall (s) | status |"
     lines = [head, "|" + "---|" * 7]
@@ -417,6 +431,8 @@ def main() -> None:
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "vmm_full_recipes"))
     p.add_argument("--mem-limit-gib", type=float, default=10.0)
     p.add_argument("--timeout-min", type=float, default=20.0)
+    p.add_argument("--max-batch", type=int, default=0, help="try no batch above this (0: the recipe's "
+                   "first); the table names the size run")  # fmt: skip
     p.add_argument("--budget-min", type=float, default=120.0, help="start no step after this many minutes")
     p.add_argument("--report", metavar="LOGS", help="run nothing: the table of what earlier runs in --work "
                    "recorded, failures taken from these comma-separated logs of earlier runs")  # fmt: skip

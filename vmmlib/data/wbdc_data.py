@@ -164,7 +164,7 @@ def load(
     max_text_len: int = 256,
     max_title_len: int = 64,
     nonfinite: str = "zero",
-    pretrain_splits: Sequence[str] = ("unlabeled", "labeled"),
+    pretrain_splits: Sequence[str] | None = None,
     pretrain_eval_videos: int = 200,
     allow_text_only: bool = False,
 ) -> WBDCData:
@@ -177,7 +177,8 @@ def load(
         max_frames, frame_sampling, text_fields, max_text_len, max_title_len, nonfinite: see
             `vmmlib.data.wbdc.WBDCDataset` (rank 8: 32 frames, title+ocr+asr in 256 tokens; the
             baseline: title in 50).
-        pretrain_splits: the splits pretraining reads (rank 8: the 1M unlabeled videos).
+        pretrain_splits: the splits pretraining reads (rank 8: the 1M unlabeled videos); None: those of
+            unlabeled and labeled that the folder holds (a fine-tune needs no unlabeled split).
         pretrain_eval_videos: videos of the first pretraining split held out to score pretraining.
         allow_text_only: a split with annotations but no frame source (`zip_feats/{split}.zip` or
             `zip_frames/{split}/` missing) is an InputError naming it, unless this is True: then its
@@ -188,6 +189,8 @@ def load(
     check_choice("text_fields", text_fields, TEXT_FIELDS)
     check_choice("nonfinite", nonfinite, NONFINITE)
     layout = check_layout(data_dir)
+    if pretrain_splits is None:
+        pretrain_splits = [s for s in ("unlabeled", "labeled") if s in layout]
     for s in pretrain_splits:
         check_choice("pretrain split", s, layout)
     splits = {name: open_split(data_dir, name, frames=_frame_source(data_dir, name, found, frames, allow_text_only))
