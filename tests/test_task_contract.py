@@ -118,11 +118,14 @@ def test_a_module_missing_a_required_name_is_refused_and_defaults_fill_hooks():
     for name in contract.required_names():
         setattr(module, name, object())
     module.NAME, module.METRIC = "fake", "score"
+    module.combine = lambda predictions, weights, *, rank_decay=1.0: predictions[0]
+    module.write_predictions = lambda out_dir, prediction: out_dir
     bound = contract.bind(module)
     assert bound.oof_breakdown({}, None) == {}
     assert (bound.SUBMISSION, bound.PRETRAIN_METRIC, bound.BACKBONE_PREFIXES) == ("fake", "score", ())
-    with pytest.raises(ValueError, match="takes none"):
-        bound.ensemble_search_space({"rank_decay": 1.0})
+    assert bound.ensemble_search_space({"rank_decay": 1.0}) == {}
+    with pytest.raises(ValueError, match="unknown ensemble option.*top_k; valid: rank_decay"):
+        bound.ensemble_search_space({"top_k": 1})
     assert set(contract.contract_names()) - set(contract.required_names()) <= {
         *contract.DEFAULT_CONSTANTS,
         *contract.DEFAULTS,

@@ -284,20 +284,6 @@ def predict(models: list, data: AF.AVFusionData, split: str, *, rerank_k: int = 
     }
 
 
-ENSEMBLE_OPTIONS = ("file_format", "top_k")
-
-
-def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
-    """Nothing is searched besides the weights; `file_format` (jsonl | csv) and `top_k` (ranked videos per
-    caption, 0: the whole gallery, which medianR / meanR need) shape the file."""
-    unknown = sorted(set(options) - set(ENSEMBLE_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown ensemble option(s) {', '.join(unknown)}; avfusion takes {', '.join(ENSEMBLE_OPTIONS)}"
-        )
-    return {}
-
-
 def combine(predictions: list[dict], weights) -> dict:
     """The weighted sum (float64) of the models' pair scores (out-of-fold rows aligned by fold, caption
     and clip; test `sim` by caption id) or answer probabilities (aligned by question id)."""

@@ -139,7 +139,7 @@ class Task(Protocol):
     # --- 40_ensemble -----------------------------------------------------------------------------
     def ensemble_search_space(self, options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
         """Optional: ensemble options searched besides the model weights, with their bounds (default:
-        none, and any option is refused)."""
+        none; an option that neither `combine` nor `write_predictions` takes is refused)."""
 
     def write_submission(
         self, out_dir: Path, predictions: list[Arrays], weights: list[float], **options
@@ -209,13 +209,6 @@ def oof_breakdown(oof: Arrays, data: Data) -> dict[str, float]:
     return {}
 
 
-def ensemble_search_space(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """No ensemble options (the default `Task.ensemble_search_space`)."""
-    if options:
-        raise ValueError(f"unknown ensemble option(s) {', '.join(options)}; this task takes none")
-    return {}
-
-
 def build_model(data: Data, model: str, model_options: Mapping[str, Any], text_model_dir: str):
     """A registered model sized to the data (the default `Task.build_model`): `data.model_overrides(
     text_model_dir)` gives the sizes the data fixes (refused in `model_options`, as is `text_model_dir`);
@@ -268,6 +261,16 @@ def _fold_table(task: Any) -> Callable:
     return fold_table
 
 
+def _ensemble_search_space(task: Any) -> Callable:
+    from vmmlib import ensemble
+
+    def ensemble_search_space(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+        ensemble.split_options(task, options)  # an option neither `combine` nor the writer takes fails
+        return {}
+
+    return ensemble_search_space
+
+
 def _oof_scorer(task: Any) -> Callable:
     from vmmlib import ensemble
 
@@ -298,13 +301,13 @@ DEFAULTS: dict[str, Callable] = {
     "plot_fold": plot_fold,
     "merge_oof": merge_oof,
     "oof_breakdown": oof_breakdown,
-    "ensemble_search_space": ensemble_search_space,
 }
 # optional functions built from the task's own names
 DERIVED: dict[str, Callable[[Any], Callable]] = {
     "make_sample": _make_sample,
     "explore": _explore,
     "fold_table": _fold_table,
+    "ensemble_search_space": _ensemble_search_space,
     "oof_scorer": _oof_scorer,
     "write_submission": _write_submission,
 }

@@ -320,14 +320,6 @@ def score_oof(oof: dict, data: WBDCData) -> float:
     return M.f1_mean(oof["labels"], np.asarray(oof["probs"]).argmax(1))[METRIC]
 
 
-def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
-    """Nothing searched besides the model weights; `teacher_dirs` (the distillation teacher) is taken."""
-    unknown = sorted(set(options) - {"teacher_dirs"})
-    if unknown:
-        raise ValueError(f"unknown ensemble option(s) {', '.join(unknown)}; wbdc takes teacher_dirs")
-    return {}
-
-
 def write_predictions(out_dir: str | Path, prediction: dict, *, teacher_dirs: list | tuple = ()) -> Path:
     """The (ensembled) test probabilities → argmax → `result.csv`; the probabilities go to
     `ensemble_test.npz` (ids, probs). With `teacher_dirs` (the 30_inference folders, in the order of
