@@ -35,7 +35,6 @@ The logit-scale clamp ([0, ln 100] after every optimiser step, as Chinese-CLIP) 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +49,7 @@ from vmmlib.data.muge_prepare import prepare_muge, split_files
 from vmmlib.data.sample_muge import write_muge_sample
 from vmmlib.explore import Split, Summary
 from vmmlib.metrics import muge as M
+from vmmlib.online import OnlineOptions
 from vmmlib.plots import plot_rank_recalls as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict import predict_batches
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
@@ -220,40 +220,16 @@ def pretrain_eval(data: MugeData):
 # --- predictions: features (and online learning) -------------------------------------------------
 
 
-@dataclass
-class OnlineOptions:
-    """`predict_options` of online learning (`vmmlib.online.online_adapt`); no cache: off."""
-
-    cache: str = ""
-    lr: float = 0.75e-5
-    epochs: int = 1
-    batch_size: int = 128
-    prior_tau: float | None = None
-
-    def root(self, data: MugeData, split: str) -> Path | None:
-        """`<cache>/<split>`; a relative cache folder is relative to the data folder."""
-        if not self.cache:
-            return None
-        root = Path(self.cache)
-        return (root if root.is_absolute() else data.data_dir / root) / split
-
-
 def _split_features(model, data: MugeData, split: str, rows, online: OnlineOptions) -> dict:
     """{text_features, image_features} of a split's queries (`rows`) and gallery, after online
     adaptation when `online.cache` is set (then also `offline_*`, and the cache counts)."""
-    from vmmlib.online import online_adapt
-
     queries, gallery = data.queries(split, rows), data.gallery(split)
     out = {"text_features": _text_features(model, queries), "image_features": _image_features(model, gallery)}
-    root = online.root(data, split)
-    if root is None:
+    if not online.cache:
         return out
-    ids, mask = D.tokenize(data.tokenizer, queries.texts, data.context_length)
-    adapted, report = online_adapt(
-        model, queries.texts, torch.from_numpy(ids), torch.from_numpy(mask), root, EvalTransform(data.image_size),
-        lr=online.lr, epochs=online.epochs, batch_size=online.batch_size, prior_tau=online.prior_tau,
-    )  # fmt: skip
-    counts = np.array([report.used, len(report.missing), len(report.broken)], np.int64)
+    ids, mask = (torch.from_numpy(a) for a in D.tokenize(data.tokenizer, queries.texts, data.context_length))
+    root = online.root(data.data_dir, split)
+    adapted, counts = online.adapt(model, queries.texts, ids, mask, root, EvalTransform(data.image_size))
     return {"text_features": _text_features(adapted, queries), "image_features": _image_features(adapted, gallery),
             "offline_text_features": out["text_features"], "offline_image_features": out["image_features"],
             "online_cache_counts": counts}  # fmt: skip
