@@ -41,9 +41,9 @@ from vmmlib.ranking import (
     ShiftRankings,
     TopK,
     align_rankings,
+    merge_parts,
     rank_vote,
     rank_vote_scores,
-    sort_rows,
 )
 from vmmlib.runs import check_choice
 
@@ -360,27 +360,13 @@ def merge_oof(parts: list[dict], *, by: str = "rank") -> dict[str, np.ndarray]:
             each model is scored on its ranking quality; "score" ranks the pooled probabilities.
     """
     check_choice("merge", by, ("rank", "score"))
-    shifts, classes = parts[0]["shifts"], parts[0]["class_ids"]
-    if any(
-        not np.array_equal(p["shifts"], shifts) or not np.array_equal(p["class_ids"], classes) for p in parts
-    ):
-        raise ValueError(
-            "the folds differ in TTA shifts or classes: use the same predict_options for every fold"
-        )
-    offsets = np.cumsum([0] + [len(p["segment_ids"]) for p in parts])
-    index = np.concatenate([np.where(p["index"] >= 0, p["index"] + o, -1) for p, o in zip(parts, offsets)], 2)
-    if by == "rank":
-        keys = []
-        for p in parts:
-            n = np.maximum((p["index"] >= 0).sum(-1, keepdims=True), 1)
-            keys.append(1.0 - (np.arange(p["index"].shape[-1]) + 0.5) / n)
-        score = np.concatenate(keys, 2).astype(np.float32)
-    else:
-        score = np.concatenate([p["score"] for p in parts], 2)
-    merged = [sort_rows(index[h], score[h], MAX_SEGMENTS_PER_CLASS) for h in range(len(shifts))]
-    return {"segment_ids": np.concatenate([p["segment_ids"] for p in parts]), "class_ids": classes,
-            "shifts": shifts, "index": np.stack([i for i, _ in merged]), "score": np.stack([s for _, s in merged]),
-            "fold": np.concatenate([p["fold"] for p in parts])}  # fmt: skip
+    sizes = [len(p["segment_ids"]) for p in parts]
+    try:
+        merged = merge_parts([_shift_rankings(p) for p in parts], sizes, MAX_SEGMENTS_PER_CLASS, by=by)
+    except ValueError as e:
+        raise ValueError(f"{e}: use the same predict_options for every fold") from None
+    ids = np.concatenate([p["segment_ids"] for p in parts])
+    return {**_shift_arrays(ids, merged), "fold": np.concatenate([p["fold"] for p in parts])}
 
 
 def combine(predictions: list[dict], weights, *, rank_decay: float = TTA_RANK_DECAY) -> dict:
