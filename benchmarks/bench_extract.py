@@ -10,7 +10,7 @@ decode with the same function (PyAV, 1 frame a second, scaled at decode, centre 
 encoder:
 
   (a) per-video: decode a video, run its frames through the backbone (chunks of --batch-size), next
-  (b) batched (`vmmlib.extract_backbone.encode_batched`): decoding in --workers threads ahead of the
+  (b) batched (`vmmlib.extract.backbone.encode_batched`): decoding in --workers threads ahead of the
       backbone, batches of --batch-size frames filled across consecutive videos
 
 Interleaved repetitions, best of --reps for each; features are checked equal. Prints one line per loop
@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vmmlib.extract import decode_video, default_batch_size, extract, list_videos
-from vmmlib.extract_backbone import (
+from vmmlib.extract.backbone import (
     FrameEncoder,
     encode_batched,
     encode_per_video,
     load_backbone,
     tiny_backbone,
 )
+from vmmlib.extract.run import decode_video, default_batch_size, extract, list_videos
 
 SIZES = {  # ViT configs: (image size, patch, hidden, layers, heads)
     "small": (224, 16, 384, 12, 6),

@@ -1,4 +1,4 @@
-"""Training throughput of `vmmlib.train.fit`: samples/s and, on a GPU, model FLOPs utilisation.
+"""Training throughput of `vmmlib.train.loop.fit`: samples/s and, on a GPU, model FLOPs utilisation.
 
 Two workloads, each a full `fit` step (forward, backward, clip, the device-side NaN guard, AdamW):
 - `uniter`: UNITER (`uniter_qq`, a BERT-base stack at `--size base`) on frame features + title
@@ -128,13 +128,13 @@ def _worker(rank: int, cfg: dict, port: int, results) -> None:
         torch.set_num_threads(max(1, cfg["threads"] // cfg["processes"]))
     from accelerate import Accelerator
 
-    from vmmlib.train import fit
+    from vmmlib.train.loop import fit
 
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg["precision"])
     torch.manual_seed(0)
     model, make, tokens = build(cfg["workload"], cfg["size"])
     steps = cfg["warmup"] + cfg["steps"] + 1  # the timed steps end where the next one starts
-    from vmmlib.train import make_loader
+    from vmmlib.train.loop import make_loader
 
     batch = SIZES[cfg["size"]]["batch"]
     loader = make_loader(Samples(make, batch * cfg["processes"] * 4), batch, shuffle=False, drop_last=True)

@@ -37,7 +37,7 @@ import numpy as np
 
 
 def _write_data(root: Path, images: int, distinct: int, size: int) -> None:
-    from vmmlib.data.sample_muge import COLOURS, PATTERNS, topic_image
+    from vmmlib.data.muge.sample import COLOURS, PATTERNS, topic_image
 
     rng = np.random.default_rng(0)
     topics = [(c, p) for c in COLOURS for p in PATTERNS]
@@ -77,7 +77,7 @@ def _dump(path: Path) -> dict:
 
 
 def bench_prepare(args) -> None:
-    from vmmlib.data.muge_prepare import prepare_muge
+    from vmmlib.data.muge.prepare import prepare_muge
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

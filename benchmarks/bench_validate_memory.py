@@ -10,7 +10,7 @@ Builds, in a temporary folder:
       shape that made the old validator grow ~19× its member (many ids, each a numpy array);
   (c) a WBDC result.csv of --wbdc-mb MB (`id,category` lines, every id distinct).
 
-Each validator runs in its own subprocess (`vmmlib.cli.main(["validate", ...])`), which reports its
+Each validator runs in its own subprocess (`vmmlib.app.cli.main(["validate", ...])`), which reports its
 peak RSS (VmHWM of /proc/self/status: `resource.getrusage`'s ru_maxrss of a freshly exec'd child
 starts at its parent's peak), the peak after imports, and the seconds taken. The old whole-file
 validators (the modules as of commit OLD_COMMIT, read with `git show`) run in the same way on
@@ -47,7 +47,7 @@ if old:
     run = lambda: module.validate(path)
 else:
     import io, contextlib
-    from vmmlib.cli import main
+    from vmmlib.app.cli import main
     from vmmlib.submissions import get_format
     get_format(task)  # import the format module before the baseline
     def run():
@@ -82,7 +82,7 @@ def write_qq(path: Path, mib: float, dim: int, seed: int = 0) -> int:
 
 
 def write_wbdc(path: Path, mb: float) -> int:
-    from vmmlib.data.wbdc_categories import CATEGORY_IDS
+    from vmmlib.data.wbdc.categories import CATEGORY_IDS
 
     target, size, i = int(mb * 1e6), 0, 0
     with open(path, "w", encoding="utf-8") as f:

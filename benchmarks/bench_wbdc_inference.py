@@ -1,5 +1,5 @@
 """WBDC test inference under a time budget: videos/s of the fine-tuned single-stream model, eager fp32
-against vmmlib's fast backends (`vmmlib.fast_inference`), measured in the same run.
+against vmmlib's fast backends (`vmmlib.predict.backends`), measured in the same run.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_wbdc_inference.py --size small --steps 12
 
@@ -40,10 +40,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vmmlib.data.sample_wbdc import write_wbdc_sample
 from vmmlib.data.tokenize import load_tokenizer
-from vmmlib.data.wbdc import WBDCDataset, collate, default_vocab, open_split
-from vmmlib.fast_inference import (
+from vmmlib.data.wbdc.reader import WBDCDataset, collate, default_vocab, open_split
+from vmmlib.data.wbdc.sample import write_wbdc_sample
+from vmmlib.models import create_model
+from vmmlib.predict.backends import (
     BACKENDS,
     MIN_AGREEMENT,
     UNFUSED,
@@ -52,9 +53,8 @@ from vmmlib.fast_inference import (
     cpu_summary,
     prepare,
 )
-from vmmlib.models import create_model
-from vmmlib.predict import tensors
-from vmmlib.train import fit, make_loader
+from vmmlib.predict.loop import tensors
+from vmmlib.train.loop import fit, make_loader
 
 SIZES = {
     "tiny": ("wbdc_single_stream_tiny", {}),

@@ -260,7 +260,7 @@ def _merge(params: dict, overrides: dict) -> dict:
 
 
 def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
-    from vmmlib.pipeline import load_pipeline
+    from vmmlib.app.pipeline import load_pipeline
     from vmmlib.tasks import get_task
 
     data_dir = work / "data" / task

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from vmmlib.cli import main
-from vmmlib.compare import compare_runs
+from vmmlib.app.cli import main
+from vmmlib.app.compare import compare_runs
 
 
 def make_step(folder: Path, *, lr: float, score: float, fold: int = 0, fingerprint: str = "f0") -> Path:

@@ -4,7 +4,7 @@ intro cover all five tasks, and the README says how to list a notebook's paramet
 import json
 from pathlib import Path
 
-from vmmlib.cli import build_parser
+from vmmlib.app.cli import build_parser
 from vmmlib.tasks import get_task, list_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

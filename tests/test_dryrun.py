@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vmmlib import dryrun
-from vmmlib.predict import predict_all
+from vmmlib.predict.loop import predict_all
 from vmmlib.runs import save_metrics
 
 

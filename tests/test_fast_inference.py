@@ -1,4 +1,4 @@
-"""`vmmlib.fast_inference`: every fast backend predicts what eager predicts, on the tiny single-stream
+"""`vmmlib.predict.backends`: every fast backend predicts what eager predicts, on the tiny single-stream
 WBDC model, with batch size, frame count and text length all varying after the export."""
 
 import importlib.util
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vmmlib.fast_inference import BACKENDS, argmax_agreement, cpu_summary, prepare, prepare_models
 from vmmlib.models import create_model
-from vmmlib.predict import predict_all
+from vmmlib.predict.backends import BACKENDS, argmax_agreement, cpu_summary, prepare, prepare_models
+from vmmlib.predict.loop import predict_all
 
 
 def make_batch(g: torch.Generator, batch: int, frames: int, length: int) -> dict[str, torch.Tensor]:
@@ -115,7 +115,7 @@ def test_auto_times_eager_and_int8_on_the_sample_and_never_picks_a_slower_backen
     ids=["faster-and-agreeing", "faster-but-disagreeing", "slower"],
 )
 def test_auto_picks_the_fastest_agreeing_backend_or_eager(tiny, monkeypatch, int8_rate, agrees, pick):
-    import vmmlib.fast_inference as FI
+    import vmmlib.predict.backends as FI
 
     model, batches = tiny
     monkeypatch.setattr(FI, "race", lambda modules, *a, **k: {"eager": 10.0, "int8": int8_rate})

@@ -8,10 +8,17 @@ import pytest
 import torch
 
 from tests.test_train import TinyNet, run_fit
-from vmmlib.fit_args import OPTIMIZER_ARGS, FitConfig, check_fit_args, fit_params, optimizer_args, result_args
-from vmmlib.optim import make_optimizer
 from vmmlib.runs import check_options
-from vmmlib.train import fit
+from vmmlib.train.config import (
+    OPTIMIZER_ARGS,
+    FitConfig,
+    check_fit_args,
+    fit_params,
+    optimizer_args,
+    result_args,
+)
+from vmmlib.train.loop import fit
+from vmmlib.train.optim import make_optimizer
 
 FIELDS = dataclasses.fields(FitConfig)
 
@@ -59,7 +66,7 @@ def test_swa_has_its_own_cadence_apart_from_evaluation(tmp_path):
 
 def _loader():
     from tests.test_train import BATCH, regression_data
-    from vmmlib.train import make_loader
+    from vmmlib.train.loop import make_loader
 
     return make_loader(regression_data(), BATCH, shuffle=True, seed=0)
 

@@ -1,4 +1,4 @@
-"""`vmmlib.launch`: N processes from a notebook end with the weights of one process."""
+"""`vmmlib.train.launch`: N processes from a notebook end with the weights of one process."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from vmmlib.launch import launch
-from vmmlib.train import fit, make_loader
+from vmmlib.train.launch import launch
+from vmmlib.train.loop import fit, make_loader
 
 
 class Regressor(nn.Module):

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vmmlib.leaderboard import read_step_scores
-from vmmlib.pipeline import load_pipeline, read_results, write_index
+from vmmlib.app.leaderboard import read_step_scores
+from vmmlib.app.pipeline import load_pipeline, read_results, write_index
 from vmmlib.runs import save_metrics, write_yaml
 from vmmlib.tasks import get_task
 
@@ -236,7 +236,7 @@ def test_an_ensemble_worse_than_its_best_model_is_said_so(tmp_path):
 
 
 def test_a_model_that_learns_online_explains_why_its_out_of_fold_score_differs_from_its_fold_mean(tmp_path):
-    from vmmlib.leaderboard import Leaderboard, Row, leaderboard_html
+    from vmmlib.app.leaderboard import Leaderboard, Row, leaderboard_html
 
     row = Row(
         "inference-vit", "model", folds={0: 0.41}, fold_mean=0.41, oof=0.55, oof_parts={"offline": 0.40}

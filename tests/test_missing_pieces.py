@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from vmmlib.checkpoint import load_weights
 from vmmlib.data.tokenize import tokenizer_for
-from vmmlib.predict import fold_dirs
+from vmmlib.predict.loop import fold_dirs
 from vmmlib.runs import load_arrays
+from vmmlib.train.checkpoint import load_weights
 
 
 def test_a_folder_without_vocab_names_text_model_dir_and_vocab_path(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.data.hostile_files import jpeg_claiming
 from vmmlib.io.safe import InputError
-from vmmlib.online import cache_path, load_cache
+from vmmlib.predict.online import cache_path, load_cache
 
 
 def _photo(size=(640, 480)) -> bytes:

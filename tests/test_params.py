@@ -6,8 +6,8 @@ import papermill
 import pytest
 import yaml
 
+from vmmlib.app.pipeline import load_pipeline
 from vmmlib.models import list_models, model_options
-from vmmlib.pipeline import load_pipeline
 from vmmlib.runs import check_choice
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vmmlib.pipeline import load_pipeline, run_pipeline
-from vmmlib.pipeline_log import steps_table
+from vmmlib.app.pipeline import load_pipeline, run_pipeline
+from vmmlib.app.pipeline_log import steps_table
 
 STEP_SOURCE = """
 import json, pathlib
@@ -142,7 +142,7 @@ def test_pipeline_runs_in_order_writes_index_and_skips_finished_steps(tmp_path, 
 
 
 def test_a_killed_step_with_the_same_parameters_keeps_its_folder_to_resume(tmp_path):
-    from vmmlib.pipeline import fingerprint, run_step
+    from vmmlib.app.pipeline import fingerprint, run_step
 
     step = load_pipeline(_pipeline(tmp_path)).steps[0]
     out = Path(step.out_dir)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
+from vmmlib.app.pipeline import Step, load_pipeline, run_step
 from vmmlib.io.safe import InputError
-from vmmlib.pipeline import Step, load_pipeline, run_step
 
 
 def _notebook(path: Path) -> Path:
@@ -65,7 +65,10 @@ def test_an_absolute_step_name_cannot_wipe_a_folder_outside_the_run(tmp_path, ca
 def test_vmm_run_prints_one_error_line_and_exits_2_for_a_bad_step_name(tmp_path, canary):
     path = _write(tmp_path, _spec(tmp_path, str(canary)))
     done = subprocess.run(
-        [sys.executable, "-m", "vmmlib.cli", "run", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "vmmlib.app.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
@@ -127,7 +130,7 @@ def test_a_set_template_with_a_format_spec_is_refused_not_expanded(tmp_path):
 
 
 def test_a_truncated_status_file_is_read_as_no_result(tmp_path):
-    from vmmlib.pipeline import read_results
+    from vmmlib.app.pipeline import read_results
 
     pipe = load_pipeline(_write(tmp_path, _spec(tmp_path, "a")))
     (tmp_path / "run" / "a").mkdir(parents=True)

@@ -5,9 +5,9 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vmmlib.cli import main
-from vmmlib.pipeline import load_pipeline
-from vmmlib.pipeline_settings import parse_settings
+from vmmlib.app.cli import main
+from vmmlib.app.pipeline import load_pipeline
+from vmmlib.app.pipeline_settings import parse_settings
 
 
 def _pipeline(tmp_path: Path, *, dry_param: bool = True) -> Path:

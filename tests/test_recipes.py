@@ -8,10 +8,10 @@ from pathlib import Path
 import papermill
 import pytest
 
+from vmmlib.app.pipeline_file import check_values, notebook_parameters
+from vmmlib.app.recipes import TASK_PARAMETERS, check_task_model, task_defaults
+from vmmlib.app.report import export_report
 from vmmlib.models import list_models
-from vmmlib.pipeline_file import check_values, notebook_parameters
-from vmmlib.recipes import TASK_PARAMETERS, check_task_model, task_defaults
-from vmmlib.report import export_report
 from vmmlib.tasks import get_task, list_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

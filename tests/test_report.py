@@ -3,9 +3,9 @@ table, and the pipeline index listing each step's warnings at its top."""
 
 import math
 
-from vmmlib.leaderboard import write_index
-from vmmlib.pipeline import Pipeline
-from vmmlib.report import ensemble_warnings, headline, improvement_warnings, metrics_table
+from vmmlib.app.leaderboard import write_index
+from vmmlib.app.pipeline import Pipeline
+from vmmlib.app.report import ensemble_warnings, headline, improvement_warnings, metrics_table
 
 
 def test_improvement_warns_unless_the_trained_score_is_higher_and_finite():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from vmmlib.checkpoint import find_checkpoint
+from vmmlib.train.checkpoint import find_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "20_finetune.ipynb"

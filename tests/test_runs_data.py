@@ -99,7 +99,7 @@ def test_vmm_run_reruns_a_finished_step_when_its_data_changed(tmp_path, monkeypa
     import yaml
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from vmmlib.pipeline import load_pipeline, run_step
+    from vmmlib.app.pipeline import load_pipeline, run_step
 
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -26,7 +26,9 @@ def _called_in_notebooks() -> set[str]:
 
 
 def _called_by_the_cli() -> set[str]:
-    return set(re.findall(r"get_task\([^)]*\)\.([A-Za-z_]\w*)", (ROOT / "vmmlib" / "cli.py").read_text()))
+    return set(
+        re.findall(r"get_task\([^)]*\)\.([A-Za-z_]\w*)", (ROOT / "vmmlib" / "app" / "cli.py").read_text())
+    )
 
 
 def test_the_notebooks_and_the_cli_call_exactly_the_contract():

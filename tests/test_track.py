@@ -4,7 +4,7 @@ with `mlflow.search_runs` (skipped without MLflow, an optional extra)."""
 import pytest
 
 from tests.test_compare import make_pipeline
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 
 mlflow = pytest.importorskip("mlflow")
 

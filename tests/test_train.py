@@ -1,4 +1,4 @@
-"""Tests for `vmmlib.train.fit` and `vmmlib.checkpoint`: learning, parameter groups, schedules, exact
+"""Tests for `vmmlib.train.loop.fit` and `vmmlib.train.checkpoint`: learning, parameter groups, schedules, exact
 resume, the NaN/inf guard, EMA, best-checkpoint selection, history.csv and atomic writes.
 
 Everything runs on CPU with a tiny MLP (with dropout, so RNG state matters) on a synthetic
@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from vmmlib import checkpoint
-from vmmlib.train import (
+from vmmlib.train import checkpoint
+from vmmlib.train.loop import (
     EMA,
     EpochShuffleSampler,
     check_fit_args,
@@ -547,7 +547,7 @@ def test_bf16_autocasts_the_forward_and_keeps_the_losses_in_fp32(tmp_path):
         import torch, torch.nn.functional as F
         from torch import nn
         from torch.utils.data import TensorDataset
-        from vmmlib.train import fit, make_loader
+        from vmmlib.train.loop import fit, make_loader
         seen = []
         def obj(model, batch):
             x, y = batch
@@ -607,7 +607,7 @@ def test_two_process_ddp_on_cpu_trains_and_resumes_exactly(tmp_path):
 
 
 def test_exponential_schedule_is_tf_staircase_decay_after_warmup():
-    from vmmlib.train import lr_multiplier
+    from vmmlib.train.loop import lr_multiplier
 
     values = [
         lr_multiplier(s, warmup_steps=2, total_steps=10, schedule="exponential", decay_rate=0.9)
@@ -760,7 +760,7 @@ def test_save_minutes_writes_a_checkpoint_by_wall_clock_that_a_rerun_resumes_fro
         clock[0] += 25.0
         return crash(model, batch)
 
-    monkeypatch.setattr("vmmlib.train.time", FakeTime)
+    monkeypatch.setattr("vmmlib.train.loop.time", FakeTime)
     crash = CrashAt(8)
     with pytest.raises(KeyboardInterrupt):
         run_fit(TinyNet(), tmp_path, obj=slow, steps=10, save_minutes=1.0)

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from tests.test_train import BATCH, TinyNet, objective, regression_data, run_fit, same_tensors
 from vmmlib.losses import make_objective
 from vmmlib.tasks import get_task
-from vmmlib.train import make_loader
-from vmmlib.train_step import _accumulate, _guarded_update
+from vmmlib.train.loop import make_loader
+from vmmlib.train.step import _accumulate, _guarded_update
 
 GRAD_RTOL = 1e-5  # measured: ≤ 4.3e-7 of the largest gradient (fp32 summation order)
 ACCUM_ATOL = 2e-6  # measured: max |Δw| = 6e-8 after 8 AdamW steps (fp32 summation order)

@@ -1,5 +1,5 @@
-"""Fine-tuning tricks of `fit`: FGM / PGD on the word embeddings (`vmmlib.adversarial`), layer-wise
-learning-rate decay and SWA (`vmmlib.optim`), their argument checks, and exact resume with each on.
+"""Fine-tuning tricks of `fit`: FGM / PGD on the word embeddings (`vmmlib.train.adversarial`), layer-wise
+learning-rate decay and SWA (`vmmlib.train.optim`), their argument checks, and exact resume with each on.
 
 A tiny token model with BERT-like parameter names (`embeddings.word_embeddings`, `encoder.layer.<i>`)
 and dropout (so RNG state matters) on a synthetic regression set; CPU only.
@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from vmmlib.adversarial import FGM, PGD, embedding_params
-from vmmlib.fit_args import check_fit_args
-from vmmlib.optim import SWA, layer_depth, param_groups
-from vmmlib.train import fit, make_loader
+from vmmlib.train.adversarial import FGM, PGD, embedding_params
+from vmmlib.train.config import check_fit_args
+from vmmlib.train.loop import fit, make_loader
+from vmmlib.train.optim import SWA, layer_depth, param_groups
 
 VOCAB, LENGTH, N, BATCH = 20, 6, 64, 8
 

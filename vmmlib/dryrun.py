@@ -127,7 +127,7 @@ def capped(
 ) -> Iterator[tuple[Any, np.ndarray]]:
     """`(batch, run_batch(batch))` for each of `batches`; in dry-run mode only the first
     `DRY_RUN_BATCHES` batches run, each later one gets those outputs' rows repeated to its length
-    (`vmmlib.predict.predict_batches` calls it). Outside dry-run mode every batch runs."""
+    (`vmmlib.predict.loop.predict_batches` calls it). Outside dry-run mode every batch runs."""
     seen: list[np.ndarray] = []
     pool: np.ndarray | None = None
     offset = 0

@@ -147,7 +147,7 @@ def plot_leaderboard(rows: list[dict], *, metric: str, ax=None):
     beside it, the fold mean ± sd with each fold as a dot.
 
     Args:
-        rows: leaderboard rows as dicts (`vmmlib.leaderboard.Row`): name, kind, folds
+        rows: leaderboard rows as dicts (`vmmlib.app.leaderboard.Row`): name, kind, folds
             {fold: score}, fold_mean, fold_sd, oof; None or NaN for what is missing.
         ax: axes to draw on; default a new pyplot figure.
 

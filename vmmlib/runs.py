@@ -31,7 +31,7 @@ PAPERMILL_PARAMS_HEADER = "# Parameters"
 
 def submitted_weights(run_dir: str | Path) -> Path:
     """The weights a fine-tuning run folder submits: `checkpoints/best/model.safetensors` when `fit`
-    selected a best checkpoint, else the final `model.safetensors` (layout: `vmmlib.checkpoint`)."""
+    selected a best checkpoint, else the final `model.safetensors` (layout: `vmmlib.train.checkpoint`)."""
     run_dir = Path(run_dir)
     best = run_dir / "checkpoints" / "best" / "model.safetensors"
     return best if best.exists() else run_dir / "model.safetensors"
@@ -159,13 +159,13 @@ RUN_RECORD = "run.json"  # {"fingerprint", "params"}: the fingerprinted paramete
 # with an old run; `save_every` / `save_minutes` only say when resumable checkpoints are written (a
 # resumed run ends bit-equal); `make_sample` only writes data that is missing; `out_dir` is the folder.
 UNFINGERPRINTED = frozenset({"restart", "save_every", "save_minutes", "make_sample", "out_dir"})
-FIT_OUTPUTS = ("model.safetensors", "history.csv", "checkpoints")  # what `vmmlib.train.fit` writes
+FIT_OUTPUTS = ("model.safetensors", "history.csv", "checkpoints")  # what `vmmlib.train.loop.fit` writes
 
 
 def params_fingerprint(params: Mapping[str, Any]) -> str:
     """A 16-hex-digit hash of the parameters that change results (all but `UNFINGERPRINTED`).
 
-    Pass it to `vmmlib.train.fit(..., fingerprint=...)` so `fit` resumes only a checkpoint made by
+    Pass it to `vmmlib.train.loop.fit(..., fingerprint=...)` so `fit` resumes only a checkpoint made by
     the same parameters.
     """
     text = json.dumps(_fingerprinted(params), sort_keys=True, ensure_ascii=False)

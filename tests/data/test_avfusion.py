@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vmmlib.data.avfusion import (
+from vmmlib.data.avfusion.reader import (
     AnswerVocab,
     AVFusionDataset,
     CaptionVideoDataset,
@@ -25,7 +25,7 @@ from vmmlib.data.avfusion import (
     read_retrieval_annotations,
     special_token_ids,
 )
-from vmmlib.data.sample_avfusion import COLOURS, TONES, write_avfusion_sample
+from vmmlib.data.avfusion.sample import COLOURS, TONES, write_avfusion_sample
 from vmmlib.io.media import probe_media, read_audio
 
 SMALL = dict(videos=10, val_videos=2, test_videos=2, num_frames=8, frame_size=32)

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from vmmlib.data import avfusion as A
+from vmmlib.data.avfusion import reader as A
 from vmmlib.io.safe import InputError
 
 

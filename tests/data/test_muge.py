@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 import vmmlib.data.image_checks as image_checks
-import vmmlib.data.muge_prepare as mp
-from vmmlib.data.muge import (
+import vmmlib.data.muge.prepare as mp
+from vmmlib.data.muge.reader import (
     MugeImageDataset,
     MugePairDataset,
     MugeTextDataset,
@@ -28,8 +28,8 @@ from vmmlib.data.muge import (
     read_texts,
     tokenize,
 )
-from vmmlib.data.muge_prepare import MugeDataError, prepare_muge
-from vmmlib.data.sample_muge import write_muge_sample
+from vmmlib.data.muge.prepare import MugeDataError, prepare_muge
+from vmmlib.data.muge.sample import write_muge_sample
 from vmmlib.data.tokenize import load_tokenizer
 
 CN_CLIP = (

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.data.hostile_files import jpeg_claiming, png_claiming
-from vmmlib.data import muge as D
-from vmmlib.data.muge_prepare import prepare_muge
+from vmmlib.data.muge import reader as D
+from vmmlib.data.muge.prepare import prepare_muge
 from vmmlib.io.safe import InputError
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vmmlib.data.muge_prepare import STATE_FILE, prepare_muge
+from vmmlib.data.muge.prepare import STATE_FILE, prepare_muge
 
 
 def _jpeg() -> bytes:
@@ -46,7 +46,7 @@ def test_a_rerun_with_a_stricter_check_checks_again_instead_of_saying_skipped(tm
 def test_a_rerun_with_another_on_error_or_a_torn_state_file_starts_over(tmp_path):
     import pytest
 
-    from vmmlib.data.muge_prepare import MugeDataError
+    from vmmlib.data.muge.prepare import MugeDataError
 
     _write(tmp_path)
     with pytest.raises(MugeDataError, match="train_imgs.tsv:2"):

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from vmmlib.data import qqbrowser as qq
+from vmmlib.data.qqbrowser import reader as qq
 from vmmlib.data.frames import sample_frames
 from vmmlib.data.record_checks import NonFiniteFeatureError
-from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
+from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample
 from vmmlib.data.tokenize import encode_texts, load_tokenizer
 from vmmlib.io import (
     RecordError,
@@ -58,7 +58,7 @@ def test_sample_records_have_the_spec_schema(qq_sample):
 
 def test_same_seed_gives_byte_identical_files_across_processes(tmp_path):
     code = (
-        "import sys; from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample as w; "
+        "import sys; from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample as w; "
         "w(sys.argv[1], videos=20, pairs=30, pair_videos=12, test_videos=4, shards=2, seed=7)"
     )
     for name in ("a", "b"):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from vmmlib.data import qqbrowser as qq
+from vmmlib.data.qqbrowser import reader as qq
 from vmmlib.io import RecordError, encode_example, tfrecord_index, write_tfrecord
 from vmmlib.io.safe import InputError
 from vmmlib.metrics import read_label_tsv
@@ -60,7 +60,7 @@ def test_label_tsv_is_one_reader_naming_file_and_line(tmp_path, line, match):
             reader(path)
         assert err.value.path == os.fspath(path)
     assert (
-        qq.read_pairs.__module__ == "vmmlib.data.qqbrowser"
+        qq.read_pairs.__module__ == "vmmlib.data.qqbrowser.reader"
         and read_label_tsv.__module__ == "vmmlib.io.label_tsv"
     )
 

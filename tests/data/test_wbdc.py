@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from sklearn.model_selection import StratifiedKFold
 
-from vmmlib.data import wbdc as W
-from vmmlib.data import wbdc_categories as C
-from vmmlib.data.sample_wbdc import write_wbdc_sample
+from vmmlib.data.wbdc import reader as W
+from vmmlib.data.wbdc import categories as C
+from vmmlib.data.wbdc.sample import write_wbdc_sample
 from vmmlib.data.tokenize import load_tokenizer
 from vmmlib.io.safe import InputError
 
@@ -120,7 +120,7 @@ def test_sample_writes_the_real_layout(sample):
 
 
 def test_same_seed_gives_byte_identical_files_across_processes(tmp_path):
-    code = "import sys; from vmmlib.data.sample_wbdc import write_wbdc_sample as w; w(sys.argv[1], labeled=20, unlabeled=5, test=5, raw_frame_videos=2, seed=3)"
+    code = "import sys; from vmmlib.data.wbdc.sample import write_wbdc_sample as w; w(sys.argv[1], labeled=20, unlabeled=5, test=5, raw_frame_videos=2, seed=3)"
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")

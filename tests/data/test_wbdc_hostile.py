@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.data.hostile_files import BOMB_MEMBER, jpeg_claiming, npy_bytes, npy_header, write_zip
-from vmmlib.data import wbdc as W
-from vmmlib.data import wbdc_data
-from vmmlib.data.sample_wbdc import write_wbdc_sample
+from vmmlib.data.wbdc import reader as W
+from vmmlib.data.wbdc import folder as wbdc_data
+from vmmlib.data.wbdc.sample import write_wbdc_sample
 from vmmlib.data.tokenize import load_tokenizer
 from vmmlib.io.safe import InputError
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.data import yt8m_datasets as D
-from vmmlib.data import yt8m_format as Y
-from vmmlib.data.sample_yt8m import write_yt8m_sample
+from vmmlib.data.yt8m import datasets as D
+from vmmlib.data.yt8m import reader as Y
+from vmmlib.data.yt8m.sample import write_yt8m_sample
 from vmmlib.io import (
     FloatList,
     Int64List,
@@ -450,7 +450,7 @@ def test_check_layout_names_what_is_missing(tmp_path):
 
 def test_same_seed_gives_byte_identical_files_across_processes(tmp_path):
     code = (
-        "import sys; from vmmlib.data.sample_yt8m import write_yt8m_sample as w; "
+        "import sys; from vmmlib.data.yt8m.sample import write_yt8m_sample as w; "
         "w(sys.argv[1], videos=6, validate_videos=6, test_videos=2, train_shards=2, validate_shards=2, test_shards=1, seed=7)"
     )
     for name in ("a", "b"):
@@ -541,7 +541,7 @@ def test_class_centroids_of_5_frame_segments_beat_random_scores_on_the_segment_m
 
 def test_the_record_format_module_imports_no_torch():
     """`vmm validate` / `vmm evaluate yt8m` read truth shards through it and must stay fast."""
-    code = "import sys, vmmlib.data.yt8m_format, vmmlib.data.sample_yt8m; assert 'torch' not in sys.modules"
+    code = "import sys, vmmlib.data.yt8m.reader, vmmlib.data.yt8m.sample; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

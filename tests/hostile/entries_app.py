@@ -50,14 +50,14 @@ def _pipeline(root: Path) -> Path:
 
 
 def _load_pipeline(root: Path) -> None:
-    from vmmlib.pipeline import load_pipeline
+    from vmmlib.app.pipeline import load_pipeline
 
     load_pipeline(root / "pipe.yaml")
 
 
 register(
     name="pipeline.load",
-    module="vmmlib.pipeline",
+    module="vmmlib.app.pipeline",
     make=_pipeline,
     targets={"params.yaml": "yaml", "step.ipynb": "json"},  # pipe.yaml itself: `pipeline.file`
     call=_load_pipeline,
@@ -71,10 +71,10 @@ register(
 
 register(
     name="pipeline.file",
-    module="vmmlib.pipeline_file",
+    module="vmmlib.app.pipeline_file",
     make=_pipeline,
     targets={"pipe.yaml": "yaml"},
-    call=lambda root: __import__("vmmlib.pipeline_file", fromlist=["read_spec"]).read_spec(
+    call=lambda root: __import__("vmmlib.app.pipeline_file", fromlist=["read_spec"]).read_spec(
         root / "pipe.yaml"
     ),
     handled={
@@ -90,7 +90,7 @@ register(
 
 
 def _muge(root: Path) -> Path:
-    from vmmlib.data.sample_muge import write_muge_sample
+    from vmmlib.data.muge.sample import write_muge_sample
 
     data = root / "muge"
     write_muge_sample(
@@ -110,14 +110,14 @@ def _muge(root: Path) -> Path:
 
 
 def _prepare(data: Path) -> None:
-    from vmmlib.data.muge_prepare import prepare_muge
+    from vmmlib.data.muge.prepare import prepare_muge
 
     prepare_muge(data, ["train"], on_error="raise", check="fast", progress=False)
 
 
 register(
     name="prepare.muge",
-    module="vmmlib.data.muge_prepare",
+    module="vmmlib.data.muge.prepare",
     make=_muge,
     targets={"train_imgs.tsv": "tsv", "train_texts.jsonl": "jsonl"},
     call=_prepare,
@@ -170,7 +170,7 @@ def _texts_tsv(root: Path) -> Path:
 
 
 def _read_and_check(path: Path) -> None:
-    from vmmlib.extract_formats import check_texts, read_texts
+    from vmmlib.extract.formats import check_texts, read_texts
 
     check_texts("yt8m", read_texts(path))
 
@@ -182,7 +182,7 @@ for _name, _make, _kind in (
 ):
     register(
         name=_name,
-        module="vmmlib.extract_formats",
+        module="vmmlib.extract.formats",
         make=_make,
         targets={"": _kind},
         call=_read_and_check,
@@ -203,8 +203,8 @@ _ENCODER: list = []  # the tiny backbone, built once per process: cases differ i
 
 
 def _extract(root: Path) -> None:
-    from vmmlib.extract import extract
-    from vmmlib.extract_backbone import load_backbone
+    from vmmlib.extract.backbone import load_backbone
+    from vmmlib.extract.run import extract
 
     _ENCODER[:] = _ENCODER or [load_backbone("", device="cpu")]
     extract(
@@ -216,7 +216,7 @@ def _extract(root: Path) -> None:
 _SAME_READER = "read_texts is the reader of `extract.texts_*`, which takes the whole corpus"
 register(
     name="extract.command",
-    module="vmmlib.extract",
+    module="vmmlib.extract.run",
     make=_extract_input,
     targets={"texts.jsonl": "jsonl"},
     call=_extract,

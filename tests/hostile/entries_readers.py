@@ -20,23 +20,24 @@ from pathlib import Path
 import numpy as np
 
 from tests.hostile.registry import register
-from vmmlib.data import avfusion as A
-from vmmlib.data import muge, wbdc_data
-from vmmlib.data import qqbrowser as qq
-from vmmlib.data import wbdc as wbdc_reader
-from vmmlib.data.avfusion import ClipReader
-from vmmlib.data.avfusion_folder import AVFusionData
+from vmmlib.data.avfusion import reader as A
+from vmmlib.data.avfusion.folder import AVFusionData
+from vmmlib.data.avfusion.reader import ClipReader
 from vmmlib.data.image_checks import check_image
-from vmmlib.data.qqbrowser import VideoStore
-from vmmlib.data.sample_muge import write_vocab as write_muge_vocab
-from vmmlib.data.sample_qqbrowser import write_vocab
-from vmmlib.data.wbdc_categories import CATEGORY_IDS
-from vmmlib.data.wbdc_zips import FrameTransform, RawFrameZips
-from vmmlib.data.yt8m_format import SegmentClasses
+from vmmlib.data.muge import reader as muge
+from vmmlib.data.muge.sample import write_vocab as write_muge_vocab
+from vmmlib.data.qqbrowser import reader as qq
+from vmmlib.data.qqbrowser.reader import VideoStore
+from vmmlib.data.qqbrowser.sample import write_vocab
+from vmmlib.data.wbdc import folder as wbdc_data
+from vmmlib.data.wbdc import reader as wbdc_reader
+from vmmlib.data.wbdc.categories import CATEGORY_IDS
+from vmmlib.data.wbdc.zips import FrameTransform, RawFrameZips
+from vmmlib.data.yt8m.reader import SegmentClasses
 from vmmlib.io import encode_example, write_tfrecord
 from vmmlib.io.label_tsv import read_label_tsv
 from vmmlib.io.safe import InputError, read_bytes
-from vmmlib.online import cache_path, load_cache
+from vmmlib.predict.online import cache_path, load_cache
 
 LINKED = "the folder's own fixed-name file may be the user's link (data on another disk); paths from data are contained"
 GIVEN = "the path was given by the user (argument), not taken from data: a link is the user's choice"
@@ -105,7 +106,7 @@ _JSON_HANDLED = {"symlink_out": LINKED}
 
 register(
     name="wbdc.load",
-    module="vmmlib.data.wbdc_data",
+    module="vmmlib.data.wbdc.folder",
     make=_wbdc,
     targets={
         "zip_feats/labeled.zip": "zip",
@@ -117,7 +118,7 @@ register(
 
 register(
     name="wbdc.annotations",
-    module="vmmlib.data.wbdc",
+    module="vmmlib.data.wbdc.reader",
     make=_wbdc,
     targets={"annotations/labeled.json": "json"},
     call=lambda root: wbdc_reader.read_annotations(root / "annotations" / "labeled.json"),
@@ -133,7 +134,7 @@ def _wbdc_raw(root: Path) -> None:
 
 register(
     name="wbdc.raw_frames",
-    module="vmmlib.data.wbdc_zips",
+    module="vmmlib.data.wbdc.zips",
     make=_wbdc,
     targets={"zip_frames/labeled/001/1001.zip": "zip", "zip_frames/labeled/001/1001.zip!000.jpg": "image"},
     call=_wbdc_raw,
@@ -165,7 +166,7 @@ def _muge_texts(root: Path) -> None:
 
 register(
     name="muge.texts",
-    module="vmmlib.data.muge",
+    module="vmmlib.data.muge.reader",
     make=_muge,
     targets={"valid_texts.jsonl": "jsonl"},
     call=_muge_texts,
@@ -192,7 +193,7 @@ def _checked_image(root: Path) -> None:
 
 register(
     name="muge.stored_image",
-    module="vmmlib.data.muge",
+    module="vmmlib.data.muge.reader",
     make=_muge,
     targets={"img.jpg": "image"},
     call=_muge_image,
@@ -247,7 +248,7 @@ _AV_HANDLED = {
 
 register(
     name="avfusion.annotations",
-    module="vmmlib.data.avfusion",
+    module="vmmlib.data.avfusion.reader",
     make=_avfusion,
     targets={"retrieval/train.jsonl": "jsonl", "qa/train.jsonl": "jsonl"},  # the others: avfusion.folder
     call=_avfusion_read,
@@ -267,7 +268,7 @@ def _avfusion_folder(root: Path) -> None:
 
 register(
     name="avfusion.folder",
-    module="vmmlib.data.avfusion_folder",
+    module="vmmlib.data.avfusion.folder",
     make=_avfusion,
     targets={"train.csv": "csv", "qa/train_ans2label.json": "json"},  # the jsonl files: avfusion.annotations
     call=_avfusion_folder,
@@ -296,7 +297,7 @@ def _online_load(root: Path) -> None:
 
 register(
     name="online.cache",
-    module="vmmlib.online",
+    module="vmmlib.predict.online",
     make=_online,
     targets={"q1/1.jpg": "image"},
     call=_online_load,
@@ -348,7 +349,7 @@ _QQ_HANDLED = {
 
 register(
     name="qqbrowser.load",
-    module="vmmlib.data.qqbrowser",
+    module="vmmlib.data.qqbrowser.reader",
     make=_qq,
     targets={"pairwise/label.tsv": "tsv", "tag_list.txt": "text"},  # the records: qqbrowser.video_store
     call=_qq_load,
@@ -394,7 +395,7 @@ def _yt8m_classes(folder: Path) -> Path:
 
 register(
     name="yt8m.segment_classes",
-    module="vmmlib.data.yt8m_format",
+    module="vmmlib.data.yt8m.reader",
     make=_yt8m_classes,
     targets={"": "csv"},
     call=lambda path: SegmentClasses.read(path),

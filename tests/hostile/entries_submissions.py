@@ -290,7 +290,7 @@ register(
 
 
 def _yt8m_data(folder: Path) -> Path:
-    from vmmlib.data.sample_yt8m import write_yt8m_sample
+    from vmmlib.data.yt8m.sample import write_yt8m_sample
 
     return write_yt8m_sample(
         folder / "data",
@@ -341,7 +341,7 @@ register(
 
 register(
     name="yt8m.segment_label_ids",
-    module="vmmlib.data.yt8m_format",
+    module="vmmlib.data.yt8m.reader",
     make=_yt8m_segments,
     targets={"data/segment_label_ids.csv": "csv"},
     call=_yt8m_validate_against_data,

@@ -7,7 +7,7 @@ from tests.hostile.registry import register
 
 register(
     name="wbdc.load",                       # unique, "<area>.<what>"
-    module="vmmlib.data.wbdc",              # the module whose reading this covers (coverage test)
+    module="vmmlib.data.wbdc.reader",              # the module whose reading this covers (coverage test)
     make=lambda d: write_small_valid_input(d),   # a VALID input under the empty folder d; returns what call takes
     targets={"annotations.json": "json", "feeds.csv": "csv"},  # files to mutate, relative to make()'s return
     call=lambda p: load(p),                 # the entry point on the (mutated) input
@@ -36,7 +36,7 @@ from pathlib import Path
 @dataclass
 class Entry:
     name: str  # "wbdc.load", "validate.qqbrowser", "pipeline.load", ...
-    module: str  # the vmmlib module whose reading this covers, e.g. "vmmlib.data.wbdc"
+    module: str  # the vmmlib module whose reading this covers, e.g. "vmmlib.data.wbdc.reader"
     make: Callable[
         [Path], Path
     ]  # writes a VALID input under the given empty folder; returns what `call` takes

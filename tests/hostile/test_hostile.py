@@ -34,19 +34,19 @@ PENDING: list[str] = []
 # Modules that import vmmlib.io.safe without reading user files themselves.
 COVERAGE_ALLOWED: dict[str, str] = {
     "vmmlib.io.safe": "the safe layer itself (tests/io/test_safe.py)",
-    "vmmlib.cli": "prints InputError as one line; every file it reads goes through a registered entry",
+    "vmmlib.app.cli": "prints InputError as one line; every file it reads goes through a registered entry",
     "vmmlib.submissions": "defines InvalidSubmissionError as an InputError; each format module has its entries",
-    "vmmlib.data.wbdc_categories": "UnknownCategoryError is an InputError; it reads no file (ids come from wbdc's readers)",
-    "vmmlib.extract_backbone": "reads only a local backbone folder's preprocessor_config.json, with safe.read_json",
-    "vmmlib.io.lmdb_store": "UnsafePickleError is an InputError; its LMDBs are opened by vmmlib.data.muge's entries",
+    "vmmlib.data.wbdc.categories": "UnknownCategoryError is an InputError; it reads no file (ids come from wbdc's readers)",
+    "vmmlib.extract.backbone": "reads only a local backbone folder's preprocessor_config.json, with safe.read_json",
+    "vmmlib.io.lmdb_store": "UnsafePickleError is an InputError; its LMDBs are opened by vmmlib.data.muge.reader's entries",
 }
 
 # "path::call" -> why this direct read is not of a user file.
 DIRECT_READS_ALLOWED: dict[str, str] = {
     "vmmlib/io/cache.py::np.load": "memory-maps arrays of a cache folder that `vmm cache` wrote itself",
     "vmmlib/runs.py::np.load": "reads predictions.npz of the project's own run folders",
-    "vmmlib/compare.py::pd.read_csv": "reads history.csv that fit wrote into the project's own run folders",
-    "vmmlib/track.py::pd.read_csv": "reads history.csv that fit wrote into the project's own run folders",
+    "vmmlib/app/compare.py::pd.read_csv": "reads history.csv that fit wrote into the project's own run folders",
+    "vmmlib/app/track.py::pd.read_csv": "reads history.csv that fit wrote into the project's own run folders",
 }
 
 

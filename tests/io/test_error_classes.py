@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 
-from vmmlib.data.muge_prepare import MugeDataError
+from vmmlib.data.muge.prepare import MugeDataError
 from vmmlib.data.record_checks import NonFiniteFeatureError
-from vmmlib.data.wbdc_categories import UnknownCategoryError
-from vmmlib.data.wbdc_zips import FrameReadError
+from vmmlib.data.wbdc.categories import UnknownCategoryError
+from vmmlib.data.wbdc.zips import FrameReadError
 from vmmlib.io.lmdb_store import UnsafePickleError
 from vmmlib.io.media import MediaError
 from vmmlib.io.safe import InputError

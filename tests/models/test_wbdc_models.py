@@ -12,7 +12,7 @@ from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionMode
 import vmmlib.models.wbdc_baseline
 import vmmlib.models.wbdc_dual
 import vmmlib.models.wbdc_single  # noqa: F401  (registers the families)
-from vmmlib.data import wbdc as W
+from vmmlib.data.wbdc import reader as W
 from vmmlib.models import create_model, list_models, model_options
 from vmmlib.models.wbdc_video import VisionTower
 

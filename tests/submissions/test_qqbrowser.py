@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 from vmmlib.submissions import InvalidSubmissionError, get_format, list_formats
 from vmmlib.submissions import qqbrowser as S
 
@@ -239,7 +239,7 @@ def test_vmm_validate_on_a_result_zip_imports_no_torch(tmp_path):
     labels = _labels(tmp_path)
     code = (
         "import sys\n"
-        "from vmmlib.cli import main\n"
+        "from vmmlib.app.cli import main\n"
         f"rc = main(['validate', 'qqbrowser', {str(path)!r}, '--truth', {str(labels)!r}])\n"
         "rc += main(['validate', 'qqbrowser', " + repr(str(path)) + "])\n"
         "print('torch' in sys.modules, rc)\n"

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from vmmlib.cli import main
-from vmmlib.data.sample_yt8m import write_yt8m_sample
+from vmmlib.app.cli import main
+from vmmlib.data.yt8m.sample import write_yt8m_sample
 from vmmlib.metrics.yt8m import read_kaggle_csv, read_segment_truth, segment_map
 from vmmlib.submissions import InvalidSubmissionError
 from vmmlib.submissions import yt8m as S
@@ -22,7 +22,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def truth(root):
-    from vmmlib.data.yt8m_format import read_frame_level, split_files
+    from vmmlib.data.yt8m.reader import read_frame_level, split_files
 
     videos = list(read_frame_level(split_files(root, "frame/validate")))
     return read_segment_truth(
@@ -137,6 +137,6 @@ def test_an_overlong_line_is_one_problem_and_is_not_read_whole(tmp_path, monkeyp
 
 def test_vmm_validate_on_a_csv_imports_no_torch(tmp_path):
     path = S.write(tmp_path / "sub.csv", {3: ["Ab12:0"]})
-    code = f"import sys\nfrom vmmlib.cli import main\nrc = main(['validate', 'yt8m', {str(path)!r}])\nprint('torch' in sys.modules, rc)"
+    code = f"import sys\nfrom vmmlib.app.cli import main\nrc = main(['validate', 'yt8m', {str(path)!r}])\nprint('torch' in sys.modules, rc)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "False 0", done.stderr

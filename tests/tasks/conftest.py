@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmmlib.pipeline import run_pipeline
+from vmmlib.app.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import torch
 
 from vmmlib.losses import make_objective
 from vmmlib.tasks import get_task
-from vmmlib.train import fit, make_loader
+from vmmlib.train.loop import fit, make_loader
 
 T = get_task("avfusion")
 MARGIN = (

@@ -6,7 +6,7 @@ accept the submission."""
 
 from pathlib import Path
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps than the demo, same recipes

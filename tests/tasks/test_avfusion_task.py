@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 from vmmlib.submissions import get_format
 from vmmlib.tasks import get_task
-from vmmlib.train import make_loader
+from vmmlib.train.loop import make_loader
 
 T = get_task("avfusion")
 OPTIONS = dict(num_frames=4, image_size=32, frame_strategy="uniform", max_text_len=16, with_audio=False)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.data import muge as D
 from vmmlib.data.image_transforms import EvalTransform
+from vmmlib.data.muge import reader as D
 from vmmlib.io.feature_jsonl import read_features
 from vmmlib.metrics import muge as M
-from vmmlib.online import cache_path, load_cache, online_adapt
+from vmmlib.predict.online import cache_path, load_cache, online_adapt
 from vmmlib.submissions import muge as jsonl
 from vmmlib.tasks import get_task
 
@@ -193,7 +193,7 @@ def test_a_folder_without_vocab_loads_but_refuses_to_tokenise(data, tmp_path):
 
 
 def test_vmm_prepare_muge_prints_its_summary(data, capsys):
-    from vmmlib.cli import main
+    from vmmlib.app.cli import main
 
     assert main(["prepare", "muge", str(data.data_dir), "--splits", "valid", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -201,7 +201,7 @@ def test_vmm_prepare_muge_prints_its_summary(data, capsys):
 
 
 def test_fit_clamps_the_logit_scale_after_every_optimiser_step(data, net, tmp_path):
-    from vmmlib.train import fit, make_loader
+    from vmmlib.train.loop import fit, make_loader
 
     contrastive = T.finetune_objective(data, ("contrastive",))
     seen = []

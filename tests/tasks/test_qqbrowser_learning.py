@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.checkpoint import load_weights
-from vmmlib.data.sample_qqbrowser import write_qqbrowser_sample
+from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample
 from vmmlib.losses import make_objective
 from vmmlib.runs import submitted_weights
 from vmmlib.tasks import get_task
-from vmmlib.train import fit, make_loader
+from vmmlib.train.checkpoint import load_weights
+from vmmlib.train.loop import fit, make_loader
 
 T = get_task("qqbrowser")
 MARGIN = 0.25  # validation Spearman must rise by at least this much over the untrained model

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.cli import main
-from vmmlib.data.qqbrowser import read_pairs
+from vmmlib.app.cli import main
+from vmmlib.data.qqbrowser.reader import read_pairs
 from vmmlib.losses import make_objective
 from vmmlib.metrics import qq_spearman
 from vmmlib.submissions import qqbrowser as result_zip

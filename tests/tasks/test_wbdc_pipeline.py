@@ -6,7 +6,7 @@ ensembles and the student, and `vmm validate wbdc` accepts the submission."""
 
 from pathlib import Path
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps and folds than the demo, same recipes

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.checkpoint import make_loader
-from vmmlib.data.wbdc import stratified_folds
+from vmmlib.data.wbdc.reader import stratified_folds
 from vmmlib.losses import make_objective
 from vmmlib.metrics.wbdc import f1_mean
 from vmmlib.runs import OOF_FILE, load_arrays, save_arrays
 from vmmlib.submissions import get_format
 from vmmlib.tasks import get_task
+from vmmlib.train.checkpoint import make_loader
 
 T = get_task("wbdc")
 
@@ -168,7 +168,7 @@ def test_ensemble_writes_a_valid_result_csv_and_the_teacher_file(data, net, tmp_
 
 
 def test_vmm_sample_wbdc_takes_the_split_sizes_and_signal(tmp_path):
-    from vmmlib.cli import main
+    from vmmlib.app.cli import main
 
     args = ["sample", "wbdc", str(tmp_path / "d"), "--labeled", "12", "--unlabeled", "6", "--test", "4"]
     assert main([*args, "--signal", "0.5", "--seed", "1"]) == 0
@@ -187,7 +187,7 @@ def test_predict_with_int8_inference_agrees_with_eager_on_most_videos(data, net)
 
 
 def test_predict_with_auto_inference_reports_what_it_timed_and_picked(data, net, monkeypatch, capsys):
-    import vmmlib.fast_inference as FI
+    import vmmlib.predict.backends as FI
 
     monkeypatch.setattr(FI, "AUTO_CANDIDATES", ("int8",))  # the ONNX export is timed in test_fast_inference
     eager = T.predict([net], data, "test_a", progress=False)

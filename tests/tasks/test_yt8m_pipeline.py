@@ -5,7 +5,7 @@ the per-shift out-of-fold scores, and `vmm validate` accepts the submission."""
 
 from pathlib import Path
 
-from vmmlib.cli import main
+from vmmlib.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = {  # step name → extra `set` values: fewer steps and folds than the demo, same recipes

@@ -5,17 +5,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vmmlib.checkpoint import save_weights
-from vmmlib.cli import main
-from vmmlib.data.sample_yt8m import write_yt8m_sample
+from vmmlib.app.cli import main
+from vmmlib.data.yt8m.sample import write_yt8m_sample
 from vmmlib.losses import make_objective
 from vmmlib.metrics.yt8m import read_kaggle_csv, segment_map, write_kaggle_csv
-from vmmlib.predict import load_fold_models
+from vmmlib.predict.loop import load_fold_models
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, TopK, rank_vote
 from vmmlib.runs import load_arrays, save_arrays, write_yaml
 from vmmlib.submissions import yt8m as kaggle_csv
 from vmmlib.tasks import get_task
-from vmmlib.train import fit, make_loader
+from vmmlib.train.checkpoint import save_weights
+from vmmlib.train.loop import fit, make_loader
 
 T = get_task("yt8m")
 SMALL = dict(videos=24, validate_videos=32, test_videos=6, train_shards=2, validate_shards=4, test_shards=1)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 # task -> "module:function" of its sample writer (the default `make_sample` of a task)
 SAMPLE_WRITERS = {
-    "qqbrowser": "vmmlib.data.sample_qqbrowser:write_qqbrowser_sample",
-    "yt8m": "vmmlib.data.sample_yt8m:write_yt8m_sample",
-    "wbdc": "vmmlib.data.sample_wbdc:write_wbdc_sample",
-    "muge": "vmmlib.data.sample_muge:write_muge_sample",
-    "avfusion": "vmmlib.data.sample_avfusion:write_avfusion_sample",
+    "qqbrowser": "vmmlib.data.qqbrowser.sample:write_qqbrowser_sample",
+    "yt8m": "vmmlib.data.yt8m.sample:write_yt8m_sample",
+    "wbdc": "vmmlib.data.wbdc.sample:write_wbdc_sample",
+    "muge": "vmmlib.data.muge.sample:write_muge_sample",
+    "avfusion": "vmmlib.data.avfusion.sample:write_avfusion_sample",
 }
 
 

@@ -1,4 +1,4 @@
-"""QQ Browser's `label.tsv`, read in one place: by the data reader (`vmmlib.data.qqbrowser.read_pairs`)
+"""QQ Browser's `label.tsv`, read in one place: by the data reader (`vmmlib.data.qqbrowser.reader.read_pairs`)
 and the scorer (`vmmlib.metrics.qqbrowser`).
 
 Each line is `line.split()` into query id, candidate id and relevance, as the official

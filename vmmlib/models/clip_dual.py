@@ -225,7 +225,7 @@ class ClipDual(nn.Module):
         self.logit_scale.clamp_(0.0, self.cfg.logit_scale_max)
 
     def after_optimizer_step(self) -> None:
-        """`vmmlib.train.fit` calls this after every optimiser step: the logit-scale clamp."""
+        """`vmmlib.train.loop.fit` calls this after every optimiser step: the logit-scale clamp."""
         self.clamp_logit_scale()
 
 

@@ -212,7 +212,7 @@ def video_text_terms(
     Args:
         model: a single-stream model with pretraining heads (or, for "clip" alone, any model with
             `clip_embeddings` and `logit_scale`).
-        batch: the WBDC batch (`vmmlib.data.wbdc.collate`): frames, frame_mask, text_ids, text_mask;
+        batch: the WBDC batch (`vmmlib.data.wbdc.reader.collate`): frames, frame_mask, text_ids, text_mask;
             title_ids/title_mask and context_ids/context_mask for ict and clip.
         terms: any of TERMS; each is computed only when asked for.
         tokens: vocabulary ids for MLM (default: bert-base-chinese's).

@@ -117,7 +117,7 @@ def required_ids(
 
         return _pair_ids(read_label_tsv(truth))
     if data_dir:
-        from vmmlib.data.qqbrowser import split_files  # the reader module (imports torch)
+        from vmmlib.data.qqbrowser.reader import split_files  # the reader module (imports torch)
         from vmmlib.io import read_examples
 
         split = split or DEFAULT_SPLIT

@@ -12,7 +12,7 @@ line by line (a full submission is ~1 GB).
 Video level (GAP@20, mAP, Hit@1, PERR): an `.npz` with `ids` (N,) and `predictions` (N, 3862), or
 the Kaggle CSV `VideoId,LabelConfidencePairs` ("label score label score ...", unlisted = 0).
 
-No torch here (`vmmlib.data.yt8m_format` reads the truth shards).
+No torch here (`vmmlib.data.yt8m.reader` reads the truth shards).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vmmlib.data.record_checks import read_with_refs
-from vmmlib.data.yt8m_format import (
+from vmmlib.data.yt8m.reader import (
     CONTEXT_KEYS,
     FRAME_SCHEMA,
     NUM_CLASSES,

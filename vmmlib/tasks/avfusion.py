@@ -1,7 +1,7 @@
 """Task `avfusion`: text + audio + video fusion from raw files (seed 004), ALPRO-style downstream.
 
 Data: `vmmlib.data.avfusion` (manifests, jsonl annotations, PyAV decoding, fbank), opened by
-`vmmlib.data.avfusion_folder.load` as `AVFusionData`; sample data: `vmmlib.data.sample_avfusion`; model:
+`vmmlib.data.avfusion.folder.load` as `AVFusionData`; sample data: `vmmlib.data.avfusion.sample`; model:
 `vmmlib.models.avfusion`; pretraining: the five terms of `vmmlib.objectives.avfusion` (mlm,
 video_mae, audio_mae, vtm, vtc) over the training manifest's (video, audio, text) triples.
 
@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import torch.nn.functional as F
 
-from vmmlib.data import avfusion_folder as AF
-from vmmlib.data.avfusion import special_token_ids
-from vmmlib.data.avfusion_folder import load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.avfusion import folder as AF
+from vmmlib.data.avfusion.folder import load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.avfusion.reader import special_token_ids
 from vmmlib.explore import Split, Summary
 from vmmlib.io.media import MediaError, probe_media
 from vmmlib.metrics import avfusion as MA

@@ -1,6 +1,6 @@
 """Prediction and out-of-fold scoring of the avfusion task (`vmmlib.tasks.avfusion`), apart from its wiring.
 
-Retrieval: captions and gallery videos are encoded once (`vmmlib.predict.predict_batches`), scored by
+Retrieval: captions and gallery videos are encoded once (`vmmlib.predict.loop.predict_batches`), scored by
 the cosine of their contrastive embeddings (test-time clips: the mean of the clips' cosines, ALPRO's
 mean aggregation), and optionally re-scored in each caption's top k by the ITM head
 (`vmmlib.metrics.retrieval.rerank_top_k` with `vmmlib.models.avfusion.itm_scorer`; the re-ranked
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vmmlib.data.avfusion import SkipLog, collate_avfusion
-from vmmlib.data.avfusion_folder import RetrievalSplit, frames_of
+from vmmlib.data.avfusion.folder import RetrievalSplit, frames_of
+from vmmlib.data.avfusion.reader import SkipLog, collate_avfusion
 from vmmlib.metrics.retrieval import rerank_top_k
-from vmmlib.predict import predict_batches
+from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
 
 

@@ -29,7 +29,7 @@ The rules, in one place:
 
 Generic pieces are not in the contract; notebooks call them directly: the weights a fold submits
 (`vmmlib.runs.submitted_weights`), array files of predictions (`vmmlib.runs.save_arrays` /
-`load_arrays`), loading the fold models (`vmmlib.predict.load_fold_models`), the weighting of
+`load_arrays`), loading the fold models (`vmmlib.predict.loop.load_fold_models`), the weighting of
 objective terms (`vmmlib.losses.make_objective`) and the submission formats (`vmmlib.submissions`).
 
 Types: `Data` is whatever `load` returns (an opened data folder); `Arrays` is a dict of numpy arrays

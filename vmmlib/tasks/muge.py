@@ -1,8 +1,8 @@
 """Task `muge`: Chinese text → image retrieval (MUGE; seed 002, Online-CNCLIP on Chinese-CLIP).
 
 Data: `{split}_imgs.tsv` + `{split}_texts.jsonl` prepared into Chinese-CLIP's LMDB layout
-(`vmm prepare muge DATA_DIR`, `vmmlib.data.muge_prepare`); readers, tokenisation and batches in
-`vmmlib.data.muge`; sample data `vmmlib.data.sample_muge` (raw files, the prepared LMDB and an
+(`vmm prepare muge DATA_DIR`, `vmmlib.data.muge.prepare`); readers, tokenisation and batches in
+`vmmlib.data.muge.reader`; sample data `vmmlib.data.muge.sample` (raw files, the prepared LMDB and an
 online-learning cache). Model: the CLIP dual encoder `vmmlib.models.clip_dual` (`cnclip_vitb16`,
 `cnclip_vitb16_tiny`). Training: the symmetric contrastive loss over the gathered batch
 (`vmmlib.contrastive`), optionally accumulated over chunks with cached features (`{"accumulate": 8}`:
@@ -23,7 +23,7 @@ features are concatenated with the query side scaled by 1/F, so one product give
 their similarity matrices; the ensemble does the same with the model weights (Online-CNCLIP's
 weighted sum of similarity matrices), or merges the models' top lists by rank vote.
 
-Online learning (`predict_options={"online_cache": DIR, ...}`, `vmmlib.online`): before scoring a
+Online learning (`predict_options={"online_cache": DIR, ...}`, `vmmlib.predict.online`): before scoring a
 split, a copy of the model takes one AdamW step per batch of queries on the (cached image, query
 text) pairs of `DIR/<split>/<query>/1.jpg` for `online_epochs` rounds; out-of-fold predictions then
 also keep the offline features (`offline_*`), so both figures are reported.
@@ -42,16 +42,16 @@ import pandas as pd
 import torch
 
 from vmmlib import contrastive as C
-from vmmlib.data import muge as D
 from vmmlib.data.image_transforms import EvalTransform
-from vmmlib.data.muge import MugeData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.muge_prepare import prepare_muge, split_files
-from vmmlib.data.sample_muge import write_muge_sample
+from vmmlib.data.muge import reader as D
+from vmmlib.data.muge.prepare import prepare_muge, split_files
+from vmmlib.data.muge.reader import MugeData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.muge.sample import write_muge_sample
 from vmmlib.explore import Split, Summary
 from vmmlib.metrics import muge as M
-from vmmlib.online import OnlineOptions
 from vmmlib.plots import plot_rank_recalls as plot_fold  # noqa: F401 (the contract name)
-from vmmlib.predict import predict_batches
+from vmmlib.predict.loop import predict_batches
+from vmmlib.predict.online import OnlineOptions
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
 from vmmlib.runs import call_with_options, check_choice
 
@@ -243,7 +243,7 @@ def predict_fold(model, data: MugeData, val_idx: np.ndarray, fold: int, *, onlin
     Args:
         online_cache: a cache root holding `valid/<query>/1.jpg` (relative: to the data folder);
             "" predicts offline. online_lr, online_epochs, online_batch_size, online_prior_tau:
-            `vmmlib.online.online_adapt` (the seed validates with 1 round).
+            `vmmlib.predict.online.online_adapt` (the seed validates with 1 round).
 
     Returns:
         {text_ids (Q,), text_features (Q, E), image_ids (G,), image_features (G, E), fold (Q,)}, and

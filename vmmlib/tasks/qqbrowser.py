@@ -1,6 +1,6 @@
 """Task `qqbrowser`: QQ Browser 2021 multimodal video similarity (seed 000).
 
-Data: `vmmlib.data.qqbrowser` (the real layout); sample data: `vmmlib.data.sample_qqbrowser`;
+Data: `vmmlib.data.qqbrowser.reader` (the real layout); sample data: `vmmlib.data.qqbrowser.sample`;
 target: tags (pretraining) and pair similarity (fine-tuning); metric: Spearman of cosine vs label.
 """
 
@@ -15,15 +15,15 @@ import scipy.stats
 import torch
 
 from vmmlib import losses as L
-from vmmlib.data import qqbrowser as qq
 from vmmlib.data.folds import seed_pair_folds, video_pair_folds
-from vmmlib.data.qqbrowser import QQData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.qqbrowser import reader as qq
+from vmmlib.data.qqbrowser.reader import QQData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.explore import Split, Summary, zeros
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
 from vmmlib.plots import plot_pair_cosines as plot_fold  # noqa: F401 (the contract name)
-from vmmlib.predict import predict_all, tensors
+from vmmlib.predict.loop import predict_all, tensors
 from vmmlib.runs import check_choice
 
 NAME = "qqbrowser"  # submission: result.zip, JSON id -> <= 256 float16 values
@@ -71,7 +71,7 @@ def summarize(data_dir: Path) -> Summary:
     return Summary(splits, read, finish, ["num_frames", "title_len", "asr_len", "num_tags"])
 
 
-# --- folds (the data folder opened for training: `vmmlib.data.qqbrowser.QQData`) ---------------
+# --- folds (the data folder opened for training: `vmmlib.data.qqbrowser.reader.QQData`) ---------------
 
 
 FOLD_SCHEMES = ("seed", "video")

@@ -1,7 +1,7 @@
 """Task `wbdc`: WeChat Big Data Challenge 2022 short-video classification (seed 001, rank 8).
 
-Data: `vmmlib.data.wbdc` (the real layout: annotation JSON + feature / raw-frame zips),
-`vmmlib.data.wbdc_data` (`load` → `WBDCData`); sample data: `vmmlib.data.sample_wbdc`; models: the
+Data: `vmmlib.data.wbdc.reader` (the real layout: annotation JSON + feature / raw-frame zips),
+`vmmlib.data.wbdc.folder` (`load` → `WBDCData`); sample data: `vmmlib.data.wbdc.sample`; models: the
 official baseline, rank 8's single stream and dual stream (`vmmlib.models.wbdc_*`); pretraining:
 rank 8's MLM / MFM / ITM / ICT / mask-modality and video–text CLIP (`vmmlib.objectives.video_text`)
 on the unlabeled (+ labelled) videos; fine-tuning: cross-entropy over the 200 lv2 classes on rank 8's
@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from vmmlib import dryrun
-from vmmlib.data import wbdc as W
-from vmmlib.data.wbdc_categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
-from vmmlib.data.wbdc_data import WBDCData, load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.wbdc import reader as W
+from vmmlib.data.wbdc.categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
+from vmmlib.data.wbdc.folder import WBDCData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.explore import Split, Summary
 from vmmlib.metrics import wbdc as M
 from vmmlib.objectives import video_text as VT
 from vmmlib.plots import plot_confusion_f1 as plot_fold  # noqa: F401 (the contract name)
-from vmmlib.predict import predict_all, predict_batches, tensors
+from vmmlib.predict.loop import predict_all, predict_batches, tensors
 from vmmlib.runs import load_arrays, save_arrays
 from vmmlib.tasks import contract
 
@@ -87,7 +87,7 @@ def summarize(data_dir: Path) -> Summary:
     return Summary(splits, read, finish, ["num_frames", "title_len", "ocr_len", "asr_len"])
 
 
-# --- model and objectives (the data folder opened for training: `vmmlib.data.wbdc_data.WBDCData`) ---
+# --- model and objectives (the data folder opened for training: `vmmlib.data.wbdc.folder.WBDCData`) ---
 
 
 def build_model(data: WBDCData, model: str, model_options: dict, text_model_dir: str):
@@ -266,13 +266,13 @@ def predict(models: list, data: WBDCData, split: str, *, batch_size: int = 64, i
     infer: {"infer_backend": ..., what "auto" measured} for the run's metrics (30_inference moves it)}.
 
     Args:
-        infer_backend: "eager", a faster path of `vmmlib.fast_inference.BACKENDS` ("onnx", "onnx_int8",
+        infer_backend: "eager", a faster path of `vmmlib.predict.backends.BACKENDS` ("onnx", "onnx_int8",
             "int8"; the semi-final timed inference, SPEC §9.1), or "auto": the fastest of them that
             agrees with eager, timed on the split's first batches (`fast_inference.choose_backend`).
     """
     from itertools import islice
 
-    from vmmlib.fast_inference import CHOICES, prepare_models
+    from vmmlib.predict.backends import CHOICES, prepare_models
     from vmmlib.runs import check_choice
 
     check_choice("infer_backend", infer_backend, CHOICES)

@@ -1,7 +1,7 @@
 """Task `yt8m`: YouTube-8M 2019 video segment classification (seed 003, hughshaoqz, 9th place).
 
-Data: `vmmlib.data.yt8m_format` (the real layout), `vmmlib.data.yt8m` (`load` → `YT8MData`); sample
-data: `vmmlib.data.sample_yt8m`; targets: 3,862 video labels (pretraining on frame-level train shards)
+Data: `vmmlib.data.yt8m.reader` (the real layout), `vmmlib.data.yt8m.folder` (`load` → `YT8MData`); sample
+data: `vmmlib.data.yt8m.sample`; targets: 3,862 video labels (pretraining on frame-level train shards)
 and the rated 5-frame segments of the 1,000 whitelisted classes (fine-tuning on v3 validate shards);
 metric: segment mAP@100K (SPEC §2.3), with GAP@20 on held-out videos while pretraining. Folds hold out
 whole validate shards: the seed's first 300 shards (`scheme="holdout"`) or every n-th shard
@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 
 from vmmlib import losses as L
-from vmmlib.data import yt8m_format as Y
-from vmmlib.data.yt8m import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.yt8m_datasets import VideoLevelDataset, VideoStream
+from vmmlib.data.yt8m import reader as Y
+from vmmlib.data.yt8m.datasets import VideoLevelDataset, VideoStream
+from vmmlib.data.yt8m.folder import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.explore import Split, Summary, zeros
 from vmmlib.io import read_examples
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
 from vmmlib.plots import plot_shift_aps as plot_fold  # noqa: F401 (the contract name)
-from vmmlib.predict import predict_batches
+from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
     TTA_RANK_DECAY,
@@ -107,7 +107,7 @@ def summarize(data_dir: Path) -> Summary:
     )
 
 
-# --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.YT8MData`) --
+# --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.folder.YT8MData`) --
 
 
 FOLD_SCHEMES = ("shard", "holdout")

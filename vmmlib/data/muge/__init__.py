@@ -1,0 +1,1 @@
+"""MUGE text-image retrieval: readers and datasets (`reader`), `vmm prepare muge` (`prepare`), sample data (`sample`)."""

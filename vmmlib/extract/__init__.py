@@ -1,0 +1,1 @@
+"""`vmm extract`: videos to per-second backbone features (`run`), the backbone side (`backbone`), the format side (`formats`)."""

@@ -1,0 +1,1 @@
+"""fit(): the training loop (`loop`), one optimiser step (`step`), its config, checkpoints, optimiser, launch, adversarial training."""
