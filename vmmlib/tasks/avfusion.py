@@ -43,8 +43,8 @@ from vmmlib.io.media import MediaError, probe_media
 from vmmlib.metrics import avfusion as MA
 from vmmlib.objectives.avfusion import pretrain_terms
 from vmmlib.plots import plot_table_bars
+from vmmlib.predict import avfusion as P
 from vmmlib.runs import check_choice
-from vmmlib.tasks import avfusion_predict as P
 from vmmlib.tasks import contract
 
 NAME = "avfusion"  # submission: jsonl (or csv), caption → ranked videos, or question → answer

@@ -1,4 +1,5 @@
-"""Prediction and out-of-fold scoring of the avfusion task (`vmmlib.tasks.avfusion`), apart from its wiring.
+"""Prediction of the avfusion task (`vmmlib.tasks.avfusion`): retrieval scores and QA probabilities
+of fold models, and the flat out-of-fold arrays they make (scored by `vmmlib.metrics.avfusion`).
 
 Retrieval: captions and gallery videos are encoded once (`vmmlib.predict.loop.predict_batches`), scored by
 the cosine of their contrastive embeddings (test-time clips: the mean of the clips' cosines, ALPRO's
