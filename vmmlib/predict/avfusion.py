@@ -16,11 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vmmlib.data.avfusion.folder import RetrievalSplit, frames_of
+from vmmlib.data.avfusion.folder import SPLITS, RetrievalSplit, frames_of
 from vmmlib.data.avfusion.reader import SkipLog, collate_avfusion
 from vmmlib.metrics.retrieval import rerank_top_k
 from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
+from vmmlib.runs import check_choice
 
 
 def progress(items, desc: str, enabled: bool):
@@ -188,3 +189,38 @@ def check_same(predictions: list[dict], keys) -> tuple:
                     f"the models' test predictions differ in {k}: predict one split with one data option set"
                 )
     return tuple(predictions[0][k] for k in keys)
+
+
+def predict_held(model, data, held, fold: int, rerank_k: int) -> dict[str, np.ndarray]:
+    """Out-of-fold arrays of held-out items (`data.held_out`) by one model (`pair_arrays`, `qa_arrays`)."""
+    if data.downstream == "retrieval":
+        videos = data.videos(held.clips)
+        sim, skips = retrieval_scores(model, data, held, videos, rerank_k=rerank_k)
+        return pair_arrays(sim, held, fold, data.holdout_split, skips, videos)
+    probs, skips = qa_probabilities([model], data, held)
+    return qa_arrays(probs, held, data.answers, fold, data.holdout_split, skips)
+
+
+def predict_split(
+    models: list, data, split: str, *, rerank_k: int = 0, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """A split scored by a model's fold models. Retrieval: {ids (caption ids as text), text_ids, video_ids,
+    sim (T, V): the folds' mean score}; QA: {ids, question_id, probs (Q, A): the folds' mean, answers}."""
+    check_choice("split", split, SPLITS)
+    if data.downstream == "retrieval":
+        held = data.retrieval(split)
+        videos = data.videos(held.clips)
+        sims = [
+            retrieval_scores(m, data, held, videos, rerank_k=rerank_k, progress=progress)[0] for m in models
+        ]
+        return {"ids": held.text_ids.astype(str), "text_ids": held.text_ids, "video_ids": np.asarray(held.clips, str),
+                "sim": np.mean(sims, 0).astype(np.float32)}  # fmt: skip
+    records = data.qa(split)
+    probs, _ = qa_probabilities(models, data, records, progress=progress)
+    ids = np.array([r["question_id"] for r in records], np.int64)
+    return {
+        "ids": ids.astype(str),
+        "question_id": ids,
+        "probs": probs,
+        "answers": np.asarray(data.answers.answers, str),
+    }

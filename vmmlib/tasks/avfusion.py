@@ -189,43 +189,23 @@ def finetune_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, tempera
     return objective
 
 
-def _held_out(data: AF.AVFusionData, val_idx: np.ndarray):
-    """The fold's held-out retrieval split (gallery = its videos) or QA records."""
-    if data.downstream == "retrieval":
-        source = data.retrieval(data.holdout_split)
-        return source.subset(val_idx) if data.holdout_split == "train" else source
-    if data.holdout_split == "val":
-        return data.qa("val")
-    held = {data.fold_videos()[i] for i in val_idx}
-    return [r for r in data.qa("train") if str(r["video_id"]) in held]
-
-
 def finetune_eval(data: AF.AVFusionData, val_idx: np.ndarray, *, rerank_k: int = 0):
     """`METRIC` on the fold's held-out videos: text→video mean recall within their gallery (retrieval), or
     overall accuracy of their questions (QA)."""
-    held = _held_out(data, val_idx)
+    held = data.held_out(val_idx)
 
     def eval_fn(model) -> dict:
-        oof = _predict_held(model, data, held, 0, rerank_k)
+        oof = P.predict_held(model, data, held, 0, rerank_k)
         return oof_breakdown(oof, data) | {METRIC: score_oof(oof, data)}
 
     return eval_fn
-
-
-def _predict_held(model, data, held, fold: int, rerank_k: int) -> dict[str, np.ndarray]:
-    if data.downstream == "retrieval":
-        videos = data.videos(held.clips)
-        sim, skips = P.retrieval_scores(model, data, held, videos, rerank_k=rerank_k)
-        return P.pair_arrays(sim, held, fold, data.holdout_split, skips, videos)
-    probs, skips = P.qa_probabilities([model], data, held)
-    return P.qa_arrays(probs, held, data.answers, fold, data.holdout_split, skips)
 
 
 def predict_fold(model, data: AF.AVFusionData, val_idx: np.ndarray, fold: int, *, rerank_k: int = 0):
     """Out-of-fold predictions of the held-out videos. Retrieval: every (caption, gallery video) pair's
     score (`rerank_k` > 0: each caption's top k re-scored by ITM) as flat arrays text_id, clip, score,
     gt, fold, split, skipped; QA: question_id, probs (Q, answers), answer, answer_type, fold, split."""
-    return _predict_held(model, data, _held_out(data, val_idx), fold, rerank_k)
+    return P.predict_held(model, data, data.held_out(val_idx), fold, rerank_k)
 
 
 def fold_table(oof: dict, data: AF.AVFusionData) -> pd.DataFrame:
@@ -264,24 +244,7 @@ def predict(models: list, data: AF.AVFusionData, split: str, *, rerank_k: int = 
             progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
     """A split scored by a model's fold models. Retrieval: {ids (caption ids as text), text_ids, video_ids,
     sim (T, V): the folds' mean score}; QA: {ids, question_id, probs (Q, A): the folds' mean, answers}."""
-    check_choice("split", split, AF.SPLITS)
-    if data.downstream == "retrieval":
-        held = data.retrieval(split)
-        videos = data.videos(held.clips)
-        sims = [
-            P.retrieval_scores(m, data, held, videos, rerank_k=rerank_k, progress=progress)[0] for m in models
-        ]
-        return {"ids": held.text_ids.astype(str), "text_ids": held.text_ids, "video_ids": np.asarray(held.clips, str),
-                "sim": np.mean(sims, 0).astype(np.float32)}  # fmt: skip
-    records = data.qa(split)
-    probs, _ = P.qa_probabilities(models, data, records, progress=progress)
-    ids = np.array([r["question_id"] for r in records], np.int64)
-    return {
-        "ids": ids.astype(str),
-        "question_id": ids,
-        "probs": probs,
-        "answers": np.asarray(data.answers.answers, str),
-    }
+    return P.predict_split(models, data, split, rerank_k=rerank_k, progress=progress)
 
 
 def combine(predictions: list[dict], weights) -> dict:

@@ -178,6 +178,16 @@ class AVFusionData:
 
     # --- folds ---------------------------------------------------------------------------------------
 
+    def held_out(self, val_idx: np.ndarray):
+        """A fold's held-out retrieval split (gallery = its videos) or QA records (`fold_indices`)."""
+        if self.downstream == "retrieval":
+            source = self.retrieval(self.holdout_split)
+            return source.subset(val_idx) if self.holdout_split == "train" else source
+        if self.holdout_split == "val":
+            return self.qa("val")
+        held = {self.fold_videos()[i] for i in val_idx}
+        return [r for r in self.qa("train") if str(r["video_id"]) in held]
+
     def fold_videos(self) -> list[str]:
         """The training split's videos of the downstream (clips of retrieval, video ids of QA)."""
         if self.downstream == "retrieval":
