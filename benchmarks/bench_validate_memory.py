@@ -82,7 +82,7 @@ def write_qq(path: Path, mib: float, dim: int, seed: int = 0) -> int:
 
 
 def write_wbdc(path: Path, mb: float) -> int:
-    from vmmlib.data.wbdc.categories import CATEGORY_IDS
+    from vmmlib.io.wbdc_categories import CATEGORY_IDS
 
     target, size, i = int(mb * 1e6), 0, 0
     with open(path, "w", encoding="utf-8") as f:

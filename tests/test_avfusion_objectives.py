@@ -7,7 +7,6 @@ import torch
 from transformers import VideoMAEConfig
 from transformers.models.videomae.modeling_videomae import VideoMAEPatchEmbeddings
 
-from vmmlib.losses import info_nce
 from vmmlib.objectives.avfusion import (
     PRETRAIN_TERMS,
     corrupt_batch,
@@ -17,6 +16,7 @@ from vmmlib.objectives.avfusion import (
     patchify_video,
     pretrain_terms,
 )
+from vmmlib.objectives.losses import info_nce
 
 VOCAB = 40
 SPECIALS = [0, 1, 2, 3, 4]

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmmlib.contrastive import accumulate_contrastive, clip_loss, gather_features, in_batch_accuracy, world
+from vmmlib.objectives.contrastive import (
+    accumulate_contrastive,
+    clip_loss,
+    gather_features,
+    in_batch_accuracy,
+    world,
+)
 
 
 class PairEncoder(nn.Module):

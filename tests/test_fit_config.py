@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_train import TinyNet, run_fit
-from vmmlib.runs import check_options
+from vmmlib.options import check_options
 from vmmlib.train.config import (
     OPTIMIZER_ARGS,
     FitConfig,
@@ -74,3 +74,36 @@ def _loader():
 def _objective(model, batch):
     x, y = batch
     return {"mse": torch.nn.functional.mse_loss(model(x), y)}
+
+
+@pytest.mark.parametrize("notebook", ["10_pretrain", "20_finetune"])
+def test_the_notebooks_pass_fit_options_only_through_fit_params_with_the_configs_types(notebook):
+    """A notebook's fit parameters are FitConfig fields of its type (papermill's literal cell cannot be
+    generated: it is checked instead), and the training call passes them as `**fit_params(params)`:
+    no option is spelled again in the call but the ones the notebook itself provides (notebook=False)."""
+    import ast
+    import json
+    from pathlib import Path
+
+    import papermill
+
+    path = Path(__file__).parent.parent / "notebooks" / f"{notebook}.ipynb"
+    declared = papermill.inspect_notebook(str(path))
+    for f in FIELDS:
+        if f.name in declared and f.metadata["notebook"]:
+            kind = declared[f.name]["inferred_type_name"]
+            assert kind in str(f.type), (f.name, kind, f.type)
+    cells = json.loads(path.read_text())["cells"]
+    calls = [
+        node
+        for c in cells
+        if c["cell_type"] == "code" and "fit(" in "".join(c["source"])
+        for node in ast.walk(ast.parse("".join(c["source"])))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "fit"
+    ]
+    assert len(calls) == 1
+    spelled = {k.arg for k in calls[0].keywords if k.arg}
+    starred = [ast.unparse(k.value) for k in calls[0].keywords if k.arg is None]
+    assert "fit_params(params)" in starred
+    by_name = {f.name: f for f in FIELDS}
+    assert all(not by_name[n].metadata["notebook"] for n in spelled), spelled  # nothing twice

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from vmmlib.losses import (
+from vmmlib.objectives.compose import objective_weights, weighted
+from vmmlib.objectives.losses import (
     asl_loss,
     asl_loss_seed,
     info_nce,
@@ -13,12 +14,10 @@ from vmmlib.losses import (
     mixture_distillation,
     mlm_loss,
     mlm_mask,
-    objective_weights,
     pair_mse,
     pair_objective_terms,
     tag_bce,
     tag_loss_fn,
-    weighted,
 )
 
 # ±50 as asked; ±200 and ±1e4 saturate float32 sigmoids to exactly 0 and 1

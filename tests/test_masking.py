@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import VideoMAEConfig, VideoMAEModel
 
-from vmmlib.masking import (
-    check_mask_counts,
+from vmmlib.models.layers import check_mask_counts
+from vmmlib.objectives.masking import (
     gaussian_threshold_mask,
     mlm_corrupt,
     random_patch_mask,

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.data.hostile_files import jpeg_claiming
+from vmmlib.data.muge.online_cache import cache_path, load_cache
 from vmmlib.io.safe import InputError
-from vmmlib.predict.online import cache_path, load_cache
 
 
 def _photo(size=(640, 480)) -> bytes:

@@ -8,7 +8,7 @@ import yaml
 
 from vmmlib.app.pipeline import load_pipeline
 from vmmlib.models import list_models, model_options
-from vmmlib.runs import check_choice
+from vmmlib.options import check_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_OF = {  # params file name prefix → notebook

@@ -4,8 +4,8 @@ import math
 import pytest
 import yaml
 
+from vmmlib.options import check_choice
 from vmmlib.runs import (
-    check_choice,
     injected_names,
     notebook_params,
     params_fingerprint,

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.test_train import BATCH, TinyNet, objective, regression_data, run_fit, same_tensors
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.tasks import get_task
 from vmmlib.train.loop import make_loader
 from vmmlib.train.step import _accumulate, _guarded_update

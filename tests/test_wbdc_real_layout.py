@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vmmlib.data.wbdc_categories import CATEGORY_IDS
+from vmmlib.io.wbdc_categories import CATEGORY_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 cn_clip = pytest.importorskip("cn_clip")

@@ -9,7 +9,7 @@ import pandas as pd
 
 # Why a loss term can go below 0, for the note under the loss plot (a term not listed gets a generic one).
 TERM_NOTES = {
-    "kl": "kl is seed 000's Keras KLDivergence on un-normalised batch similarities (vmmlib.losses.keras_kl), "
+    "kl": "kl is seed 000's Keras KLDivergence on un-normalised batch similarities (vmmlib.objectives.losses.keras_kl), "
     "not a divergence of distributions: it drops below 0 once predicted cosines exceed the label similarities",
 }
 

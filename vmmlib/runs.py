@@ -37,13 +37,6 @@ def submitted_weights(run_dir: str | Path) -> Path:
     return best if best.exists() else run_dir / "model.safetensors"
 
 
-def check_choice(kind: str, value: Any, choices: Iterable[str]) -> None:
-    """Raise ValueError naming the valid choices when `value` is not one of them."""
-    choices = sorted(choices)
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(map(str, choices))}")
-
-
 def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation in (Any, "Any", None):
         return True
@@ -395,39 +388,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def check_options(
-    fn, options: Mapping[str, Any], what: str = "option", *, reserved: Iterable[str] = ()
-) -> None:
-    """Raise ValueError when `options` holds a keyword `fn` does not take (listing the valid ones) or
-    one of `reserved` (names given elsewhere, e.g. a notebook's own parameters)."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    taken = sorted(set(options) & set(reserved))
-    if taken:
-        raise ValueError(f"{what}(s) {', '.join(taken)} are parameters of their own; set them there")
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(valid)}")
-
-
-def call_with_options(fn, *args, options: Mapping[str, Any] | None = None, what: str = "option"):
-    """`fn(*args, **options)`, rejecting an option `fn` does not take with the list of valid ones."""
-    import inspect
-
-    options = dict(options or {})
-    valid = [
-        name
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ][len(args) :]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(valid)}")
-    return fn(*args, **options)
 
 
 OOF_FILE = "oof.npz"  # a fine-tuning or inference folder's out-of-fold predictions

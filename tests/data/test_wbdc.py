@@ -18,7 +18,7 @@ from PIL import Image
 from sklearn.model_selection import StratifiedKFold
 
 from vmmlib.data.wbdc import reader as W
-from vmmlib.data.wbdc import categories as C
+from vmmlib.io import wbdc_categories as C
 from vmmlib.data.wbdc.sample import write_wbdc_sample
 from vmmlib.data.tokenize import load_tokenizer
 from vmmlib.io.safe import InputError

@@ -25,19 +25,19 @@ from vmmlib.data.avfusion.folder import AVFusionData
 from vmmlib.data.avfusion.reader import ClipReader
 from vmmlib.data.image_checks import check_image
 from vmmlib.data.muge import reader as muge
+from vmmlib.data.muge.online_cache import cache_path, load_cache
 from vmmlib.data.muge.sample import write_vocab as write_muge_vocab
 from vmmlib.data.qqbrowser import reader as qq
 from vmmlib.data.qqbrowser.reader import VideoStore
 from vmmlib.data.qqbrowser.sample import write_vocab
 from vmmlib.data.wbdc import folder as wbdc_data
 from vmmlib.data.wbdc import reader as wbdc_reader
-from vmmlib.data.wbdc.categories import CATEGORY_IDS
 from vmmlib.data.wbdc.zips import FrameTransform, RawFrameZips
 from vmmlib.data.yt8m.reader import SegmentClasses
 from vmmlib.io import encode_example, write_tfrecord
 from vmmlib.io.label_tsv import read_label_tsv
 from vmmlib.io.safe import InputError, read_bytes
-from vmmlib.predict.online import cache_path, load_cache
+from vmmlib.io.wbdc_categories import CATEGORY_IDS
 
 LINKED = "the folder's own fixed-name file may be the user's link (data on another disk); paths from data are contained"
 GIVEN = "the path was given by the user (argument), not taken from data: a link is the user's choice"
@@ -297,7 +297,7 @@ def _online_load(root: Path) -> None:
 
 register(
     name="online.cache",
-    module="vmmlib.predict.online",
+    module="vmmlib.data.muge.online_cache",
     make=_online,
     targets={"q1/1.jpg": "image"},
     call=_online_load,

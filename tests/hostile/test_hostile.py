@@ -36,7 +36,7 @@ COVERAGE_ALLOWED: dict[str, str] = {
     "vmmlib.io.safe": "the safe layer itself (tests/io/test_safe.py)",
     "vmmlib.app.cli": "prints InputError as one line; every file it reads goes through a registered entry",
     "vmmlib.submissions": "defines InvalidSubmissionError as an InputError; each format module has its entries",
-    "vmmlib.data.wbdc.categories": "UnknownCategoryError is an InputError; it reads no file (ids come from wbdc's readers)",
+    "vmmlib.io.wbdc_categories": "UnknownCategoryError is an InputError; it reads no file (ids come from wbdc's readers)",
     "vmmlib.extract.backbone": "reads only a local backbone folder's preprocessor_config.json, with safe.read_json",
     "vmmlib.io.lmdb_store": "UnsafePickleError is an InputError; its LMDBs are opened by vmmlib.data.muge.reader's entries",
 }

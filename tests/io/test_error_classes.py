@@ -7,12 +7,12 @@ import pytest
 
 from vmmlib.data.muge.prepare import MugeDataError
 from vmmlib.data.record_checks import NonFiniteFeatureError
-from vmmlib.data.wbdc.categories import UnknownCategoryError
 from vmmlib.data.wbdc.zips import FrameReadError
 from vmmlib.io.lmdb_store import UnsafePickleError
 from vmmlib.io.media import MediaError
 from vmmlib.io.safe import InputError
 from vmmlib.io.tfrecord import RecordError
+from vmmlib.io.wbdc_categories import UnknownCategoryError
 
 CASES = [
     (RecordError("bad crc", "/d/a.tfrecord", 17), "/d/a.tfrecord: record at byte offset 17: bad crc"),

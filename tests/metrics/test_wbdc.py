@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score
 
-from vmmlib.data.wbdc.categories import LV2_TO_LV1, NUM_LV2
+from vmmlib.io.wbdc_categories import LV2_TO_LV1, NUM_LV2
 from vmmlib.metrics import wbdc as M
 
 

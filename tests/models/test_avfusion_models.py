@@ -37,7 +37,7 @@ def make_batch(B=3, L=10, seed=0, audio=True):
 
 
 def masks(model, B=3, seed=0):
-    from vmmlib.masking import random_patch_mask, tube_mask
+    from vmmlib.objectives.masking import random_patch_mask, tube_mask
 
     g = torch.Generator().manual_seed(seed)
     video = tube_mask(B, 4, 16, tubelet_size=2, mask_ratio=0.75, generator=g)

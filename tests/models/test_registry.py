@@ -100,7 +100,7 @@ def example(name):
 
 def make_av_batch(name, B=3, L=10):
     """Clips of 4 32-px frames, text, a 32×64 spectrogram, exact-count MAE masks, a shuffled pairing."""
-    from vmmlib.masking import random_patch_mask, tube_mask
+    from vmmlib.objectives.masking import random_patch_mask, tube_mask
 
     g = torch.Generator().manual_seed(0)
     text_ids = torch.randint(5, 60, (B, L), generator=g)

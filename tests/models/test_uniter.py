@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from vmmlib.losses import tag_bce
 from vmmlib.models import create_model
+from vmmlib.objectives.losses import tag_bce
 
 NUM_TAGS = 240  # the sample data's tag vocabulary
 VOCAB = 1000

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vmmlib.losses import mixture_distillation
 from vmmlib.models import create_model
 from vmmlib.models.moe import LogisticClassifier, MoEClassifier
 from vmmlib.models.yt8m_bert import pool_frames, random_window
 from vmmlib.models.yt8m_vlad import NetVLAD, draw_frames
+from vmmlib.objectives.losses import mixture_distillation
 
 
 def _segments(B=3, T=5, seed=0):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vmmlib.data.wbdc.categories import CATEGORY_IDS
+from vmmlib.io.wbdc_categories import CATEGORY_IDS
 from vmmlib.submissions import InvalidSubmissionError, get_format
 from vmmlib.submissions import wbdc as S
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.tasks import get_task
 from vmmlib.train.loop import fit, make_loader
 

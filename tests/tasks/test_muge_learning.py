@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.runs import submitted_weights
 from vmmlib.tasks import get_task
 from vmmlib.train.checkpoint import load_weights

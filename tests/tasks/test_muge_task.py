@@ -14,9 +14,10 @@ import torch
 
 from vmmlib.data.image_transforms import EvalTransform
 from vmmlib.data.muge import reader as D
+from vmmlib.data.muge.online_cache import cache_path, load_cache
 from vmmlib.io.feature_jsonl import read_features
 from vmmlib.metrics import muge as M
-from vmmlib.predict.online import cache_path, load_cache, online_adapt
+from vmmlib.predict.online import online_adapt
 from vmmlib.submissions import muge as jsonl
 from vmmlib.tasks import get_task
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample
-from vmmlib.losses import make_objective
+from vmmlib.objectives import make_objective
 from vmmlib.runs import submitted_weights
 from vmmlib.tasks import get_task
 from vmmlib.train.checkpoint import load_weights

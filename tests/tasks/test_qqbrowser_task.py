@@ -6,8 +6,8 @@ import torch
 
 from vmmlib.app.cli import main
 from vmmlib.data.qqbrowser.reader import read_pairs
-from vmmlib.losses import make_objective
 from vmmlib.metrics import qq_spearman
+from vmmlib.objectives import make_objective
 from vmmlib.submissions import qqbrowser as result_zip
 from vmmlib.tasks import get_task, list_tasks
 

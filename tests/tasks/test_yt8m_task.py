@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 
 from vmmlib.app.cli import main
 from vmmlib.data.yt8m.sample import write_yt8m_sample
-from vmmlib.losses import make_objective
 from vmmlib.metrics.yt8m import read_kaggle_csv, segment_map, write_kaggle_csv
+from vmmlib.objectives import make_objective
 from vmmlib.predict.loop import load_fold_models
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, TopK, rank_vote
 from vmmlib.runs import load_arrays, save_arrays, write_yaml

@@ -76,14 +76,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from vmmlib.data.muge.prepare import prepare_muge, summary_dict
+    from vmmlib.tasks import get_task
 
     splits = args.splits.split(",") if args.splits else None
-    summaries = prepare_muge(
-        args.data_dir, splits, lmdb_dir=args.lmdb_dir, on_error=args.on_error, check=args.check,
+    summary = get_task(args.task).prepare(
+        args.data_dir, splits=splits, lmdb_dir=args.lmdb_dir, on_error=args.on_error, check=args.check,
         workers=args.workers, progress=not args.no_progress,
     )  # fmt: skip
-    print(_json({split: summary_dict(s) for split, s in summaries.items()}))
+    print(_json(summary))
     return 0
 
 
@@ -233,9 +233,12 @@ def _add_sample_parser(sub) -> None:
 
 
 def _add_prepare_parser(sub) -> None:
-    """`vmm prepare muge DATA_DIR`: TSV + JSONL → Chinese-CLIP's LMDB layout (`prepare_muge`)."""
-    p = sub.add_parser("prepare", help="convert a MUGE folder's TSV + JSONL into Chinese-CLIP's LMDB layout")
-    p.add_argument("task", choices=["muge"])
+    """`vmm prepare TASK DATA_DIR`: the task's `prepare` (muge: TSV + JSONL → Chinese-CLIP's LMDB layout)."""
+    p = sub.add_parser(
+        "prepare",
+        help="convert a data folder's raw files (muge: TSV + JSONL into Chinese-CLIP's LMDB layout)",
+    )
+    p.add_argument("task", choices=list_tasks())
     p.add_argument("data_dir")
     p.add_argument("--splits", help="comma-separated (default: every split whose files exist)")
     p.add_argument("--lmdb-dir", help="output root (default DATA_DIR/lmdb)")

@@ -31,7 +31,7 @@ from vmmlib.app.report import WARNINGS, report_warnings
 from vmmlib.runs import in_run_dir
 
 if TYPE_CHECKING:
-    from vmmlib.app.pipeline import Pipeline, Step
+    from vmmlib.app.pipeline_file import Pipeline, Step
 
 CHART = "leaderboard.png"  # the bar chart, written beside index.html
 

@@ -46,42 +46,18 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vmmlib.app import pipeline_file as pf
 from vmmlib.app.leaderboard import write_index
+from vmmlib.app.pipeline_file import Pipeline, Step
 from vmmlib.app.pipeline_log import TOPIC, StepConsole, announce_start
 from vmmlib.app.pipeline_settings import apply_settings, dry_run_dir, mark_dry_run
 from vmmlib.io.safe import InputError
 from vmmlib.runs import data_fingerprint, data_paths, in_run_dir, load_metrics, resolve_path
 
 OK, CACHED, FAILED, BLOCKED = "ok", "cached", "failed", "blocked"
-
-
-@dataclass
-class Step:
-    name: str  # unique: `finetune-fold3`
-    notebook: str  # absolute path
-    out_dir: str  # absolute path
-    params: dict[str, Any]  # every notebook parameter, resolved
-    after: list[str] = field(default_factory=list)  # names of the steps this one needs
-    resources: dict[str, float] = field(default_factory=dict)
-    cwd: str = "."
-    threads: int = 1  # OMP_NUM_THREADS for the notebook's kernel
-    group: str = ""  # the declared step it comes from: `finetune` for `finetune-fold3`
-    run_dir: str = ""  # the pipeline's run folder: every path the runner writes lies below it
-
-
-@dataclass
-class Pipeline:
-    name: str
-    run_dir: Path
-    workers: int
-    steps: list[Step]
-    data: dict[str, Any] | None = None
-    track: str | None = None  # MLflow tracking URI each finished step is logged to (`vmmlib.app.track`)
 
 
 def load_pipeline(

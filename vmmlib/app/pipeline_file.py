@@ -5,7 +5,8 @@ wrong — YAML syntax, a key of the wrong type (`run_dir: 5`), a step that is no
 name that is not a plain name (it becomes a folder under `run_dir`), unknown or cyclic
 dependencies, a parameter the notebook does not declare or a value of the wrong type for its
 annotation — is an `InputError` naming the file, the step or key, and the valid choices.
-`vmmlib.app.pipeline.load_pipeline` is the entry point; this module holds its checks.
+`vmmlib.app.pipeline.load_pipeline` is the entry point; this module holds its checks and what a
+checked file becomes (`Pipeline`, its `Step`s).
 """
 
 from __future__ import annotations
@@ -13,11 +14,37 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vmmlib.io.safe import InputError, check_file, check_name, read_yaml
 from vmmlib.runs import notebook_params
+
+
+@dataclass
+class Step:
+    name: str  # unique: `finetune-fold3`
+    notebook: str  # absolute path
+    out_dir: str  # absolute path
+    params: dict[str, Any]  # every notebook parameter, resolved
+    after: list[str] = field(default_factory=list)  # names of the steps this one needs
+    resources: dict[str, float] = field(default_factory=dict)
+    cwd: str = "."
+    threads: int = 1  # OMP_NUM_THREADS for the notebook's kernel
+    group: str = ""  # the declared step it comes from: `finetune` for `finetune-fold3`
+    run_dir: str = ""  # the pipeline's run folder: every path the runner writes lies below it
+
+
+@dataclass
+class Pipeline:
+    name: str
+    run_dir: Path
+    workers: int
+    steps: list[Step]
+    data: dict[str, Any] | None = None
+    track: str | None = None  # MLflow tracking URI each finished step is logged to (`vmmlib.app.track`)
+
 
 STEP_KEYS = {"name", "notebook", "params", "set", "after", "folds", "resources"}
 PIPELINE_KEYS = {"run_dir", "workers", "data", "settings", "steps", "track"}

@@ -18,7 +18,7 @@ SAMPLE_WRITERS = {
 def write_sample(task: str, out_dir: str | Path, **options) -> Path:
     """Write `task`'s deterministic sample data in its real layout under `out_dir`; an option the
     writer does not take fails with the valid ones."""
-    from vmmlib.runs import call_with_options, check_choice
+    from vmmlib.options import call_with_options, check_choice
 
     check_choice("sample data of task", task, SAMPLE_WRITERS)
     module, name = SAMPLE_WRITERS[task].split(":")

@@ -320,8 +320,8 @@ def check_texts(format: str, texts: dict[str, dict]) -> None:
         InputError: naming the texts file and line (when `texts` came from `read_texts`), the video
             id, the field and the valid values; segment scores must be finite float32 numbers.
     """
-    from vmmlib.data.wbdc.categories import CATEGORY_IDS
     from vmmlib.data.yt8m.reader import NUM_CLASSES
+    from vmmlib.io.wbdc_categories import CATEGORY_IDS
 
     for vid, f in texts.items():
         try:

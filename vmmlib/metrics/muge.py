@@ -50,15 +50,13 @@ def recall_at_k(
     missing = [q for q in truth if q not in predictions]
     if missing:
         raise KeyError(f"{len(missing)} reference quer(ies) have no prediction, e.g. {missing[0]!r}")
-    hits = dict.fromkeys(ks, 0)
-    for query, gold in truth.items():
-        ranked, gold = list(predictions[query]), set(gold)
-        for k in ks:
-            hits[k] += any(p in gold for p in ranked[:k])
-    n = max(len(truth), 1)
-    out = {f"r{k}": hits[k] / n for k in ks}
-    out["mean_recall"] = float(np.mean([out[f"r{k}"] for k in ks]))
-    return out
+    depth = max(ks)  # a query's 0-based first hit in its top `depth`; `depth`: a miss at every K
+    ranks = [
+        next((i for i, p in enumerate(list(predictions[query])[:depth]) if p in set(gold)), depth)
+        for query, gold in truth.items()
+    ]
+    out = recall_from_ranks(np.asarray(ranks, np.int64), ks)  # the one ranks -> recall@K
+    return {k: out[k] for k in (*(f"r{k}" for k in ks), "mean_recall")}
 
 
 def transpose_truth(truth: Mapping[Hashable, Sequence[Hashable]]) -> dict[Hashable, list[Hashable]]:

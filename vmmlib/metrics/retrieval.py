@@ -91,8 +91,9 @@ def rank_metrics(
     ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), *, scale: float = 100.0
 ) -> dict[str, float]:
     """ALPRO's summary of 1-indexed ranks: r{K} = scale · mean(rank ≤ K) (100: percent, 1: fractions),
-    medianR, meanR, and queries. The one ranks → recall@K function (`metrics.muge.recall_from_ranks`
-    and avfusion's scores call it)."""
+    medianR, meanR, and queries. The one ranks → recall@K function: MUGE's `recall_at_k` and
+    `gallery_recall` (through `metrics.muge.recall_from_ranks`), avfusion's scores and its submission
+    scorer call it."""
     ranks = np.asarray(ranks)
     if ranks.size == 0:
         raise ValueError("no queries to score")

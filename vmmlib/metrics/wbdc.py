@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from vmmlib.data.wbdc.categories import CATEGORY_IDS, LV2_TO_LV1, NUM_LV2
+from vmmlib.io.wbdc_categories import CATEGORY_IDS, LV2_TO_LV1, NUM_LV2
 
 F1_KEYS = ("lv1_f1_micro", "lv1_f1_macro", "lv2_f1_micro", "lv2_f1_macro")
 

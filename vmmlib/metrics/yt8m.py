@@ -25,6 +25,7 @@ import numpy as np
 
 from vmmlib.io import safe
 from vmmlib.io.safe import InputError
+from vmmlib.io.segment_truth import read_segment_truth  # noqa: F401  (the one segment-truth reader, part of this API)
 
 from ._official_ties import _stable_argsort_small_ints, heap_order, sample_positions
 
@@ -323,32 +324,6 @@ def perr(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- segment level (2019)
-
-
-def read_segment_truth(
-    video_ids: Sequence[str | bytes],
-    segment_start_times: Sequence[Sequence[int]],
-    segment_labels: Sequence[Sequence[int]],
-    segment_scores: Sequence[Sequence[float]],
-) -> dict[tuple[str, int], float]:
-    """The rated (segment, class) -> score map of `segment_eval_inference.read_labels`.
-
-    Args:
-        video_ids: (V,) video ids (bytes are decoded as UTF-8, as hughshaoqz does).
-        segment_start_times, segment_labels, segment_scores: per video, the aligned context lists
-            of a v3 validate/test SequenceExample.
-
-    Returns:
-        {("vid:start", class): score}; a repeated key keeps its last score, as the official dict does.
-    """
-    truth: dict[tuple[str, int], float] = {}
-    for vid, starts, classes, scores in zip(
-        video_ids, segment_start_times, segment_labels, segment_scores, strict=True
-    ):
-        vid = vid.decode("utf-8") if isinstance(vid, bytes) else str(vid)
-        for label, start, score in zip(classes, starts, scores, strict=True):
-            truth[(f"{vid}:{int(start)}", int(label))] = float(score)
-    return truth
 
 
 def segment_class_average_precisions(

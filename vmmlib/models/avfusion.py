@@ -60,8 +60,8 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEncoder
 
-from vmmlib.masking import check_mask_counts
 from vmmlib.models._registry import register_model
+from vmmlib.models.layers import check_mask_counts
 
 DEBERTA_V2_VOCAB_SIZE = 128100  # microsoft/deberta-v2-xlarge
 

@@ -6,6 +6,7 @@
 - `SEGating`: SE context gating (NeXtVLAD paper §3.3) in the QQ / WBDC form without BN.
 - `ConcatDenseSE`: the QQ baseline fusion, concat → dropout → Dense+ReLU → SE (SPEC 3.7).
 - `masked_batch_norm`, `masked_mean`: helpers that keep padded frames out of statistics.
+- `check_mask_counts`: the guard of a masked-autoencoder input: one masked-token count per sample.
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     mask = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def check_mask_counts(mask: torch.Tensor, what: str = "mask") -> int:
+    """The number of masked tokens per row; ValueError if the rows disagree (tokens would mix across
+    samples in `x[~mask].reshape(B, -1, C)`) or if a row masks everything."""
+    counts = mask.sum(dim=1)
+    if (counts != counts[0]).any():
+        raise ValueError(
+            f"{what}: masked-token counts differ across the batch ({counts.tolist()}); every sample must "
+            "mask the same number of tokens (use vmmlib.objectives.masking.tube_mask / random_patch_mask)"
+        )
+    if int(counts[0]) >= mask.shape[1]:
+        raise ValueError(f"{what}: every token is masked")
+    return int(counts[0])
 
 
 def masked_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

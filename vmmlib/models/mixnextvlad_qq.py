@@ -9,7 +9,7 @@ its own tag head, mixed by a gate:
     a   = softmax(Linear(BN(gate input)))                      gate input: see `gate_input`
     tag_logits = Σ_m a_m z_m        embedding = Σ_m a_m e_m
 
-Training terms (in `vmmlib.losses`): BCE on the mixture and on every branch, the on-the-fly
+Training terms (in `vmmlib.objectives.losses`): BCE on the mixture and on every branch, the on-the-fly
 distillation `mixture_distillation(branch_tag_logits, tag_logits, T=2)` × 10, and
 `info_nce(vision_embedding, text_embedding)` (averaged over branches) × 10.
 Reference: Lin et al., NeXtVLAD, ECCV-W 2018, §3.4.

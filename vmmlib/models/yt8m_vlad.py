@@ -13,7 +13,7 @@ Input is the YT8M batch contract: `frames` (B, T, 1152) = 1024 dequantised rgb �
   SE gating with BN (reduction r) → logistic (or MoE) classifier.
 - `MixNeXtVLADYT8M` (SPEC 3.2): M such branches mixed by ``a = softmax(W BN(x̄) + b)``,
   ``logits = Σ_m a_m z_m``; `branch_logits` (M, B, C) and `gate` (B, M) feed
-  `vmmlib.losses.mixture_distillation` (seed: T = 3, cl_lambda = 9, no per-branch BCE).
+  `vmmlib.objectives.losses.mixture_distillation` (seed: T = 3, cl_lambda = 9, no per-branch BCE).
 
 Frame draws (`sample_frames`): the seed's `SampleRandomFrames` draws `iterations` frames uniformly
 with replacement among the valid ones, and does so at inference too, which makes its predictions

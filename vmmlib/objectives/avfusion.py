@@ -7,12 +7,13 @@ One forward pass carries every task, as the seed's collator builds it:
   video), per-patch normalised pixels (`norm_pix`, VideoMAE's default);
 - `audio_mae`: MAE reconstruction of masked spectrogram patches (30 % as the seed);
 - `vtm`: video–text matching on the fused [CLS]: half the batch fused with another sample's video;
-- `vtc`: symmetric InfoNCE between the unimodal video and text embeddings (`vmmlib.losses.info_nce`).
+- `vtc`: symmetric InfoNCE between the unimodal video and text embeddings (`vmmlib.objectives.losses.info_nce`).
 
 `pretrain_terms(model, batch, ...)` returns the raw, unweighted terms (weights are the task's); it is
 an `objective(model, batch)` for `fit` once its keyword arguments are bound. `corrupt_batch` builds the
 masked inputs and targets on its own (for inspection and tests). `mlm_accuracy` is the seed's
-"VTM_acc", which its train.py computes from the text MLM logits (SPEC §2.6).
+"VTM_acc", which its train.py computes from the text MLM logits (SPEC §2.6). `qa_terms` is the QA
+fine-tuning term (`answered`: the answers it averages over).
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmmlib.losses import info_nce, mlm_loss
-from vmmlib.masking import gaussian_threshold_mask, mlm_corrupt, random_patch_mask, shuffle_pairs, tube_mask
+from vmmlib.objectives.classification import class_ce
+from vmmlib.objectives.losses import info_nce, mlm_loss
+from vmmlib.objectives.masking import (
+    gaussian_threshold_mask,
+    mlm_corrupt,
+    random_patch_mask,
+    shuffle_pairs,
+    tube_mask,
+)
 
 PRETRAIN_TERMS = ("mlm", "video_mae", "audio_mae", "vtm", "vtc")
 VIDEO_MASKINGS = ("tube", "seed_gaussian")
@@ -240,3 +248,16 @@ def pretrain_terms(
     if "vtc" in terms:
         result["vtc"] = info_nce(out["video_embedding"], out["text_embedding"], temperature)
     return result
+
+
+def qa_terms(model: nn.Module, batch: dict, *, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+    """Fine-tuning for QA: `qa`, the answer classifier's cross-entropy (`class_ce`; label −100, an
+    answer outside the training vocabulary, is ignored)."""
+    out = model(frames=batch["frames"], text_ids=batch["text_ids"], text_mask=batch["text_mask"],
+                audio=batch.get("audio"))  # fmt: skip
+    return {"qa": class_ce(out["qa_logits"], batch["labels"], label_smoothing)}
+
+
+def answered(batch: dict) -> torch.Tensor:
+    """The answers `qa` averages over (those in the vocabulary): `fit`'s `count_items` for accumulation."""
+    return (batch["labels"] != -100).sum()

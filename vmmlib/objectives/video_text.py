@@ -20,7 +20,7 @@ with `clip_embeddings` and `logit_scale` (the dual stream too).
 - **ict** (inverse cloze): the title alone vs. ocr+asr with the frames; masked means, L2-normalised,
   cosine logits (÷ `ict_temperature`, 1 in the seed), CE both directions summed.
 - **clip** (ActionCLIP-style): mean frame vs. mean title embedding, L2-normalised, logits scaled by
-  exp(learnable log-scale), symmetric CE averaged (`vmmlib.contrastive.clip_loss`, gathered
+  exp(learnable log-scale), symmetric CE averaged (`vmmlib.objectives.contrastive.clip_loss`, gathered
   across processes).
 
 The seed's two quirks are off unless asked for: `seed_masked_tokens_visible=True` keeps MLM-masked
@@ -37,34 +37,18 @@ modality; Wang et al., ActionCLIP (arXiv:2109.08472).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from vmmlib.contrastive import clip_loss
-from vmmlib.losses import mlm_loss, mlm_mask
 from vmmlib.models.layers import masked_mean
+from vmmlib.objectives.contrastive import clip_loss
+from vmmlib.objectives.losses import mlm_loss, mlm_mask
+from vmmlib.objectives.masking import TokenSpec
 
 TERMS = ("mlm", "mfm", "itm", "ict", "mmm", "clip")
 SEED_TERMS = ("mlm", "mfm", "itm", "ict", "mmm")  # rank 8's single-stream pretraining (model_1_pretrain)
 PAD_LOGIT = -1e8  # the seed's score for pairs with a padded frame
-
-
-@dataclass(frozen=True)
-class TokenSpec:
-    """What MLM corruption needs from the vocabulary (bert-base-chinese ids by default)."""
-
-    vocab_size: int = 21128
-    mask_id: int = 103
-    special_ids: tuple[int, ...] = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK]
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer, vocab_size: int | None = None) -> TokenSpec:
-        """From a BERT tokenizer; `vocab_size` defaults to the tokenizer's (give the model's if larger)."""
-        return cls(
-            vocab_size or len(tokenizer), tokenizer.mask_token_id, tuple(sorted(tokenizer.all_special_ids))
-        )
 
 
 def mask_frames(
@@ -211,7 +195,7 @@ def video_text_terms(
 
     Args:
         model: a single-stream model with pretraining heads (or, for "clip" alone, any model with
-            `clip_embeddings` and `logit_scale`).
+            `clip_embeddings` and `logit_scale`), or a wrapper of one (DDP, accelerate: `.module`).
         batch: the WBDC batch (`vmmlib.data.wbdc.reader.collate`): frames, frame_mask, text_ids, text_mask;
             title_ids/title_mask and context_ids/context_mask for ict and clip.
         terms: any of TERMS; each is computed only when asked for.
@@ -229,6 +213,7 @@ def video_text_terms(
     if unknown:
         raise ValueError(f"unknown pretraining term(s) {', '.join(unknown)}; valid terms: {', '.join(TERMS)}")
     tokens = tokens or TokenSpec()
+    model = getattr(model, "module", model)  # DDP / accelerate wrappers
     out = {}
     needs_frames = any(t in terms for t in ("mlm", "mfm", "itm", "mmm", "ict"))
     feats = model.frame_features(batch["frames"], batch["frame_mask"]) if needs_frames else None

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from vmmlib.data.avfusion.folder import SPLITS, RetrievalSplit, frames_of
 from vmmlib.data.avfusion.reader import SkipLog, collate_avfusion
 from vmmlib.metrics.retrieval import rerank_top_k
+from vmmlib.options import check_choice
 from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
-from vmmlib.runs import check_choice
 
 
 def progress(items, desc: str, enabled: bool):

@@ -5,11 +5,18 @@ accelerator's device (a GPU when there is one), under bf16 autocast on GPU, with
 yields each batch with the mean of the models' outputs as float32 numpy. `load_fold_models` builds
 each fold's model from its run folder's `params.yaml` and loads the weights the fold submits
 (`vmmlib.runs.submitted_weights`).
+
+Several processes (`vmmlib.train.launch`, `accelerate launch`, `torchrun`): `predict_batches` shares the
+batches out (batch k runs in process k mod W) and gathers the outputs after each round of W batches
+(`accelerate.utils.gather_object`, in batch order, no batch twice), so every process gets every
+batch's outputs and an evaluation's metric is the whole validation set's, computed once per process
+on the same numbers. Every process must then call it (as `fit` calls `eval_fn`: on every process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -75,13 +82,37 @@ def predict_batches(
                 total = total + step(m, inputs).float().cpu().numpy()
         return (total / len(models)).astype(np.float32, copy=False)
 
-    try:  # a dry run (`vmmlib.dryrun`) runs the models on the first batches only
-        yield from dryrun.capped(
-            progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch"), run
-        )
+    batches = progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch")
+    rank, world = _process_group()
+    try:  # a dry run (`vmmlib.dryrun`) runs the models on the first batches only (in one process)
+        yield from _shared(batches, run, rank, world) if world > 1 else dryrun.capped(batches, run)
     finally:
         for m, state in zip(models, states):
             m.train(state)
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed; (0, 1) when no process group is up."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _shared(batches: Iterable[Any], run: Callable[[Any], np.ndarray], rank: int, world: int):
+    """(batch, outputs) of every batch, in order, each batch run by one process: rounds of `world`
+    batches, process r runs the round's r-th, the outputs gathered (one collective per round)."""
+    from accelerate.utils import gather_object
+
+    it = iter(batches)
+    while True:
+        round_ = list(itertools.islice(it, world))  # every process iterates the same batches
+        if not round_:
+            return
+        mine = [run(round_[rank]) if rank < len(round_) else None]
+        outputs = gather_object(mine)  # (world,) in rank order = the round's batch order
+        yield from zip(round_, outputs)
 
 
 def predict_all(models, data, step: Step, *, id_key: str = "id", **options) -> tuple[list[str], np.ndarray]:

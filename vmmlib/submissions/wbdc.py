@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vmmlib.data.wbdc.categories import CATEGORY_IDS, categories_to_lv2, is_category, lv2_to_category
 from vmmlib.io.safe import InputError, check_file, check_name, read_json
+from vmmlib.io.wbdc_categories import CATEGORY_IDS, categories_to_lv2, is_category, lv2_to_category
 from vmmlib.metrics.wbdc import f1_mean
 from vmmlib.submissions import InvalidSubmissionError
 from vmmlib.submissions._ids import IdCounter

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from vmmlib.runs import check_choice
+from vmmlib.options import check_choice
 from vmmlib.tasks.contract import Task, bind
 
 _TASK_MODULES = {

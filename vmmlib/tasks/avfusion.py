@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch.nn.functional as F
 
 from vmmlib.data.avfusion import folder as AF
 from vmmlib.data.avfusion.folder import load  # noqa: F401 (the notebooks call T.load)
@@ -41,10 +40,11 @@ from vmmlib.data.avfusion.reader import special_token_ids
 from vmmlib.explore import Split, Summary
 from vmmlib.io.media import MediaError, probe_media
 from vmmlib.metrics import avfusion as MA
-from vmmlib.objectives.avfusion import pretrain_terms
+from vmmlib.objectives import avfusion as AO
+from vmmlib.objectives.compose import objective_of
+from vmmlib.options import check_choice
 from vmmlib.plots import plot_table_bars
 from vmmlib.predict import avfusion as P
-from vmmlib.runs import check_choice
 from vmmlib.tasks import contract
 
 NAME = "avfusion"  # submission: jsonl (or csv), caption → ranked videos, or question → answer
@@ -120,15 +120,10 @@ def pretrain_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, mlm_pro
     draw), audio MAE 30 %, video–text matching on shuffled pairs, video–text contrastive; the
     alignment terms on a clean second pass (`clean_alignment=False`: the seed's one masked pass)."""
     tok = data.tokenizer
-    options = dict(mask_id=tok.mask_token_id, special_ids=special_token_ids(tok), terms=terms, mlm_prob=mlm_prob,
-                   video_mask_ratio=video_mask_ratio, video_masking=video_masking, audio_mask_ratio=audio_mask_ratio,
-                   match_ratio=match_ratio, norm_pix=norm_pix, temperature=temperature,
-                   clean_alignment=clean_alignment)  # fmt: skip
-
-    def objective(model, batch):
-        return pretrain_terms(model, batch, **options)
-
-    return objective
+    return objective_of(AO.pretrain_terms, mask_id=tok.mask_token_id, special_ids=special_token_ids(tok), terms=terms,
+                        mlm_prob=mlm_prob, video_mask_ratio=video_mask_ratio, video_masking=video_masking,
+                        audio_mask_ratio=audio_mask_ratio, match_ratio=match_ratio, norm_pix=norm_pix,
+                        temperature=temperature, clean_alignment=clean_alignment)  # fmt: skip
 
 
 def pretrain_eval(data: AF.AVFusionData, *, rerank_k: int = 0):
@@ -173,20 +168,15 @@ def finetune_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, tempera
     if wrong:
         raise ValueError(f"term(s) {', '.join(wrong)} do not apply to downstream {data.downstream!r}; "
                          f"it takes {', '.join(allowed)} (set the others to 0)")  # fmt: skip
+    if data.downstream == "qa":
+        objective = objective_of(AO.qa_terms, label_smoothing=label_smoothing)
+        objective.count_items = (
+            AO.answered
+        )  # fit's accumulation: the mean is over the answers in the vocabulary
+        return objective
     tok = data.tokenizer
-
-    def objective(model, batch):
-        if data.downstream == "qa":
-            out = model(frames=batch["frames"], text_ids=batch["text_ids"], text_mask=batch["text_mask"],
-                        audio=batch.get("audio"))  # fmt: skip
-            return {"qa": F.cross_entropy(out["qa_logits"].float(), batch["labels"], ignore_index=-100,
-                                          label_smoothing=label_smoothing)}  # fmt: skip
-        return pretrain_terms(model, batch, mask_id=tok.mask_token_id, special_ids=special_token_ids(tok),
-                              terms=terms, match_ratio=match_ratio, temperature=temperature)  # fmt: skip
-
-    if data.downstream == "qa":  # fit's accumulation: the mean is over the answers in the vocabulary
-        objective.count_items = lambda batch: (batch["labels"] != -100).sum()
-    return objective
+    return objective_of(AO.pretrain_terms, mask_id=tok.mask_token_id, special_ids=special_token_ids(tok), terms=terms,
+                        match_ratio=match_ratio, temperature=temperature)  # fmt: skip
 
 
 def finetune_eval(data: AF.AVFusionData, val_idx: np.ndarray, *, rerank_k: int = 0):
@@ -231,13 +221,12 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
 def score_oof(oof: dict, data: AF.AVFusionData) -> float:
     """Out-of-fold `METRIC`: the pair scores ranked within each fold's gallery, ranks pooled over folds
     (retrieval); or the answer probabilities' argmax (QA)."""
-    return MA.score_aligned(MA.align_oofs([oof]), [1.0])[METRIC]
+    return MA.oof_scores(oof)[METRIC]
 
 
 def oof_breakdown(oof: dict, data: AF.AVFusionData) -> dict[str, float]:
     """Retrieval: t2v/v2t R@1/5/10 (fractions), medianR, meanR; QA: overall and per-type accuracy."""
-    metrics = MA.score_aligned(MA.align_oofs([oof]), [1.0])
-    return {k: v for k, v in metrics.items() if k != METRIC}
+    return {k: v for k, v in MA.oof_scores(oof).items() if k != METRIC}
 
 
 def predict(models: list, data: AF.AVFusionData, split: str, *, rerank_k: int = 0,

@@ -30,7 +30,7 @@ The rules, in one place:
 Generic pieces are not in the contract; notebooks call them directly: the weights a fold submits
 (`vmmlib.runs.submitted_weights`), array files of predictions (`vmmlib.runs.save_arrays` /
 `load_arrays`), loading the fold models (`vmmlib.predict.loop.load_fold_models`), the weighting of
-objective terms (`vmmlib.losses.make_objective`) and the submission formats (`vmmlib.submissions`).
+objective terms (`vmmlib.objectives.make_objective`) and the submission formats (`vmmlib.submissions`).
 
 Types: `Data` is whatever `load` returns (an opened data folder); `Arrays` is a dict of numpy arrays
 (out-of-fold or test predictions, saved as `.npz` with their ids); an `Objective` is
@@ -66,10 +66,14 @@ class Task(Protocol):
     PRETRAIN_METRIC: str  # optional (METRIC): what `pretrain_eval` reports to keep the best checkpoint
     BACKBONE_PREFIXES: tuple[str, ...]  # optional (none): parameter-name prefixes trained at `backbone_lr`
 
-    # --- 00_explore (and `vmm sample`) ----------------------------------------------------------
+    # --- 00_explore (and `vmm sample`, `vmm prepare`) ----------------------------------------------
     def make_sample(self, out_dir: Path, **options) -> Path:
         """Optional: write deterministic sample data in the competition's real on-disk layout (default:
         `vmmlib.data.write_sample(NAME, ...)`)."""
+
+    def prepare(self, data_dir: Path, **options) -> dict:
+        """`vmm prepare TASK DATA_DIR`: convert a data folder's raw files into what `load` reads; a
+        JSON-ready summary (default: nothing to prepare, refused)."""
 
     def explore(self, data_dir: Path, *, max_items_per_split: int = 0, progress: bool = True) -> Any:
         """Optional: a `vmmlib.explore.ExploreReport` of a data folder (0 items: read all); the default
@@ -204,6 +208,11 @@ def merge_oof(parts: list[Arrays]) -> Arrays:
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
+def prepare(data_dir: Path, **options) -> dict:
+    """Nothing to prepare (the default `Task.prepare`): the task's `load` reads the folder as it is."""
+    raise ValueError(f"this task reads {data_dir} as it is: it has nothing to prepare")
+
+
 def oof_breakdown(oof: Arrays, data: Data) -> dict[str, float]:
     """No out-of-fold scores besides the headline one (the default `Task.oof_breakdown`)."""
     return {}
@@ -297,6 +306,7 @@ DEFAULT_CONSTANTS: dict[str, Callable[[Any], Any]] = {
 }
 # optional functions that need nothing of the task
 DEFAULTS: dict[str, Callable] = {
+    "prepare": prepare,
     "build_model": build_model,
     "plot_fold": plot_fold,
     "merge_oof": merge_oof,

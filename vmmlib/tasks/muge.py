@@ -5,7 +5,7 @@ Data: `{split}_imgs.tsv` + `{split}_texts.jsonl` prepared into Chinese-CLIP's LM
 `vmmlib.data.muge.reader`; sample data `vmmlib.data.muge.sample` (raw files, the prepared LMDB and an
 online-learning cache). Model: the CLIP dual encoder `vmmlib.models.clip_dual` (`cnclip_vitb16`,
 `cnclip_vitb16_tiny`). Training: the symmetric contrastive loss over the gathered batch
-(`vmmlib.contrastive`), optionally accumulated over chunks with cached features (`{"accumulate": 8}`:
+(`vmmlib.objectives.contrastive`), optionally accumulated over chunks with cached features (`{"accumulate": 8}`:
 8 chunks give the negatives of the whole batch) or Online-CNCLIP's prior-reweighted loss.
 
 Metric: `mean_recall` = (R@1 + R@5 + R@10) / 3 of text → image retrieval over the **whole validation
@@ -41,19 +41,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vmmlib import contrastive as C
 from vmmlib.data.image_transforms import EvalTransform
 from vmmlib.data.muge import reader as D
-from vmmlib.data.muge.prepare import prepare_muge, split_files
+from vmmlib.data.muge.prepare import prepare_muge, split_files, summary_dict
 from vmmlib.data.muge.reader import MugeData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.muge.sample import write_muge_sample
 from vmmlib.explore import Split, Summary
 from vmmlib.metrics import muge as M
+from vmmlib.objectives import contrastive as C
+from vmmlib.objectives.compose import objective_of
+from vmmlib.options import call_with_options, check_choice
 from vmmlib.plots import plot_rank_recalls as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_batches
 from vmmlib.predict.online import OnlineOptions
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
-from vmmlib.runs import call_with_options, check_choice
 
 NAME = "muge"
 METRIC = "mean_recall"  # also the pretraining metric: the best validation mean recall is kept
@@ -72,6 +73,13 @@ def make_sample(out_dir: str | Path, *, prepare: bool = True, **options) -> Path
     if prepare:
         prepare_muge(out, progress=False)
     return out
+
+
+def prepare(data_dir: str | Path, **options) -> dict:
+    """`vmm prepare muge DATA_DIR`: the TSV + JSONL files into Chinese-CLIP's LMDB layout (`prepare_muge`
+    options); a JSON-ready summary per split."""
+    summaries = call_with_options(prepare_muge, data_dir, options=options, what="prepare option")
+    return {split: summary_dict(s) for split, s in summaries.items()}
 
 
 def summarize(data_dir: Path) -> Summary:
@@ -114,14 +122,6 @@ def summarize(data_dir: Path) -> Summary:
 # --- objectives ---------------------------------------------------------------------------------
 
 
-def _chunks(batch: dict, n: int) -> list[dict]:
-    size = len(batch["text_ids"])
-    if size % n:
-        raise ValueError(f"accumulate={n} must divide the batch size {size}")
-    keys = ("frames", "frame_mask", "text_ids", "text_mask")
-    return [{k: batch[k][s : s + size // n] for k in keys} for s in range(0, size, size // n)]
-
-
 def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: int = 1,
                        prior_tau: float | None = None, gather: bool = True,
                        gather_with_grad: bool = False):  # fmt: skip
@@ -130,31 +130,18 @@ def finetune_objective(data: MugeData, terms: tuple[str, ...], *, accumulate: in
     Args:
         terms: ("contrastive",).
         accumulate: split each batch into this many chunks and accumulate with cached features
-            (`vmmlib.contrastive.accumulate_contrastive`): the loss and gradients of the whole batch,
+            (`vmmlib.objectives.contrastive.clip_terms`): the loss and gradients of the whole batch,
             one chunk's activations in memory. The objective then runs its own backward passes
             (`backward_inside`); called without `backward` it uses `loss.backward()` and returns a
             term whose own gradient is zero.
         prior_tau: Online-CNCLIP's prior-reweighted loss at this temperature (the seed's 1000).
-        gather, gather_with_grad: Chinese-CLIP's feature gathering (`vmmlib.contrastive.clip_loss`).
+        gather, gather_with_grad: Chinese-CLIP's feature gathering (`vmmlib.objectives.contrastive.clip_loss`).
     """
     check_choice("term", "contrastive", terms)  # the only term
     if int(accumulate) < 1:
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
-    options = {"gather": gather, "gather_with_grad": gather_with_grad, "prior_tau": prior_tau}
-
-    def objective(model, batch, backward=None):
-        if accumulate == 1 and backward is None:
-            out = model(frames=batch["frames"], frame_mask=batch["frame_mask"],
-                        text_ids=batch["text_ids"], text_mask=batch["text_mask"])  # fmt: skip
-            return {"contrastive": C.clip_loss(out["image_features"], out["text_features"],
-                                               out["logit_scale"], **options)}  # fmt: skip
-        no_sync = getattr(model, "no_sync", None)
-        terms = C.accumulate_contrastive(model, _chunks(batch, int(accumulate)), backward=backward,
-                                         no_sync=no_sync, **options)  # fmt: skip
-        if backward is None:  # called through a wrapper that runs backward on the returned term
-            return {"contrastive": terms["contrastive"] + 0.0 * getattr(model, "module", model).logit_scale}
-        return {"contrastive": terms["contrastive"]}
-
+    objective = objective_of(C.clip_terms, accumulate=int(accumulate), gather=gather,
+                             gather_with_grad=gather_with_grad, prior_tau=prior_tau)  # fmt: skip
     objective.backward_inside = int(accumulate) > 1  # type: ignore[attr-defined]
     return objective
 

@@ -14,7 +14,6 @@ import pandas as pd
 import scipy.stats
 import torch
 
-from vmmlib import losses as L
 from vmmlib.data.folds import seed_pair_folds, video_pair_folds
 from vmmlib.data.qqbrowser import reader as qq
 from vmmlib.data.qqbrowser.reader import QQData, load  # noqa: F401 (the notebooks call T.load)
@@ -22,9 +21,13 @@ from vmmlib.explore import Split, Summary, zeros
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
+from vmmlib.objectives import losses as L
+from vmmlib.objectives import tagging as TG
+from vmmlib.objectives.compose import objective_of
+from vmmlib.objectives.masking import TokenSpec
+from vmmlib.options import check_choice
 from vmmlib.plots import plot_pair_cosines as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_all, tensors
-from vmmlib.runs import check_choice
 
 NAME = "qqbrowser"  # submission: result.zip, JSON id -> <= 256 float16 values
 METRIC = "spearman"  # also the pretraining metric: the best fine-tuning checkpoint is kept
@@ -98,85 +101,26 @@ def fold_pairs(
 # --- model and objectives ----------------------------------------------------------------------
 
 
-def _tag_terms(out: dict, labels: torch.Tensor, tag_loss: str) -> dict:
-    """Tag loss on the (mixture) logits, plus each MixNeXtVLAD branch's own (seed 000 sums them;
-    `branch_tag` shares the `tag` weight)."""
-    fn = L.tag_loss_fn(tag_loss)
-    terms = {"tag": fn(out["tag_logits"], labels)}
-    if "branch_tag_logits" in out:
-        terms["branch_tag"] = sum(fn(z, labels) for z in out["branch_tag_logits"])
-    return terms
-
-
 def pretrain_objective(data: QQData, terms: tuple[str, ...], *, tag_loss: str = "bce", mlm_prob: float = 0.15,
                        distill_temperature: float = 2.0, nce_temperature: float = 0.07):  # fmt: skip
-    """Seed 000's pretraining: tag BCE/ASL + MLM (text only) + vision–text InfoNCE + branch distillation.
-
-    Args:
-        terms: the terms to compute (`PRETRAIN_TERMS`); the seed weighs tag 1, mlm 10 (UNITER),
-            nce 10 and distill 10 (MixNeXtVLAD).
-
-    Returns:
-        objective(model, batch) -> {term: raw loss} (`vmmlib.losses.weighted` applies the weights).
-    """
-    L.tag_loss_fn(tag_loss)
+    """Seed 000's pretraining (`vmmlib.objectives.tagging.tag_pretrain_terms`): tag BCE/ASL (+ each
+    MixNeXtVLAD branch's, sharing the tag weight) + MLM (text only) + vision–text InfoNCE + branch
+    distillation; the seed weighs tag 1, mlm 10 (UNITER), nce 10 and distill 10 (MixNeXtVLAD)."""
+    L.tag_loss_fn(tag_loss)  # an unknown name is refused here, not at the first batch
     tok = data.tokenizer
-    special = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.unk_token_id]
-
-    def objective(model, batch):
-        inputs, mlm_labels = dict(batch), None
-        if "mlm" in terms:
-            inputs["text_ids"], mlm_labels = L.mlm_mask(
-                batch["text_ids"],
-                batch["text_mask"],
-                len(tok),
-                special,
-                prob=mlm_prob,
-                mask_id=tok.mask_token_id,
-            )
-        out = model(**inputs, **({"mlm": True} if mlm_labels is not None else {}))
-        raw = _tag_terms(out, batch["labels"], tag_loss) if "tag" in terms else {}
-        if mlm_labels is not None:
-            raw["mlm"] = L.mlm_loss(out["mlm_logits"], mlm_labels)
-        if "nce" in terms:
-            if (
-                "vision_embedding" not in out
-                or out["vision_embedding"].shape[-1] != out["text_embedding"].shape[-1]
-            ):
-                raise ValueError(
-                    f"{type(model).__name__} has no vision and text embeddings of one width before fusion, "
-                    "which the nce term needs (MixNeXtVLAD maps the text to the vision width; set nce to 0)"
-                )
-            raw["nce"] = L.info_nce(out["vision_embedding"], out["text_embedding"], nce_temperature)
-        if "distill" in terms and "branch_tag_logits" in out:
-            raw["distill"] = L.mixture_distillation(
-                out["branch_tag_logits"], out["tag_logits"], distill_temperature
-            )
-        return raw
-
+    special = (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.unk_token_id)
+    tokens = TokenSpec(len(tok), tok.mask_token_id, special)
+    objective = objective_of(TG.tag_pretrain_terms, terms=terms, tokens=tokens, tag_loss=tag_loss, mlm_prob=mlm_prob,
+                             distill_temperature=distill_temperature, nce_temperature=nce_temperature)  # fmt: skip
     objective.shares_weight = {"branch_tag": "tag"}
     return objective
 
 
-def _concat_pair(batch: dict) -> dict:
-    """[videos a; videos b] as one video batch, so BatchNorm sees both sides in one forward pass."""
-    a, b = batch["a"], batch["b"]
-    return {k: torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else list(a[k]) + list(b[k]) for k in a}
-
-
 def finetune_objective(data: QQData, terms: tuple[str, ...], *, tag_loss: str = "bce"):
-    """Seed 000's pair fine-tuning: Σ (cos − y)², KerasKL(y, cos) and the tag loss (SPEC §4.3), raw;
-    the seed weighs them mse 1, kl 0.5, tag 1."""
+    """Seed 000's pair fine-tuning (`vmmlib.objectives.tagging.pair_terms`): Σ (cos − y)², KerasKL(y, cos)
+    and the tag loss (SPEC §4.3), raw; the seed weighs them mse 1, kl 0.5, tag 1."""
     L.tag_loss_fn(tag_loss)
-
-    def objective(model, batch):
-        out = model(**_concat_pair(batch))
-        emb_a, emb_b = out["embedding"].chunk(2)
-        labels = torch.cat([batch["a"]["labels"], batch["b"]["labels"]])
-        return L.pair_objective_terms(
-            emb_a, emb_b, batch["sim"], out["tag_logits"], labels, tag_loss=tag_loss
-        )
-
+    objective = objective_of(TG.pair_terms, tag_loss=tag_loss)
     objective.summed_terms = ("mse", "kl")  # sums over the pairs (seed 000); fit's accumulation weighs them 1
     return objective
 

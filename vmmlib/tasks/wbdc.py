@@ -29,11 +29,13 @@ import torch.nn.functional as F
 
 from vmmlib import dryrun
 from vmmlib.data.wbdc import reader as W
-from vmmlib.data.wbdc.categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
 from vmmlib.data.wbdc.folder import WBDCData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.explore import Split, Summary
+from vmmlib.io.wbdc_categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
 from vmmlib.metrics import wbdc as M
+from vmmlib.objectives import classification as CL
 from vmmlib.objectives import video_text as VT
+from vmmlib.objectives.compose import objective_of
 from vmmlib.plots import plot_confusion_f1 as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_all, predict_batches, tensors
 from vmmlib.runs import load_arrays, save_arrays
@@ -112,44 +114,24 @@ def pretrain_objective(data: WBDCData, terms: tuple[str, ...], *, mlm_prob: floa
             and pretrains with clip alone for model 2.
         seed_masked_tokens_visible, seed_mfm_targets_unshuffled: the seed's two quirks (off).
     """
-    tokens = VT.TokenSpec.from_tokenizer(data.tokenizer)
-    options = dict(mlm_prob=mlm_prob, mfm_prob=mfm_prob, mmm_fraction=mmm_fraction, ict_temperature=ict_temperature,
-                   seed_masked_tokens_visible=seed_masked_tokens_visible,
-                   seed_mfm_targets_unshuffled=seed_mfm_targets_unshuffled)  # fmt: skip
-
-    def objective(model, batch):
-        return VT.video_text_terms(
-            getattr(model, "module", model), batch, terms=terms, tokens=tokens, **options
-        )
-
-    return objective
+    return objective_of(VT.video_text_terms, terms=terms, tokens=VT.TokenSpec.from_tokenizer(data.tokenizer),
+                        mlm_prob=mlm_prob, mfm_prob=mfm_prob, mmm_fraction=mmm_fraction,
+                        ict_temperature=ict_temperature, seed_masked_tokens_visible=seed_masked_tokens_visible,
+                        seed_mfm_targets_unshuffled=seed_mfm_targets_unshuffled)  # fmt: skip
 
 
-def _teacher_table(path: str | Path) -> tuple[dict[str, int], torch.Tensor]:
+def _teacher(path: str | Path) -> CL.Teacher:
     arrays = load_arrays(path)
     if "ids" not in arrays or "probs" not in arrays or arrays["probs"].shape[1:] != (NUM_LV2,):
         raise ValueError(f"{path} is not a teacher file: expected ids (N,) and probs (N, {NUM_LV2})")
-    return {str(v): i for i, v in enumerate(arrays["ids"])}, torch.as_tensor(
-        arrays["probs"], dtype=torch.float32
-    )
-
-
-def distill_kl(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher^(1/T) renormalised ‖ softmax(logits / T)) · T², mean over the batch.
-
-    Args:
-        logits: (B, C) student logits.
-        teacher_probs: (B, C) teacher class probabilities (softened here as logits log p).
-    """
-    target = F.softmax(teacher_probs.clamp_min(1e-8).log() / temperature, dim=-1)
-    student = F.log_softmax(logits.float() / temperature, dim=-1)
-    return F.kl_div(student, target, reduction="batchmean") * temperature**2
+    return CL.Teacher(arrays["ids"], arrays["probs"], source=str(path))
 
 
 def finetune_objective(data: WBDCData, terms: tuple[str, ...], *, teacher: str = "", temperature: float = 2.0,
                        label_smoothing: float = 0.0):  # fmt: skip
-    """Fine-tuning terms, raw: `ce` (cross-entropy over the 200 lv2 classes, as rank 8) and `distill`
-    (`distill_kl` against the ensemble's saved probabilities of the same video).
+    """Fine-tuning terms, raw (`vmmlib.objectives.classification.class_terms`): `ce` (cross-entropy over
+    the 200 lv2 classes, as rank 8) and `distill` (`distill_kl` against the ensemble's saved
+    probabilities of the same video).
 
     Args:
         teacher: a `teacher.npz` (ids, probs) written by the ensemble's `write_submission`; needed by
@@ -161,26 +143,8 @@ def finetune_objective(data: WBDCData, terms: tuple[str, ...], *, teacher: str =
         raise ValueError("the distill term needs objective_options teacher: <ensemble run>/teacher.npz")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    rows, table = _teacher_table(teacher) if "distill" in terms else ({}, None)
-
-    def objective(model, batch):
-        out = model(**{k: batch[k] for k in ("frames", "frame_mask", "text_ids", "text_mask")})
-        raw = {}
-        if "ce" in terms:
-            raw["ce"] = F.cross_entropy(
-                out["logits"].float(), batch["labels"], label_smoothing=label_smoothing
-            )
-        if "distill" in terms:
-            missing = [v for v in batch["id"] if v not in rows]
-            if missing:
-                raise KeyError(
-                    f"{teacher} holds no probabilities for video {missing[0]} ({len(missing)} in this batch)"
-                )
-            target = table[[rows[v] for v in batch["id"]]].to(out["logits"].device)
-            raw["distill"] = distill_kl(out["logits"], target, temperature)
-        return raw
-
-    return objective
+    return objective_of(CL.class_terms, terms=terms, label_smoothing=label_smoothing, temperature=temperature,
+                        teacher=_teacher(teacher) if "distill" in terms else None)  # fmt: skip
 
 
 # --- datasets and evaluation -------------------------------------------------------------------------
@@ -272,8 +236,8 @@ def predict(models: list, data: WBDCData, split: str, *, batch_size: int = 64, i
     """
     from itertools import islice
 
+    from vmmlib.options import check_choice
     from vmmlib.predict.backends import CHOICES, prepare_models
-    from vmmlib.runs import check_choice
 
     check_choice("infer_backend", infer_backend, CHOICES)
     dataset = data.dataset(split)

@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from vmmlib import losses as L
 from vmmlib.data.yt8m import reader as Y
 from vmmlib.data.yt8m.datasets import VideoLevelDataset, VideoStream
 from vmmlib.data.yt8m.folder import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
@@ -32,6 +30,10 @@ from vmmlib.io import read_examples
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
+from vmmlib.objectives import losses as L
+from vmmlib.objectives import tagging as TG
+from vmmlib.objectives.compose import objective_of
+from vmmlib.options import check_choice
 from vmmlib.plots import plot_shift_aps as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
@@ -45,7 +47,6 @@ from vmmlib.ranking import (
     rank_vote,
     rank_vote_scores,
 )
-from vmmlib.runs import check_choice
 
 NAME = "yt8m"  # submission: the Kaggle CSV, Class,Segments
 METRIC = "segment_map"  # also the pretraining metric: the best fine-tuning checkpoint is kept
@@ -125,42 +126,10 @@ def fold_shards(data: YT8MData, n_folds: int, fold: int, scheme: str = "shard") 
     return np.array(sorted(paths.index(p) for p in val))
 
 
-def _bce(logits: torch.Tensor, labels: torch.Tensor, label_weights: torch.Tensor | None, tag_loss: str):
-    """Σ over classes, mean over the batch (the seed's CrossEntropyLoss), weighted per entry."""
-    if label_weights is None:
-        return L.tag_loss_fn(tag_loss)(logits, labels)
-    per_entry = F.binary_cross_entropy_with_logits(
-        logits.float(), labels.float().clamp(0, 1), reduction="none"
-    )
-    return (per_entry * label_weights).sum(-1).mean()
-
-
-def _objective(terms: tuple[str, ...], tag_loss: str, temperature: float, segments: bool, unrated: bool):
-    def objective(model, batch):
-        out = model(frames=batch["frames"], frame_mask=batch["frame_mask"])
-        lw = batch.get("label_weights") if segments else None
-        if lw is not None and unrated:
-            lw = torch.ones_like(lw)
-        raw = {}
-        if "bce" in terms:
-            raw["bce"] = _bce(out["logits"], batch["labels"], lw, tag_loss)
-        if "branch_bce" in terms and "branch_logits" in out:  # linrongc's aux losses (not hughshaoqz's)
-            raw["branch_bce"] = sum(_bce(z, batch["labels"], lw, tag_loss) for z in out["branch_logits"])
-        if "distill" in terms and "branch_logits" in out:
-            raw["distill"] = L.mixture_distillation(out["branch_logits"], out["logits"], temperature)
-        if "l2" in terms:
-            net = getattr(model, "module", model)
-            if not hasattr(net, "l2_penalty"):
-                raise ValueError(f"{type(net).__name__} has no l2_penalty(); set the l2 weight to 0")
-            raw["l2"] = net.l2_penalty()
-        return raw
-
-    return objective
-
-
 def pretrain_objective(data: YT8MData, terms: tuple[str, ...], *, tag_loss: str = "bce",
                        distill_temperature: float = 3.0):  # fmt: skip
-    """Video-label pretraining: BCE over 3,862 classes (+ MixNeXtVLAD distillation, + MoE/logistic L2).
+    """Video-label pretraining: BCE over 3,862 classes (+ MixNeXtVLAD distillation, + MoE/logistic L2),
+    `vmmlib.objectives.tagging.video_label_terms`.
 
     Args:
         terms: of `TERMS`: `bce` (the seed's weight 1), `distill` (cl_lambda: 9 = T² at T = 3 in the
@@ -168,7 +137,9 @@ def pretrain_objective(data: YT8MData, terms: tuple[str, ...], *, tag_loss: str 
             1: the TF L2 regulariser, `moe_l2` 1e-6 / logistic 1e-5, as the seed adds it).
     """
     L.tag_loss_fn(tag_loss)
-    return _objective(terms, tag_loss, distill_temperature, segments=False, unrated=False)
+    return objective_of(
+        TG.video_label_terms, terms=terms, tag_loss=tag_loss, distill_temperature=distill_temperature
+    )
 
 
 def finetune_objective(data: YT8MData, terms: tuple[str, ...], *, tag_loss: str = "bce",
@@ -177,7 +148,8 @@ def finetune_objective(data: YT8MData, terms: tuple[str, ...], *, tag_loss: str 
     entries the metric reads. `unrated_as_negative`: every unrated class is a negative too, as the seeds'
     train.py does (it never passes `label_weights`). Terms as pretraining."""
     check_choice("tag_loss (segments)", tag_loss, ("bce",))
-    return _objective(terms, tag_loss, distill_temperature, segments=True, unrated=unrated_as_negative)
+    return objective_of(TG.video_label_terms, terms=terms, tag_loss=tag_loss, distill_temperature=distill_temperature,
+                        rated_entries=True, unrated_as_negative=unrated_as_negative)  # fmt: skip
 
 
 # --- scoring, evaluation -----------------------------------------------------------------------------

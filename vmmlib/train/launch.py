@@ -41,7 +41,7 @@ from typing import Any
 
 from accelerate import Accelerator, notebook_launcher
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
 from vmmlib.train.config import resolve_mixed_precision
 
@@ -109,7 +109,11 @@ def _run(train: Callable[[Accelerator], Any], result_file: str, mixed_precision:
     cpu = not torch.cuda.is_available()  # gloo: Accelerate treats LOCAL_RANK as multi-CPU only with cpu=True
     split = DataLoaderConfiguration(split_batches=True)  # the loader's batch is the global batch
     precision = resolve_mixed_precision(mixed_precision)  # here: asking the GPU initialises CUDA
-    accelerator = Accelerator(cpu=cpu, dataloader_config=split, mixed_precision=precision)
+    # a task's model may hold parameters its fine-tune objective leaves unused (a pretraining head)
+    unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(
+        cpu=cpu, dataloader_config=split, mixed_precision=precision, kwargs_handlers=[unused]
+    )
     result = train(accelerator)
     if accelerator.is_main_process:
         with open(result_file, "wb") as fh:

@@ -60,7 +60,7 @@ from typing import Any
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -159,16 +159,17 @@ def fit(
             (DDP-wrapped when distributed): call it, unwrap it only to reach attributes. An objective
             with the attribute `backward_inside = True` is called as `objective(model, batch,
             backward=fn)` and runs its own backward passes (e.g. contrastive gradient accumulation
-            over cached features, `vmmlib.contrastive`); its terms are only logged. One with
+            over cached features, `vmmlib.objectives.contrastive`); its terms are only logged. One with
             `loss_reduction = "sum"` sums over its batch (accumulation weights, `vmmlib.train.step`).
         config: a `FitConfig`; `options` (its field names, the keywords of this signature) replace
             its fields. Every option, its default and meaning: `vmmlib.train.config.FitConfig`.
 
     Notes on the options:
         - `eval_fn(model) -> {"metric": float}` runs in eval mode under no_grad every `eval_every`
-          steps and at the end, on every process; the main process's dict is used, so under DDP it
-          should compute the full-validation metric there (`accelerator.gather_for_metrics`). RNG
-          states are restored after it. A non-finite value is logged with a warning, never best.
+          steps and at the end, on every process; the main process's dict is used. An `eval_fn`
+          built on `vmmlib.predict.loop.predict_batches` (every task's) shares the batches among the
+          processes and gathers the outputs: the metric is the whole validation set's, each batch
+          run once. RNG states are restored after it. A non-finite value is logged with a warning, never best.
         - `swa_last`: the final model is the mean of the last this many snapshots, one every
           `swa_every` steps (0: `eval_every`) plus the final weights (EMA's when on); evaluated as
           `swa/<key>`, it becomes `checkpoints/best` when it beats the best evaluation.
@@ -293,7 +294,9 @@ def _prepare(model: nn.Module, train_loader: DataLoader, out_dir: Path, args: di
     precision = resolve_mixed_precision(args["mixed_precision"])
     accelerator = args["accelerator"]
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision=precision)
+        # a model may hold parameters the objective leaves unused (a pretraining head while fine-tuning)
+        unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+        accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[unused])
     elif args["mixed_precision"] != "auto" and accelerator.mixed_precision != precision:
         raise ValueError(
             f"mixed_precision={precision!r}; the accelerator uses {accelerator.mixed_precision!r}"

@@ -19,7 +19,13 @@ n_i items it gets the weight n_i / Σ n_j (1/N for equal sizes; n_i from the obj
 named in the objective's `summed_terms` are sums over the items and get 1 (qqbrowser's mse and kl).
 An objective whose loss couples the items of a batch (in-batch negatives of a contrastive loss) is
 *not* the larger batch's loss when accumulated this way: use its own cached-feature accumulation
-(`vmmlib.contrastive`, MUGE's `accumulate`) for that.
+(`vmmlib.objectives.contrastive`, MUGE's `accumulate`) for that.
+
+Several processes are micro-batches side by side: DDP averages the W processes' gradients, so a
+process's micro-batch i gets W · n_i / Σ n (the sum over every process, all-reduced on the device)
+and a summed term gets W. The gradients, and the logged values (averaged over the processes), are
+then those of the global batch, also when the processes' counts differ (answers in the vocabulary).
+One process with one micro-batch takes none of this: its loss is backpropagated as it is.
 """
 
 from __future__ import annotations
@@ -51,16 +57,25 @@ def batch_items(batch: Any) -> int | None:
     return None
 
 
-def _loss_weights(objective: Callable, micro: Sequence[Any]) -> list[Any]:
-    """Each micro-batch's weight for the terms that are means over its items: n_i / Σ n_j, with n_i
-    from the objective's `count_items(batch)` (e.g. the labels not ignored; a device tensor is fine)
-    or `batch_items`; 1/N when a size is unknown."""
+def _loss_weights(f: Any, objective: Callable, micro: Sequence[Any]) -> list[Any]:
+    """Each micro-batch's weight for the terms that are means over its items: W · n_i / Σ n_j (W
+    processes, the sum over all of them), with n_i from the objective's `count_items(batch)` (e.g. the
+    labels not ignored; a device tensor is fine) or `batch_items`; 1/N when a size is unknown."""
     count = getattr(objective, "count_items", batch_items)
     sizes = [count(b) for b in micro]
     if any(n is None for n in sizes):
         return [1.0 / len(micro)] * len(micro)
     total = sum(sizes)
+    if f.world > 1:  # one all-reduce on the device, no host read
+        device = f.accelerator.device
+        total = torch.as_tensor(total, dtype=torch.float32, device=device).reshape(())
+        total = f.accelerator.reduce(total, reduction="sum") / f.world
     return [n / total for n in sizes]
+
+
+def _summed_weight(f: Any) -> int:
+    """The weight of a term summed over the items: the number of processes (DDP averages them)."""
+    return f.world
 
 
 def _loss_backward(f: Any, objective: Callable, batch: Any, weight: Any) -> tuple[dict, torch.Tensor]:
@@ -75,24 +90,28 @@ def _loss_backward(f: Any, objective: Callable, batch: Any, weight: Any) -> tupl
     if weight is None:
         f.accelerator.backward(loss)
     else:
-        summed = getattr(objective, "summed_terms", ())
-        f.accelerator.backward(sum_terms({k: v if k in summed else v * weight for k, v in terms.items()}))
+        summed, w_sum = getattr(objective, "summed_terms", ()), _summed_weight(f)
+        f.accelerator.backward(
+            sum_terms(
+                {k: (v * w_sum if w_sum != 1 else v) if k in summed else v * weight for k, v in terms.items()}
+            )
+        )
     return terms, loss.detach()
 
 
 def _accumulate(f: Any, objective: Callable, micro: Sequence[Any]) -> tuple[dict, torch.Tensor]:
     """Forward/backward over the micro-batches (DDP's all-reduce only on the last); the terms and the
     loss of the batch they make together (sums of summed terms, weighted means of the others)."""
-    if len(micro) == 1:
+    if len(micro) == 1 and f.world == 1:
         return _one_pass(f, objective, micro[0], None)
-    summed = getattr(objective, "summed_terms", ())
+    summed, w_sum = getattr(objective, "summed_terms", ()), _summed_weight(f)
     terms_sum: dict[str, torch.Tensor] = {}
-    for i, (batch, w) in enumerate(zip(micro, _loss_weights(objective, micro))):
+    for i, (batch, w) in enumerate(zip(micro, _loss_weights(f, objective, micro))):
         last = i == len(micro) - 1
         with nullcontext() if last or f.world == 1 else f.accelerator.no_sync(f.model):
             terms, _ = _one_pass(f, objective, batch, w)
         for k, v in terms.items():
-            v = v if k in summed else w * v
+            v = (w_sum * v if w_sum != 1 else v) if k in summed else w * v
             terms_sum[k] = terms_sum[k] + v if k in terms_sum else v
     loss = torch.stack([v for k, v in terms_sum.items() if k != "adv_loss"]).sum()
     return terms_sum, loss

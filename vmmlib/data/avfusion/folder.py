@@ -40,7 +40,7 @@ from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
 from vmmlib.data.tokenize import encode_texts
 from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vmmlib.io.safe import InputError, inside, read_text
-from vmmlib.runs import check_choice
+from vmmlib.options import check_choice
 
 DOWNSTREAMS = ("retrieval", "qa")
 FOLD_SCHEMES = ("clips", "val")

@@ -1,1 +1,1 @@
-"""MUGE text-image retrieval: readers and datasets (`reader`), `vmm prepare muge` (`prepare`), sample data (`sample`)."""
+"""MUGE text-image retrieval: readers and datasets (`reader`), `vmm prepare muge` (`prepare`), the online-learning image cache (`online_cache`), sample data (`sample`)."""

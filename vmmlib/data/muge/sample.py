@@ -176,7 +176,7 @@ def _make_split(topics, n_texts, n_distractors, with_truth, rng, ids, image_size
 def _write_online_cache(root: Path, split: str, rows, row_topics, topics, rng, image_size, missing: float):
     """`online_cache/<split>/<query>/1.jpg`: a fresh image of each query's topic (the seed's web image),
     a `missing` fraction of the queries left out and one entry truncated under 500 bytes (broken)."""
-    from vmmlib.predict.online import cache_path
+    from vmmlib.data.muge.online_cache import cache_path
 
     written = set()
     for n, (row, t) in enumerate(zip(rows, row_topics)):

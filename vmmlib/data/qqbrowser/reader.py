@@ -47,7 +47,7 @@ from vmmlib.data.tokenize import encode_texts, tokenizer_for
 from vmmlib.io import FrameCache, RecordError, cache_dir_for
 from vmmlib.io.label_tsv import read_label_tsv
 from vmmlib.io.safe import InputError, iter_lines
-from vmmlib.runs import check_choice
+from vmmlib.options import check_choice
 
 FEATURE_DIM = 1536
 MAX_FRAMES = 32

@@ -1,1 +1,1 @@
-"""WBDC 2022: the on-disk format (`reader`), zips (`zips`), categories (`categories`), an opened data folder (`folder`), sample data (`sample`)."""
+"""WBDC 2022: the on-disk format (`reader`), zips (`zips`), an opened data folder (`folder`), sample data (`sample`)."""

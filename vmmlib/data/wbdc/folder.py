@@ -19,7 +19,6 @@ import torch
 from torch.utils.data import Dataset
 
 from vmmlib.data.tokenize import tokenizer_for
-from vmmlib.data.wbdc.categories import NUM_LV2
 from vmmlib.data.wbdc.reader import (
     FOLD_SEED,
     FRAME_SAMPLINGS,
@@ -34,7 +33,8 @@ from vmmlib.data.wbdc.reader import (
     stratified_folds,
 )
 from vmmlib.io.safe import InputError
-from vmmlib.runs import check_choice
+from vmmlib.io.wbdc_categories import NUM_LV2
+from vmmlib.options import check_choice
 
 FRAME_SOURCES = ("features", "raw", "none")
 

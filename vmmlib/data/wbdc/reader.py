@@ -34,7 +34,7 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 from torch.utils.data import Dataset
 
-from vmmlib.data.wbdc.categories import category_to_lv2
+from vmmlib.io.wbdc_categories import category_to_lv2
 from vmmlib.data.wbdc.zips import (  # noqa: F401  (the readers are part of this module's interface)
     FEATURE_DIM,
     IMAGE_STATS,

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from vmmlib.data._atomic import write_dataset_dir
 from vmmlib.data.qqbrowser.sample import write_vocab
-from vmmlib.data.wbdc.categories import CATEGORY_IDS, LABELED_COUNTS, LV2_TO_LV1, NUM_LV1, NUM_LV2
+from vmmlib.io.wbdc_categories import CATEGORY_IDS, LABELED_COUNTS, LV2_TO_LV1, NUM_LV1, NUM_LV2
 
 FEATURE_DIM = 768
 _CJK_START = 0x4E00  # the vocabulary's character block (write_vocab: 1,200 characters from here)

@@ -16,8 +16,8 @@ from vmmlib.data.record_checks import RecordRef
 from vmmlib.data.yt8m.datasets import FrameStore, InferenceSegmentDataset, SegmentDataset, VideoDataset
 from vmmlib.data.yt8m.reader import MAX_FRAMES, NUM_CLASSES, SegmentClasses, check_layout, holdout_shards
 from vmmlib.io import cache_dir_for, tfrecord_index
-from vmmlib.metrics.yt8m import read_segment_truth
-from vmmlib.runs import check_choice
+from vmmlib.io.segment_truth import read_segment_truth
+from vmmlib.options import check_choice
 
 __all__ = ["SPLIT_ALIASES", "StoreView", "YT8MData", "load"]
 

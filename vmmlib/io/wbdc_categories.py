@@ -2,8 +2,9 @@
 
 A category id is a 4-character string 'LLSS': LL is the level-1 class (00…22), SS the sub-class.
 The lv2 id of a category is its index in `CATEGORY_IDS` (the official `CATEGORY_ID_LIST`, shipped as
-`categories.txt` with each class's count in `annotations/labeled.json`); its lv1 id is
-`int(category_id[:2])`. No torch here: the submission checker and the metric import this module.
+`wbdc_categories.txt` with each class's count in `annotations/labeled.json`); its lv1 id is
+`int(category_id[:2])`. It lives in `vmmlib.io`, below all that share it: the readers
+(`vmmlib.data.wbdc`), the submission checker and the metric (which imports nothing from `data/`). No torch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from vmmlib.io.safe import InputError
 
-_TABLE = Path(__file__).with_name("categories.txt")
+_TABLE = Path(__file__).with_name("wbdc_categories.txt")
 
 
 def _read_table() -> tuple[tuple[str, ...], np.ndarray]:
@@ -64,7 +65,7 @@ def category_to_lv2(category_id: str) -> int:
     except (KeyError, TypeError):
         raise UnknownCategoryError(
             f"unknown category id {category_id!r}; valid ids are the 200 'LLSS' strings "
-            f"{CATEGORY_IDS[0]}…{CATEGORY_IDS[-1]} (vmmlib.data.wbdc.categories.CATEGORY_IDS)"
+            f"{CATEGORY_IDS[0]}…{CATEGORY_IDS[-1]} (vmmlib.io.wbdc_categories.CATEGORY_IDS)"
         ) from None
 
 

@@ -4,13 +4,14 @@
   int(ratio · P) of the P patches per frame, repeated over every temporal tubelet, drawn per video.
   Every video of the batch therefore has the same number of masked tokens, which
   `VideoMAEModel` needs: it gathers the visible tokens with `x[~mask].reshape(B, -1, C)` and silently
-  mixes tokens across videos when the counts differ but their total divides by B (SPEC §9.3).
+  mixes tokens across videos when the counts differ but their total divides by B (SPEC §9.3); the
+  models refuse such masks (`vmmlib.models.layers.check_mask_counts`).
 - `gaussian_threshold_mask`: seed 004's collator, kept only to reproduce it: `randn(N) < ratio`
   over all N tokens (a Gaussian draw, so the masked share is Φ(ratio) ≈ 78.8 % for 0.8, not `ratio`),
   one mask shared by the whole batch, no tube structure.
 - `random_patch_mask`: ViT-MAE random masking (He et al., CVPR 2022), N − int(N · (1 − ratio)) patches
   per sample, used for the spectrogram patches of the audio encoder (seed ratio 0.3).
-- `check_mask_counts`: the guard against the cross-video mixing above.
+- `TokenSpec`: the vocabulary ids MLM corruption needs (size, [MASK], the special ids never masked).
 - `mlm_corrupt`: BERT-style 80/10/10 corruption at 30 % (seed 004), at least one token per text.
 - `shuffle_pairs`: which videos are paired with another sample's text for video–text matching.
 
@@ -20,10 +21,27 @@ All draws take an optional `torch.Generator` so masks are reproducible.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
-from vmmlib.losses import mlm_mask
+from vmmlib.objectives.losses import mlm_mask
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """What MLM corruption needs from the vocabulary (bert-base-chinese ids by default)."""
+
+    vocab_size: int = 21128
+    mask_id: int = 103
+    special_ids: tuple[int, ...] = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK]
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, vocab_size: int | None = None) -> TokenSpec:
+        """From a BERT tokenizer; `vocab_size` defaults to the tokenizer's (give the model's if larger)."""
+        return cls(
+            vocab_size or len(tokenizer), tokenizer.mask_token_id, tuple(sorted(tokenizer.all_special_ids))
+        )
 
 
 def tube_mask(
@@ -90,20 +108,6 @@ def random_patch_mask(
     return mask
 
 
-def check_mask_counts(mask: torch.Tensor, what: str = "mask") -> int:
-    """The number of masked tokens per row; ValueError if the rows disagree (tokens would mix across
-    samples in `x[~mask].reshape(B, -1, C)`) or if a row masks everything."""
-    counts = mask.sum(dim=1)
-    if (counts != counts[0]).any():
-        raise ValueError(
-            f"{what}: masked-token counts differ across the batch ({counts.tolist()}); every sample must "
-            "mask the same number of tokens (use vmmlib.masking.tube_mask / random_patch_mask)"
-        )
-    if int(counts[0]) >= mask.shape[1]:
-        raise ValueError(f"{what}: every token is masked")
-    return int(counts[0])
-
-
 def mlm_corrupt(
     text_ids: torch.Tensor,
     text_mask: torch.Tensor,
@@ -116,7 +120,7 @@ def mlm_corrupt(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM corruption at `prob` (seed 004: 0.3) with 80 % [MASK] / 10 % random / 10 % kept
-    (`vmmlib.losses.mlm_mask`).
+    (`vmmlib.objectives.losses.mlm_mask`).
 
     With `at_least_one`, a text with no chosen token gets one (a uniformly random maskable position,
     replaced by [MASK]), as the seed's collator resamples until something is masked; texts without a

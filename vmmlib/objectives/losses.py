@@ -1,4 +1,4 @@
-"""Losses and objectives. Each loss returns a scalar tensor; objectives return named terms.
+"""Loss functions on tensors: each returns a scalar tensor (the terms built from them: `vmmlib.objectives`).
 
 - `tag_bce`: multi-label BCE, summed over tags (the seeds' "× num_tags"), mean over the batch.
 - `asl_loss`: Asymmetric Loss, Ridnik et al., ICCV 2021, the official form (SPEC 4.1), NaN-free.
@@ -7,8 +7,6 @@
 - `info_nce`: symmetric in-batch InfoNCE on L2-normalised vectors (seed 000, τ = 0.07, SPEC 4.2).
 - `pair_mse`, `keras_kl`, `pair_objective_terms`: seed 000's pair fine-tuning loss (SPEC 4.3).
 - `mixture_distillation`: MixNeXtVLAD on-the-fly distillation, Lin et al. 2018 §3.4 (SPEC 3.2).
-- `objective_weights`: check an objective's {term: weight} against its terms, drop the zero ones;
-  `weighted`: wrap a raw-terms objective so it returns the weighted terms `fit` sums.
 - `tag_loss_fn`: the one lookup of a multi-label loss by name (`TAG_LOSSES`).
 
 Losses compute in float32 whatever the autocast dtype of their inputs.
@@ -17,102 +15,13 @@ Losses compute in float32 whatever the autocast dtype of their inputs.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
 TAG_LOSSES = ("bce", "asl", "asl_seed")
 REDUCTIONS = ("batchmean", "sum", "none")
-
-
-def objective_weights(weights: Mapping[str, float], valid: Iterable[str]) -> dict[str, float]:
-    """{term: weight} with the zero weights dropped.
-
-    Raises:
-        ValueError: an unknown term (listing `valid`), or a weight that is not a finite number >= 0
-            (a negative weight would maximise a loss; NaN or inf would poison every step).
-    """
-    valid = tuple(valid)
-    unknown = [k for k in weights if k not in valid]
-    if unknown:
-        raise ValueError(f"unknown objective term(s) {', '.join(unknown)}; valid terms: {', '.join(valid)}")
-    bad = {}
-    for k, v in weights.items():
-        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-        if not ok:
-            bad[k] = v
-    if bad:
-        raise ValueError(f"objective weights must be finite numbers >= 0; got {bad}")
-    return {k: float(v) for k, v in weights.items() if float(v) != 0.0}
-
-
-Objective = Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
-
-
-def weighted(objective: Objective, weights: Mapping[str, float]) -> Objective:
-    """`objective` (model, batch) -> {term: raw loss}, turned into {term: weight · loss}.
-
-    Only terms with a weight are kept (in the order the objective returns them, so `fit` sums the
-    same floats in the same order every time); a term the objective did not compute is skipped. An
-    objective may log a part of a term apart and weigh it like that term: its attribute
-    `shares_weight` maps such a part to the term (e.g. {"branch_tag": "tag"}).
-    """
-    shared = getattr(objective, "shares_weight", {})
-    weight_of = {**{part: weights[term] for part, term in shared.items() if term in weights}, **weights}
-    if getattr(objective, "backward_inside", False):  # it runs its own backward passes (one term)
-        if len(weights) != 1:
-            raise ValueError(
-                f"an objective that runs its own backward takes one weighted term, got {list(weights)}"
-            )
-        (weight,) = weights.values()
-
-        def scaled_objective(model, batch, backward) -> dict[str, torch.Tensor]:
-            terms = objective(model, batch, backward=lambda loss: backward(weight * loss))
-            return {k: weight_of[k] * v for k, v in terms.items() if k in weight_of}
-
-        scaled_objective.backward_inside = True  # type: ignore[attr-defined]
-        scaled_objective.terms = tuple(weights)  # type: ignore[attr-defined]
-        return _keep_accumulation_hints(objective, scaled_objective)
-
-    def weighted_objective(model, batch) -> dict[str, torch.Tensor]:
-        terms = objective(model, batch)
-        return {k: weight_of[k] * v for k, v in terms.items() if k in weight_of}
-
-    weighted_objective.terms = tuple(weights)  # type: ignore[attr-defined]
-    return _keep_accumulation_hints(objective, weighted_objective)
-
-
-def _keep_accumulation_hints(objective: Objective, wrapper: Objective) -> Objective:
-    """Carry `summed_terms` and `count_items` (how `fit` weighs micro-batches) over to a wrapper."""
-    for name in ("summed_terms", "count_items"):
-        if hasattr(objective, name):
-            setattr(wrapper, name, getattr(objective, name))
-    return wrapper
-
-
-def make_objective(
-    factory: Callable[..., Objective],
-    valid_terms: Iterable[str],
-    data,
-    weights: Mapping[str, float],
-    options: Mapping | None = None,
-) -> Objective:
-    """`weighted(factory(data, active terms, **options), weights)`, with the weights and options checked.
-
-    Args:
-        factory: a task's `pretrain_objective` or `finetune_objective`.
-        valid_terms: the terms that factory computes (`PRETRAIN_TERMS` / `FINETUNE_TERMS`).
-        weights: {term: weight >= 0}; a zero weight switches the term off (it is not computed).
-        options: the factory's keyword options (`objective_options`); an unknown one lists the valid ones.
-    """
-    from vmmlib.runs import call_with_options
-
-    checked = objective_weights(weights, valid_terms)
-    return weighted(
-        call_with_options(factory, data, tuple(checked), options=options, what="objective option"), checked
-    )
 
 
 def tag_loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

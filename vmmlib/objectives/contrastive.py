@@ -19,6 +19,7 @@
   per chunk).
 - `in_batch_accuracy`: the in-batch top-1 accuracy Chinese-CLIP logs as "validation" (named so:
   it is not recall over the gallery; Chinese-CLIP#28).
+- `clip_terms`: MUGE's objective term on a dual encoder's batch, accumulated over `batch_chunks` when asked.
 
 Losses compute in float32 whatever the autocast dtype of their inputs.
 """
@@ -238,3 +239,48 @@ def accumulate_contrastive(
         loss_value = loss.detach() if loss_value is None else loss_value
     acc = in_batch_accuracy(torch.cat(images), torch.cat(texts))
     return {"contrastive": loss_value, **{k: torch.tensor(v) for k, v in acc.items()}}
+
+
+CLIP_INPUTS = ("frames", "frame_mask", "text_ids", "text_mask")  # what a dual encoder (`ClipDual`) takes
+
+
+def batch_chunks(batch: dict, n: int, keys: Sequence[str] = CLIP_INPUTS) -> list[dict]:
+    """`batch`'s `keys` cut into `n` equal chunks along the batch (ValueError if `n` does not divide it)."""
+    size = len(batch[keys[0]])
+    if size % n:
+        raise ValueError(f"accumulate={n} must divide the batch size {size}")
+    return [{k: batch[k][s : s + size // n] for k in keys} for s in range(0, size, size // n)]
+
+
+def clip_terms(
+    model,
+    batch: dict,
+    backward: Callable[[torch.Tensor], None] | None = None,
+    *,
+    accumulate: int = 1,
+    gather: bool = True,
+    gather_with_grad: bool = False,
+    prior_tau: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """{"contrastive": `clip_loss`} of a dual encoder's (image, text) pairs on one batch.
+
+    With `accumulate` > 1 (or a `backward`), the batch is cut into `accumulate` chunks and
+    `accumulate_contrastive` runs its own backward passes (the whole batch's loss and gradients, one
+    chunk's activations in memory); called without `backward` it uses `loss.backward()` and returns a
+    term whose own gradient is zero (for a caller that runs backward on it).
+    """
+    options = {"gather": gather, "gather_with_grad": gather_with_grad, "prior_tau": prior_tau}
+    if accumulate == 1 and backward is None:
+        out = model(**{k: batch[k] for k in CLIP_INPUTS})
+        return {
+            "contrastive": clip_loss(
+                out["image_features"], out["text_features"], out["logit_scale"], **options
+            )
+        }
+    no_sync = getattr(model, "no_sync", None)
+    terms = accumulate_contrastive(
+        model, batch_chunks(batch, int(accumulate)), backward=backward, no_sync=no_sync, **options
+    )
+    if backward is None:  # called through a wrapper that runs backward on the returned term
+        return {"contrastive": terms["contrastive"] + 0.0 * getattr(model, "module", model).logit_scale}
+    return {"contrastive": terms["contrastive"]}
