@@ -172,6 +172,7 @@ class Task(Protocol):
 # method not listed takes none from the notebooks: any keywords it has stay at their defaults.
 OPTIONS: dict[str, str] = {
     "make_sample": "the options of `vmm sample TASK DIR --option k=v` (the sample writer's)",
+    "prepare": "the options of `vmm prepare TASK DIR` (--splits, --check, --workers, ...)",
     "load": "data_options (reader options; text_model_dir is the notebooks' own parameter)",
     "pretrain_objective": "objective_options (10_pretrain)",
     "finetune_datasets": "fold_options (the fold scheme, its seed)",
