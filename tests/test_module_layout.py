@@ -33,10 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # each competition's submission file: write, read, validate, score (no torch)
     ("submissions", ("vmmlib.submissions",)),
     # models and the objective terms that train them
-    (
-        "models",
-        ("vmmlib.models", "vmmlib.objectives", "vmmlib.losses", "vmmlib.contrastive", "vmmlib.masking"),
-    ),
+    ("models", ("vmmlib.models", "vmmlib.objectives")),
     # the machinery every task shares: training, prediction, extraction, ensembles, run folders, plots
     (
         "library",
