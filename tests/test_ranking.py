@@ -79,3 +79,16 @@ def test_shift_rankings_merge_by_equal_weight_vote_and_stack_padded():
 def test_sort_rows_puts_padding_last():
     index, score = sort_rows(np.array([[-1, 3, 1]]), np.array([[9.0, 0.5, 0.5]]))
     assert index.tolist() == [[1, 3, -1]] and score.tolist() == [[0.5, 0.5, 0.0]]
+
+
+def test_merge_parts_interleaves_the_parts_lists_by_relative_rank_and_offsets_their_items():
+    from vmmlib.ranking import Ranking, ShiftRankings, merge_parts
+
+    a = ShiftRankings((0,), [Ranking(np.array([7]), np.array([[1, 0]]), np.array([[0.9, 0.8]], np.float32))])
+    b = ShiftRankings((0,), [Ranking(np.array([7]), np.array([[0, -1]]), np.array([[0.1, 0.0]], np.float32))])
+    by_rank = merge_parts([a, b], [2, 1], top_k=3).rankings[0]
+    assert by_rank.index.tolist() == [[1, 2, 0]]  # keys 1 - (i + ½) / n: a 0.75, 0.25; b (offset 2) 0.5
+    by_score = merge_parts([a, b], [2, 1], top_k=3, by="score").rankings[0]
+    assert by_score.index.tolist() == [[1, 0, 2]]
+    with pytest.raises(ValueError, match="differ in views"):
+        merge_parts([a, ShiftRankings((1,), b.rankings)], [2, 1], top_k=3)

@@ -88,7 +88,8 @@ def test_the_task_keeps_the_contracts_signatures(task):
 @pytest.mark.parametrize("task", list_tasks())
 def test_the_task_has_the_contracts_constants(task):
     T = get_task(task)
-    assert isinstance(T.METRIC, str) and T.METRIC
+    assert T.NAME == task and isinstance(T.METRIC, str) and T.METRIC
+    assert isinstance(T.PRETRAIN_METRIC, str) and T.PRETRAIN_METRIC
     assert all(
         isinstance(getattr(T, n), tuple) for n in ("BACKBONE_PREFIXES", "PRETRAIN_TERMS", "FINETUNE_TERMS")
     )
@@ -116,10 +117,54 @@ def test_a_module_missing_a_required_name_is_refused_and_defaults_fill_hooks():
     module = types.ModuleType("fake_task")
     with pytest.raises(TypeError, match="lacks"):
         contract.bind(module)
-    for name in contract.contract_names():
-        if name not in contract.DEFAULTS:
-            setattr(module, name, object())
+    for name in contract.required_names():
+        setattr(module, name, object())
+    module.NAME, module.METRIC = "fake", "score"
+    module.combine = lambda predictions, weights, *, rank_decay=1.0: predictions[0]
+    module.write_predictions = lambda out_dir, prediction: out_dir
     bound = contract.bind(module)
     assert bound.oof_breakdown({}, None) == {}
-    with pytest.raises(ValueError, match="takes none"):
-        bound.ensemble_search_space({"rank_decay": 1.0})
+    assert (bound.SUBMISSION, bound.PRETRAIN_METRIC, bound.BACKBONE_PREFIXES) == ("fake", "score", ())
+    assert bound.ensemble_search_space({"rank_decay": 1.0}) == {}
+    with pytest.raises(ValueError, match="unknown ensemble option.*top_k; valid: rank_decay"):
+        bound.ensemble_search_space({"top_k": 1})
+    assert set(contract.contract_names()) - set(contract.required_names()) <= {
+        *contract.DEFAULT_CONSTANTS,
+        *contract.DEFAULTS,
+        *contract.DERIVED,
+    }
+
+
+def test_a_task_writes_at_most_18_names_and_identity_is_data():
+    required = contract.required_names()
+    assert len(required) <= 18, required
+    assert {"NAME", "METRIC"} <= set(required) and "SUBMISSION" in contract.DEFAULT_CONSTANTS
+    assert not {"make_sample", "explore", "build_model", "fold_table", "plot_fold"} & set(required)
+
+
+def test_the_options_table_names_contract_methods_and_the_notebook_parameter_feeding_them():
+    methods = _contract_methods()
+    assert set(contract.OPTIONS) <= set(methods)
+    cells = ["".join(c["source"]) for p in NOTEBOOKS for c in json.loads(p.read_text())["cells"]]
+    for name, fed_by in contract.OPTIONS.items():
+        param = fed_by.split()[0]
+        if name in contract.HOOKS:  # fed through oof_scorer and write_submission
+            name = "write_submission" if name == "write_predictions" else "oof_scorer"
+        if param.endswith("_options"):  # a notebook parameter: some cell passes it to the method
+            assert any(f"T.{name}" in c and (param in c or "**options" in c) for c in cells), (name, param)
+
+
+def _library_source() -> str:
+    return "\n".join(p.read_text() for p in (ROOT / "vmmlib").rglob("*.py"))
+
+
+def test_objective_attributes_and_model_hooks_are_the_ones_the_library_reads_and_tasks_set():
+    source = _library_source()
+    read = set(re.findall(r"(?:getattr|hasattr)\(objective, \"(\w+)\"", source))
+    assert read == set(contract.OBJECTIVE_ATTRIBUTES)
+    tasks = "\n".join(
+        p.read_text() for p in (ROOT / "vmmlib").glob("*/*.py") if p.parent.name in ("tasks", "objectives")
+    )
+    assert set(re.findall(r"\bobjective\.(\w+) = ", tasks)) <= set(contract.OBJECTIVE_ATTRIBUTES)
+    for hook in contract.MODEL_HOOKS:
+        assert re.search(rf"getattr\([\w.]+, \"{hook}\"", source), f"nothing calls the model hook {hook}"

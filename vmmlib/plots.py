@@ -197,3 +197,100 @@ def plot_leaderboard(rows: list[dict], *, metric: str, ax=None):
     ax.set(ylabel=metric, title=f"{metric}: out of fold, and fold mean ± sd")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax.figure
+
+
+# --- the tasks' fold tables (`Task.plot_fold`) ---------------------------------------------------------
+
+
+def plot_table_bars(table: pd.DataFrame, columns: list[str] | None = None, *, title: str = ""):
+    """Grouped bars of a fold table's `columns` (default: every numeric one but `fold`), one bar per row."""
+    cols = columns or [c for c in table.select_dtypes("number").columns if c != "fold"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(cols) * len(table)), 3.2))
+    width = 0.8 / len(table)
+    for j, (_, row) in enumerate(table.iterrows()):
+        label = f"fold {row['fold']}" if "fold" in table else None
+        ax.bar(np.arange(len(cols)) + j * width, row[cols].to_numpy(float), width, label=label)
+    ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2, cols, rotation=30)
+    ax.set(title=title)
+    if "fold" in table:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pair_cosines(table: pd.DataFrame, title: str = ""):
+    """Predicted cosine vs labelled relevance of out-of-fold pairs (qqbrowser)."""
+    return plot_scatter(
+        table["cosine"], table["relevance"], xlabel="predicted cosine", ylabel="relevance", title=title
+    )
+
+
+def plot_shift_aps(table: pd.DataFrame, title: str = ""):
+    """Segment mAP per TTA shift and after the rank vote (`ap_*` columns, `ap_tta` last), and the
+    per-class AP histogram after the vote (yt8m)."""
+    cols = [c for c in table.columns if c.startswith("ap_")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    means = table[cols].mean()
+    left.bar([c[3:] for c in cols], means.to_numpy(), color=["tab:blue"] * (len(cols) - 1) + ["tab:orange"])
+    for x, y in enumerate(means):
+        left.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom")
+    left.set(title="segment mAP", ylim=(0, 1.05))
+    right.hist(table["ap_tta"], bins=20, range=(0, 1), color="tab:orange")
+    right.set(title="per-class AP (TTA)", xlabel="AP", ylabel="classes")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rank_recalls(table: pd.DataFrame, title: str = "", *, ks: tuple[int, ...] = (1, 5, 10)):
+    """R@K from each query's best-positive rank (`rank`, and `offline_rank` when online learning ran),
+    and the histogram of those ranks (muge)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    columns = [c for c in ("offline_rank", "rank") if c in table]
+    width = 0.8 / len(columns)
+    for j, col in enumerate(columns):
+        recalls = [(table[col] <= k).mean() for k in ks]
+        x = np.arange(len(ks)) + j * width
+        left.bar(
+            x, recalls, width, label="online" if col == "rank" and len(columns) > 1 else col.replace("_", " ")
+        )
+        for xi, y in zip(x, recalls):
+            left.annotate(f"{y:.2f}", (xi, y), ha="center", va="bottom", fontsize=8)
+    left.set(title="text → image recall", xticks=np.arange(len(ks)) + 0.4 - width / 2,
+             xticklabels=[f"R@{k}" for k in ks], ylim=(0, 1.1))  # fmt: skip
+    left.legend()
+    right.hist(np.minimum(table["rank"], 50), bins=50, range=(1, 51), color="tab:orange")
+    right.set(title="rank of the best positive (capped at 50)", xlabel="rank", ylabel="queries")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_f1(table: pd.DataFrame, title: str = "", *, top: int = 30):
+    """The coarse-class confusion heat map (`attrs["lv1_confusion"]`, row-normalised) and the per-class
+    F1 of the `top` largest classes, with the `attrs["scores"]` in the title (wbdc)."""
+    confusion = table.attrs.get("lv1_confusion")
+    fig, axes = plt.subplots(1, 2 if confusion is not None else 1, figsize=(13, 5.2), squeeze=False)
+    if confusion is not None:
+        ax = axes[0][0]
+        rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        ticks = np.arange(len(confusion))
+        ax.set_xticks(ticks, [f"{t:02d}" for t in ticks], fontsize=7, rotation=90)
+        ax.set_yticks(ticks, [f"{t:02d}" for t in ticks], fontsize=7)
+        ax.set(xlabel="predicted lv1", ylabel="true lv1", title="lv1 confusion (share of each true class)")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    ax = axes[0][-1]
+    rows = table.head(top)  # the largest classes by support (the table is sorted by it)
+    ax.barh(np.arange(len(rows)), rows["f1"], color=plt.cm.tab20(rows["lv1"].to_numpy() % 20))
+    ax.set_yticks(
+        np.arange(len(rows)), [f"{c} ({n})" for c, n in zip(rows["category_id"], rows["support"])], fontsize=7
+    )
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="F1", title=f"per-class F1, {len(rows)} largest lv2 classes (support)")
+    scores = table.attrs.get("scores")
+    if scores:
+        ax.set_title(ax.get_title() + "\n" + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -304,6 +304,32 @@ class ShiftRankings:
         return rank_vote(self.rankings, rank_decay=self.rank_decay, top_k=top_k)
 
 
+def merge_parts(
+    parts: Sequence[ShiftRankings], sizes: Sequence[int], top_k: int, *, by: str = "rank"
+) -> ShiftRankings:
+    """One model's rankings from parts that rank disjoint item lists (the folds' out-of-fold parts;
+    part p indexes its own `sizes[p]` items, the parts' items concatenated in order): per view and
+    query, the parts' lists interleaved by relative rank (i + ½) / n (`by="rank"`: parts scored by
+    differently calibrated models) or by their scores (`by="score"`), `top_k` kept."""
+    if by not in ("rank", "score"):
+        raise ValueError(f"unknown merge {by!r}; valid choices: rank, score")
+    shifts, queries = parts[0].shifts, parts[0].query_ids
+    if any(p.shifts != shifts or not np.array_equal(p.query_ids, queries) for p in parts):
+        raise ValueError("the parts differ in views (TTA shifts) or queries (classes)")
+    offsets, index = np.cumsum([0, *sizes]), [p.padded("index") for p in parts]
+    if by == "rank":
+        keys = [
+            1.0 - (np.arange(i.shape[-1]) + 0.5) / np.maximum((i >= 0).sum(-1, keepdims=True), 1)
+            for i in index
+        ]
+        score = np.concatenate(keys, 2).astype(np.float32)
+    else:
+        score = np.concatenate([p.padded("score") for p in parts], 2)
+    index = np.concatenate([np.where(i >= 0, i + o, -1) for i, o in zip(index, offsets)], 2)
+    merged = [sort_rows(index[h], score[h], top_k) for h in range(len(shifts))]
+    return ShiftRankings(shifts, [Ranking(queries, i, s) for i, s in merged])
+
+
 def align_rankings(predictions: Sequence[tuple[Sequence, Ranking]]) -> tuple[list, list[Ranking]]:
     """Re-index several models' (item ids, ranking) onto one id list: the first model's ids, then new ones.
 

@@ -71,7 +71,7 @@ def test_branch_tag_losses_share_the_tag_weight(qq_sample):
 
 def test_model_options_that_the_data_fixes_are_refused(qq_sample):
     data = T.load(qq_sample)
-    with pytest.raises(ValueError, match="num_tags come from the data"):
+    with pytest.raises(ValueError, match="num_tags comes from the data"):
         T.build_model(data, "mixnextvlad_qq_tiny", {"num_tags": 5}, "")
 
 

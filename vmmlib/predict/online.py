@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -106,3 +107,27 @@ def online_adapt(
     finally:
         torch.set_rng_state(torch_state)
     return adapted.eval(), report
+
+
+@dataclass
+class OnlineOptions:
+    """The prediction options of online learning (`online_adapt`); no cache: off."""
+
+    cache: str = ""
+    lr: float = 0.75e-5
+    epochs: int = 1
+    batch_size: int = 128
+    prior_tau: float | None = None
+
+    def root(self, data_dir: str | Path, split: str) -> Path:
+        """`<cache>/<split>`; a relative cache folder is relative to the data folder."""
+        root = Path(self.cache)
+        return (root if root.is_absolute() else Path(data_dir) / root) / split
+
+    def adapt(self, model, texts: Sequence[str], text_ids, text_mask, root: Path, transform):
+        """(`online_adapt`'s copy of `model`, int64 (3,) counts of the cache: used, missing, broken)."""
+        import numpy as np
+
+        adapted, report = online_adapt(model, texts, text_ids, text_mask, root, transform, lr=self.lr,
+                                       epochs=self.epochs, batch_size=self.batch_size, prior_tau=self.prior_tau)  # fmt: skip
+        return adapted, np.array([report.used, len(report.missing), len(report.broken)], np.int64)

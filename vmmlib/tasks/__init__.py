@@ -26,4 +26,7 @@ def get_task(name: str) -> Task:
     """The task `name` (its module, checked against the contract, with the default hooks filled in);
     an unknown name raises ValueError listing the valid tasks."""
     check_choice("task", name, _TASK_MODULES)
-    return bind(importlib.import_module(_TASK_MODULES[name]))
+    task = bind(importlib.import_module(_TASK_MODULES[name]))
+    if task.NAME != name:
+        raise TypeError(f"{_TASK_MODULES[name]} names itself {task.NAME!r}, not {name!r}")
+    return task

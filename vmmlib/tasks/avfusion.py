@@ -1,7 +1,7 @@
 """Task `avfusion`: text + audio + video fusion from raw files (seed 004), ALPRO-style downstream.
 
-Data: `vmmlib.data.avfusion.reader` (manifests, jsonl annotations, PyAV decoding, fbank), opened by `load`
-as `vmmlib.data.avfusion.folder.AVFusionData`; sample data: `vmmlib.data.avfusion.sample`; model:
+Data: `vmmlib.data.avfusion` (manifests, jsonl annotations, PyAV decoding, fbank), opened by
+`vmmlib.data.avfusion.folder.load` as `AVFusionData`; sample data: `vmmlib.data.avfusion.sample`; model:
 `vmmlib.models.avfusion`; pretraining: the five terms of `vmmlib.objectives.avfusion` (mlm,
 video_mae, audio_mae, vtm, vtc) over the training manifest's (video, audio, text) triples.
 
@@ -35,238 +35,68 @@ import numpy as np
 import pandas as pd
 
 from vmmlib.data.avfusion import folder as AF
-from vmmlib.data.avfusion.reader import (
-    ClipReader,
-    build_deberta_tokenizer,
-    load_text_tokenizer,
-    special_token_ids,
-)
-from vmmlib.data.avfusion.sample import write_avfusion_sample
-from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
-from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
-from vmmlib.explore import ExploreReport
+from vmmlib.data.avfusion.folder import load  # noqa: F401 (the notebooks call T.load)
+from vmmlib.data.avfusion.reader import special_token_ids
+from vmmlib.explore import Split, Summary
 from vmmlib.io.media import MediaError, probe_media
+from vmmlib.metrics import avfusion as MA
 from vmmlib.objectives import avfusion as AO
 from vmmlib.objectives.compose import objective_of
-from vmmlib.options import call_with_options, check_choice
-from vmmlib.tasks import avfusion_predict as P
+from vmmlib.options import check_choice
+from vmmlib.plots import plot_table_bars
+from vmmlib.predict import avfusion as P
+from vmmlib.tasks import contract
 
-NAME = "avfusion"
-METRIC = "score"  # retrieval: text→video mean recall (fraction); qa: overall accuracy (fraction)
-PRETRAIN_METRIC = METRIC  # text→video mean recall on the validation manifest
-SUBMISSION = "avfusion"  # jsonl (or csv): caption → ranked videos, or question → answer
+NAME = "avfusion"  # submission: jsonl (or csv), caption → ranked videos, or question → answer
+# retrieval: text→video mean recall (fraction); qa: overall accuracy (fraction); pretraining: text→video
+# mean recall on the validation manifest
+METRIC = "score"
 BACKBONE_PREFIXES = ("text.", "video.", "audio.")  # DeBERTa-v2, VideoMAE, ViT-MAE (pretrained folders)
 PRETRAIN_TERMS = ("mlm", "video_mae", "audio_mae", "vtm", "vtc")
 FINETUNE_TERMS = ("vtc", "vtm", "qa")
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-              "clip": (CLIP_MEAN, CLIP_STD)}  # fmt: skip
 
 
-def make_sample(out_dir: str | Path, **options) -> Path:
-    """Write sample data in the real layout (see `write_avfusion_sample` for the options)."""
-    return call_with_options(write_avfusion_sample, out_dir, options=options, what="sample option")
-
-
-# --- opening a folder -----------------------------------------------------------------------------
-
-
-def load(
-    data_dir: str | Path,
-    *,
-    text_model_dir: str = "",
-    downstream: str = "retrieval",
-    num_frames: int = 16,
-    image_size: int = 224,
-    resize: int = 0,
-    frame_strategy: str = "rate",
-    frame_sample_rate: int = 4,
-    test_clips: int = 1,
-    normalize: str = "imagenet",
-    audio_mode: str = "fbank",
-    audio_freq: int = 128,
-    audio_time: int = 1024,
-    audio_image_size: int = 224,
-    with_audio: bool = True,
-    audio_source: str = "file",
-    title_only: bool = False,
-    max_text_len: int = 40,
-    max_train_samples: int = 0,
-    max_eval_samples: int = 0,
-    video_ext: str = ".mp4",
-    seed: int = 0,
-) -> AF.AVFusionData:
-    """Open an avfusion folder (layout: `vmmlib.data.avfusion.folder`).
-
-    Args:
-        text_model_dir: a local Hugging Face folder whose tokenizer is used; "" uses `data_dir/tokenizer`
-            (the sample's), else one built from the folder's texts.
-        downstream: `retrieval` or `qa` (module docstring).
-        num_frames, image_size, resize, frame_strategy, frame_sample_rate: clip sampling (seed 004:
-            16 frames `rate` 4 at 224; ALPRO: 8 frames (16 for QA) `uniform`, resize 256 → 224).
-        test_clips: clips per video at test time (similarities averaged over them, ALPRO's mean).
-        normalize: frame mean/std, `imagenet` (VideoMAE) or `clip` (ALPRO).
-        audio_mode, audio_freq, audio_time, audio_image_size: fbank (1, freq, time) or waveform image.
-        with_audio: decode audio for downstream videos (from their soundtrack); models with an audio
-            tower need it. audio_source: pretraining audio from the manifest's `file` or the `video`.
-        title_only: keep a text file's part before `#` (the seed derivative's title).
-        max_text_len: tokens per caption / question / text.
-        max_train_samples, max_eval_samples: keep the first N training / evaluation annotations (0: all).
-    """
-    check_choice("downstream", downstream, AF.DOWNSTREAMS)
-    check_choice("normalize", normalize, NORMALIZATIONS)
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data folder {root} does not exist (`vmm sample avfusion {root}` writes one)"
-        )
-    mean, std = NORMALIZATIONS[normalize]
-    common = dict(num_frames=num_frames, image_size=image_size, resize=resize or None, frame_strategy=frame_strategy,
-                  frame_sample_rate=frame_sample_rate, mean=mean, std=std, audio_mode=audio_mode,
-                  audio_freq=audio_freq, audio_time=audio_time, audio_image_size=audio_image_size)  # fmt: skip
-    return AF.AVFusionData(
-        root, tokenizer=_tokenizer(root, text_model_dir), reader=ClipReader(**common),
-        eval_reader=ClipReader(**common, num_clips=test_clips), downstream=downstream,
-        max_text_len=max_text_len, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-        with_audio=with_audio, title_only=title_only, audio_source=audio_source, video_ext=video_ext, seed=seed,
-    )  # fmt: skip
-
-
-def _tokenizer(root: Path, text_model_dir: str):
-    if text_model_dir:
-        return load_text_tokenizer(text_model_dir)
-    if (root / "tokenizer").is_dir():
-        return load_text_tokenizer(root / "tokenizer")
-    texts = [(root / "text" / t).read_text(encoding="utf-8") for t in sorted(
-        p.name for p in (root / "text").glob("*.txt"))] if (root / "text").is_dir() else []  # fmt: skip
-    for path in sorted((root / "retrieval").glob("*.jsonl")) + sorted((root / "qa").glob("*.jsonl")):
-        texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise FileNotFoundError(
-            f"{root} has no tokenizer/ folder and no texts to build one; set text_model_dir to a local Hugging "
-            "Face folder holding a tokenizer (e.g. a copy of microsoft/deberta-v2-xlarge)"
-        )
-    return build_deberta_tokenizer(texts)
-
-
-# --- explore ----------------------------------------------------------------------------------------
-
-
-def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
-    """Summarise an avfusion folder: annotations per split (manifest rows, captions, questions),
+def summarize(data_dir: Path) -> Summary:
+    """An avfusion folder for `explore`: annotations per split (manifest rows, captions, questions),
     frames per video, durations, audio presence, text lengths, QA answers and question types, and
-    the unreadable videos counted (`unreadable` per split).
+    the unreadable videos counted (`unreadable` per split); items are the probed videos."""
+    data, text_lens = AF.open_annotations(data_dir), []
 
-    Args:
-        max_items_per_split: probe at most this many videos of each split (0: all).
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data folder {root} does not exist (`vmm sample avfusion {root}` writes one)"
-        )
-    data = AF.AVFusionData(root, tokenizer=None, reader=ClipReader(), eval_reader=ClipReader(), downstream="retrieval",
-                           max_text_len=0, max_train_samples=0, max_eval_samples=0, with_audio=False,
-                           title_only=False, audio_source="file", video_ext=".mp4", seed=0)  # fmt: skip
-    rows, split_rows, text_lens, examples = [], [], [], []
-    for split, videos, texts, extra in _annotated_splits(data):
-        probed = videos[:max_items_per_split] if max_items_per_split else videos
-        items = [_probe(data, split, v) for v in P.progress(probed, f"probing {split}", progress)]
-        rows += items
+    def counts(texts: list[str], extra: dict):
+        return lambda rows: {"items": len(texts), **extra, "unreadable": sum(1 - r["readable"] for r in rows),
+                             "no_audio": sum(1 - r["has_audio"] for r in rows if r["readable"])}  # fmt: skip
+
+    def finish(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+        qa = {s: data.qa(s) for s in AF.SPLITS if (data.root / "qa" / f"{s}.jsonl").is_file()}
+        types = Counter(r["answer_type"] or "(none)" for rows in qa.values() for r in rows)
+        return {"label_counts": pd.Series(Counter(r["answer"] for r in qa.get("train", ())), name="questions", dtype=int),
+                "category_counts": pd.Series(types, name="questions", dtype=int),
+                "targets": pd.Series(text_lens, name="words", dtype=float), "target_name": "text length (words)"}  # fmt: skip
+
+    splits = []
+    for split, videos, texts, extra in AF.annotated_splits(data):
         text_lens += [len(t.split()) for t in texts]
-        examples += [{"split": split, "video": v, "text": t} for v, t in list(zip(videos, texts))[:2]]
-        split_rows.append({"split": split, "files": len(set(videos)), "items": len(texts), **extra,
-                           "unreadable": sum(1 - r["readable"] for r in items),
-                           "no_audio": sum(1 - r["has_audio"] for r in items if r["readable"])})  # fmt: skip
-    qa = [r for s in AF.SPLITS if (data.root / "qa" / f"{s}.jsonl").is_file() for r in data.qa(s)]
-    train_qa = data.qa("train") if (data.root / "qa" / "train.jsonl").is_file() else []
-    return ExploreReport(
-        splits=pd.DataFrame(split_rows).fillna(0),
-        items=pd.DataFrame(rows),
-        distributions=["num_frames", "duration", "fps"],
-        label_counts=pd.Series(Counter(r["answer"] for r in train_qa), name="questions", dtype=int),
-        category_counts=pd.Series(
-            Counter(r["answer_type"] or "(none)" for r in qa), name="questions", dtype=int
-        ),
-        targets=pd.Series(text_lens, name="words", dtype=float),
-        target_name="text length (words)",
-        examples=pd.DataFrame(examples),
+        examples = [{"video": v, "text": t} for v, t in list(zip(videos, texts))[:2]]
+        splits.append(Split(split, len(set(videos)), videos, counts(texts, extra), examples))
+    return Summary(
+        splits, lambda split, video: (_probe(data, video), None), finish, ["num_frames", "duration", "fps"]
     )
 
 
-def _annotated_splits(data: AF.AVFusionData):
-    """(split name, video files, texts, extra counts) of every annotation file present."""
-    for split, name in AF.MANIFESTS.items():
-        if (data.root / name).is_file():
-            rows = data.manifest(split)
-            texts = data.manifest_retrieval(split)[0].captions
-            missing = sum(not (data.root / "audio" / a).is_file() for a in rows["audio"])
-            yield f"manifest/{split}", list(rows["video"]), texts, {"missing_audio_files": missing}
-    for split in AF.SPLITS:
-        if (data.root / "retrieval" / f"{split}.jsonl").is_file():
-            r = data.retrieval(split)
-            yield f"retrieval/{split}", [c + data.video_ext for c in r.clips], r.captions, {}
-        if (data.root / "qa" / f"{split}.jsonl").is_file():
-            q = data.qa(split)
-            videos = list(dict.fromkeys(str(x["video_id"]) + data.video_ext for x in q))
-            yield (
-                f"qa/{split}",
-                videos,
-                [x["question"] for x in q],
-                {"answers": len({x["answer"] for x in q})},
-            )
-
-
-def _probe(data: AF.AVFusionData, split: str, video: str) -> dict:
-    row = {"split": split, "id": video, "readable": 1, "num_frames": 0, "duration": 0.0, "fps": 0.0,
-           "has_audio": 0}  # fmt: skip
+def _probe(data: AF.AVFusionData, video: str) -> dict:
+    row = {"id": video, "readable": 1, "num_frames": 0, "duration": 0.0, "fps": 0.0, "has_audio": 0}
     try:
         info = probe_media(data.video_root / video)
     except MediaError:
-        row["readable"] = 0
-        return row
-    row.update(
-        num_frames=info.num_frames, duration=info.duration, fps=info.fps, has_audio=int(info.sample_rate > 0)
-    )
-    return row
-
-
-# --- model ------------------------------------------------------------------------------------------
-
-DATA_SIZED = (
-    "num_frames",
-    "image_size",
-    "audio_freq",
-    "audio_time",
-    "vocab_size",
-    "num_classes",
-    "max_text_len",
-)
+        return {**row, "readable": 0}
+    return {**row, "num_frames": info.num_frames, "duration": info.duration, "fps": info.fps,
+            "has_audio": int(info.sample_rate > 0)}  # fmt: skip
 
 
 def build_model(data: AF.AVFusionData, model: str, model_options: dict, text_model_dir: str):
-    """A registered avfusion model sized to the data: frames, frame size, spectrogram, vocabulary, answer
-    classes (QA) and text length come from the reader options (refused in `model_options`);
-    `text_model_dir` loads a local DeBERTa-v2."""
-    from vmmlib.models import create_model
-
-    options = dict(model_options or {})
-    fixed = sorted(set(options) & {*DATA_SIZED, "text_model_dir"})
-    if fixed:
-        raise ValueError(f"model option(s) {', '.join(fixed)} come from the data options or text_model_dir; "
-                         "leave them out of model_options")  # fmt: skip
-    reader = data.reader
-    audio = (
-        (reader.audio_freq, reader.audio_time)
-        if reader.audio_mode == "fbank"
-        else (reader.audio_image_size,) * 2
-    )
-    sized = dict(num_frames=reader.num_frames, image_size=reader.image_size, audio_freq=audio[0], audio_time=audio[1],
-                 num_classes=data.num_classes(), max_text_len=max(64, data.max_text_len))  # fmt: skip
-    if text_model_dir:
-        sized["text_model_dir"] = str(text_model_dir)
-    else:
-        sized["vocab_size"] = len(data.tokenizer)
-    net = create_model(model, **options, **sized)
+    """The default build (sized by `AVFusionData.model_overrides`); a model with an audio tower needs
+    the data option `with_audio`."""
+    net = contract.build_model(data, model, model_options, text_model_dir)
     if net.audio is not None and not data.with_audio:
         raise ValueError(f"{model} has an audio tower but the data option with_audio is False; "
                          "use an avfusion_vt* model or with_audio=True")  # fmt: skip
@@ -308,7 +138,7 @@ def pretrain_eval(data: AF.AVFusionData, *, rerank_k: int = 0):
 
 
 def _retrieval_summary(sim: np.ndarray, text_to_video: np.ndarray) -> dict[str, float]:
-    return P.recall_metrics(*P.ranks(sim, text_to_video))
+    return MA.recall_metrics(*MA.ranks(sim, text_to_video))
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------
@@ -349,43 +179,23 @@ def finetune_objective(data: AF.AVFusionData, terms: tuple[str, ...], *, tempera
                         match_ratio=match_ratio, temperature=temperature)  # fmt: skip
 
 
-def _held_out(data: AF.AVFusionData, val_idx: np.ndarray):
-    """The fold's held-out retrieval split (gallery = its videos) or QA records."""
-    if data.downstream == "retrieval":
-        source = data.retrieval(data.holdout_split)
-        return source.subset(val_idx) if data.holdout_split == "train" else source
-    if data.holdout_split == "val":
-        return data.qa("val")
-    held = {data.fold_videos()[i] for i in val_idx}
-    return [r for r in data.qa("train") if str(r["video_id"]) in held]
-
-
 def finetune_eval(data: AF.AVFusionData, val_idx: np.ndarray, *, rerank_k: int = 0):
     """`METRIC` on the fold's held-out videos: text→video mean recall within their gallery (retrieval), or
     overall accuracy of their questions (QA)."""
-    held = _held_out(data, val_idx)
+    held = data.held_out(val_idx)
 
     def eval_fn(model) -> dict:
-        oof = _predict_held(model, data, held, 0, rerank_k)
+        oof = P.predict_held(model, data, held, 0, rerank_k)
         return oof_breakdown(oof, data) | {METRIC: score_oof(oof, data)}
 
     return eval_fn
-
-
-def _predict_held(model, data, held, fold: int, rerank_k: int) -> dict[str, np.ndarray]:
-    if data.downstream == "retrieval":
-        videos = data.videos(held.clips)
-        sim, skips = P.retrieval_scores(model, data, held, videos, rerank_k=rerank_k)
-        return P.pair_arrays(sim, held, fold, data.holdout_split, skips, videos)
-    probs, skips = P.qa_probabilities([model], data, held)
-    return P.qa_arrays(probs, held, data.answers, fold, data.holdout_split, skips)
 
 
 def predict_fold(model, data: AF.AVFusionData, val_idx: np.ndarray, fold: int, *, rerank_k: int = 0):
     """Out-of-fold predictions of the held-out videos. Retrieval: every (caption, gallery video) pair's
     score (`rerank_k` > 0: each caption's top k re-scored by ITM) as flat arrays text_id, clip, score,
     gt, fold, split, skipped; QA: question_id, probs (Q, answers), answer, answer_type, fold, split."""
-    return _predict_held(model, data, _held_out(data, val_idx), fold, rerank_k)
+    return P.predict_held(model, data, data.held_out(val_idx), fold, rerank_k)
 
 
 def fold_table(oof: dict, data: AF.AVFusionData) -> pd.DataFrame:
@@ -395,26 +205,14 @@ def fold_table(oof: dict, data: AF.AVFusionData) -> pd.DataFrame:
     for fold in [*np.unique(oof["fold"]).tolist(), "all"]:
         part = oof if fold == "all" else {k: v[oof["fold"] == fold] for k, v in oof.items()}
         rows.append({"fold": fold, "split": ",".join(sorted(set(part["split"].tolist()))),
-                     **P.counts(part), **oof_breakdown(part, data)})  # fmt: skip
+                     **MA.counts(part), **oof_breakdown(part, data)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def plot_fold(table: pd.DataFrame, title: str = ""):
     """Bars of the per-fold metrics (recall@K both ways, or accuracy per question type)."""
-    import matplotlib.pyplot as plt
-
     cols = [c for c in table.columns if c.endswith(("_r1", "_r5", "_r10", "_acc"))]
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(cols) * len(table)), 3.2))
-    width = 0.8 / len(table)
-    for j, (_, row) in enumerate(table.iterrows()):
-        ax.bar(
-            np.arange(len(cols)) + j * width, row[cols].to_numpy(float), width, label=f"fold {row['fold']}"
-        )
-    ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2, cols, rotation=30)
-    ax.set(ylim=(0, 1.05), title=f"{title} ({table['split'].iloc[-1]} split)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return plot_table_bars(table, cols, title=f"{title} ({table['split'].iloc[-1]} split)")
 
 
 # --- out-of-fold scores and test predictions ----------------------------------------------------------
@@ -423,50 +221,19 @@ def plot_fold(table: pd.DataFrame, title: str = ""):
 def score_oof(oof: dict, data: AF.AVFusionData) -> float:
     """Out-of-fold `METRIC`: the pair scores ranked within each fold's gallery, ranks pooled over folds
     (retrieval); or the answer probabilities' argmax (QA)."""
-    return P.oof_scores(oof)[METRIC]
+    return MA.oof_scores(oof)[METRIC]
 
 
 def oof_breakdown(oof: dict, data: AF.AVFusionData) -> dict[str, float]:
     """Retrieval: t2v/v2t R@1/5/10 (fractions), medianR, meanR; QA: overall and per-type accuracy."""
-    return {k: v for k, v in P.oof_scores(oof).items() if k != METRIC}
+    return {k: v for k, v in MA.oof_scores(oof).items() if k != METRIC}
 
 
 def predict(models: list, data: AF.AVFusionData, split: str, *, rerank_k: int = 0,
             progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
     """A split scored by a model's fold models. Retrieval: {ids (caption ids as text), text_ids, video_ids,
     sim (T, V): the folds' mean score}; QA: {ids, question_id, probs (Q, A): the folds' mean, answers}."""
-    check_choice("split", split, AF.SPLITS)
-    if data.downstream == "retrieval":
-        held = data.retrieval(split)
-        videos = data.videos(held.clips)
-        sims = [
-            P.retrieval_scores(m, data, held, videos, rerank_k=rerank_k, progress=progress)[0] for m in models
-        ]
-        return {"ids": held.text_ids.astype(str), "text_ids": held.text_ids, "video_ids": np.asarray(held.clips, str),
-                "sim": np.mean(sims, 0).astype(np.float32)}  # fmt: skip
-    records = data.qa(split)
-    probs, _ = P.qa_probabilities(models, data, records, progress=progress)
-    ids = np.array([r["question_id"] for r in records], np.int64)
-    return {
-        "ids": ids.astype(str),
-        "question_id": ids,
-        "probs": probs,
-        "answers": np.asarray(data.answers.answers, str),
-    }
-
-
-ENSEMBLE_OPTIONS = ("file_format", "top_k")
-
-
-def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
-    """Nothing is searched besides the weights; `file_format` (jsonl | csv) and `top_k` (ranked videos per
-    caption, 0: the whole gallery, which medianR / meanR need) shape the file."""
-    unknown = sorted(set(options) - set(ENSEMBLE_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown ensemble option(s) {', '.join(unknown)}; avfusion takes {', '.join(ENSEMBLE_OPTIONS)}"
-        )
-    return {}
+    return P.predict_split(models, data, split, rerank_k=rerank_k, progress=progress)
 
 
 def combine(predictions: list[dict], weights) -> dict:

@@ -1,24 +1,36 @@
-"""The task contract: every name the five notebooks and the `vmm` command call on a task.
+"""The task contract: every name the five notebooks and the `vmm` command call on a task, the
+options each takes, the attributes an objective may carry and the hooks a model may have.
 
 A task module (`vmmlib/tasks/<name>.py`) wires one competition's pieces — reader, sample data,
-models, objectives, prediction, metric, submission — and exposes exactly the names of `Task`, as
-module-level constants and functions (a recipe interface in the manner of torchtune: a written
-Protocol, not a base class). `get_task(name)` returns the module behind this Protocol, with
-`DEFAULTS` filling the hooks a task leaves out. `tests/test_task_contract.py` checks every task's
-signatures against the ones below, and that the notebooks call nothing else.
+models, objectives, prediction, metric, submission — and exposes the names of `Task` as module-level
+constants and functions (a recipe interface in the manner of torchtune: a written Protocol, not a
+base class). `get_task(name)` returns the module behind this Protocol: `bind` checks the names a task
+must write (`required_names()`) and fills the others from `DEFAULT_CONSTANTS`, `DEFAULTS` and
+`DERIVED`. `tests/test_task_contract.py` checks every task's signatures against the ones below, and
+that the notebooks call nothing else.
+
+The rules, in one place:
+
+- **Identity is data.** `NAME` (the name `get_task` knows it by), `METRIC`, the objective terms; the
+  submission format defaults to the competition's own (`SUBMISSION = NAME`).
+- **Options are keyword-only with defaults**, beyond the contract's positional parameters. `OPTIONS`
+  says which notebook parameter feeds each method's options (`data_options` → `load`, ...); a method
+  whose options no parameter feeds keeps them at their defaults (internal knobs such as batch sizes).
+  Unknown options fail with the valid list (`vmmlib.runs.call_with_options`).
+- **Objectives** are `(model, batch) -> {term: raw loss}`, the terms a subset of the task's
+  `*_TERMS`; they may carry the attributes of `OBJECTIVE_ATTRIBUTES`, which `vmmlib.losses` and `fit`
+  read. **Models** may define the methods of `MODEL_HOOKS`, which `fit` calls.
+- **Ensembles** are written once: `combine(predictions, weights, **options)`, the same function for
+  out-of-fold and test predictions; `vmmlib.ensemble.oof_scorer` scores it (`score_oof`) for the
+  weight search and `vmmlib.ensemble.write_submission` writes it (`write_predictions`). `combine`
+  takes the ensemble options, `write_predictions` the writer's (options named apart); the scorer
+  ignores the writer's, and an option neither takes is refused. Rows are aligned by id with
+  `vmmlib.ensemble.align_rows` (`weighted_arrays`).
 
 Generic pieces are not in the contract; notebooks call them directly: the weights a fold submits
 (`vmmlib.runs.submitted_weights`), array files of predictions (`vmmlib.runs.save_arrays` /
 `load_arrays`), loading the fold models (`vmmlib.predict.loop.load_fold_models`), the weighting of
 objective terms (`vmmlib.objectives.make_objective`) and the submission formats (`vmmlib.submissions`).
-
-Ensembles: a task writes its ensemble once, `combine(predictions, weights, **options)`, the same
-function for out-of-fold and test predictions; `vmmlib.ensemble.oof_scorer` scores it (`score_oof`)
-for the weight search and `vmmlib.ensemble.write_submission` writes it (`write_predictions`).
-`combine` takes the ensemble options, `write_predictions` the writer's (options named apart); the
-scorer ignores the writer's, and an option neither takes is refused. `bind` installs the two
-generic pieces as the task's `oof_scorer` and `write_submission` (`DERIVED`), and both check the
-weight count; rows are aligned by id with `vmmlib.ensemble.align_rows` (`weighted_arrays`).
 
 Types: `Data` is whatever `load` returns (an opened data folder); `Arrays` is a dict of numpy arrays
 (out-of-fold or test predictions, saved as `.npz` with their ids); an `Objective` is
@@ -42,28 +54,34 @@ Scorer = Callable[..., float]
 
 
 class Task(Protocol):
-    """What a competition provides to the notebooks (grouped by the notebook that first calls it)."""
+    """What a competition provides to the notebooks (grouped by the notebook that first calls it).
+    Names marked *optional* have a default (`DEFAULT_CONSTANTS`, `DEFAULTS`, `DERIVED`)."""
 
-    # --- identity ------------------------------------------------------------------------------
+    # --- identity (data) -------------------------------------------------------------------------
+    NAME: str  # the task's name in `vmmlib.tasks.list_tasks()`
     METRIC: str  # the headline metric (higher is better): the key of fold, out-of-fold and ensemble scores
-    PRETRAIN_METRIC: (
-        str  # what `pretrain_eval` reports to select the best pretraining checkpoint (higher is better)
-    )
-    SUBMISSION: str  # the submission format, a name of `vmmlib.submissions.list_formats()`
-    BACKBONE_PREFIXES: tuple[str, ...]  # parameter-name prefixes trained at `backbone_lr`
     PRETRAIN_TERMS: tuple[str, ...]  # the terms `objectives` may weight in 10_pretrain
     FINETUNE_TERMS: tuple[str, ...]  # the terms `objectives` may weight in 20_finetune
+    SUBMISSION: str  # optional (NAME): the submission format, a name of `vmmlib.submissions.list_formats()`
+    PRETRAIN_METRIC: str  # optional (METRIC): what `pretrain_eval` reports to keep the best checkpoint
+    BACKBONE_PREFIXES: tuple[str, ...]  # optional (none): parameter-name prefixes trained at `backbone_lr`
 
     # --- 00_explore (and `vmm sample`, `vmm prepare`) ----------------------------------------------
     def make_sample(self, out_dir: Path, **options) -> Path:
-        """Write deterministic sample data in the competition's real on-disk layout."""
+        """Optional: write deterministic sample data in the competition's real on-disk layout (default:
+        `vmmlib.data.write_sample(NAME, ...)`)."""
 
     def prepare(self, data_dir: Path, **options) -> dict:
         """`vmm prepare TASK DATA_DIR`: convert a data folder's raw files into what `load` reads; a
         JSON-ready summary (default: nothing to prepare, refused)."""
 
     def explore(self, data_dir: Path, *, max_items_per_split: int = 0, progress: bool = True) -> Any:
-        """An `vmmlib.explore.ExploreReport` of a data folder (0 items: read all)."""
+        """Optional: a `vmmlib.explore.ExploreReport` of a data folder (0 items: read all); the default
+        is the shared skeleton `vmmlib.explore.explore` over `summarize`."""
+
+    def summarize(self, data_dir: Path) -> Any:
+        """What the explore skeleton reads of a data folder: a `vmmlib.explore.Summary` (its splits,
+        a row per item, the label / category / target summaries)."""
 
     # --- every notebook that trains or predicts -------------------------------------------------
     def load(self, data_dir: Path, *, text_model_dir: str = "") -> Data:
@@ -74,40 +92,42 @@ class Task(Protocol):
     def build_model(
         self, data: Data, model: str, model_options: Mapping[str, Any], text_model_dir: str
     ) -> Any:
-        """A registered model sized to the data; options that the data fixes are refused."""
+        """Optional: a registered model sized to the data; options that the data fixes are refused
+        (default `build_model` below: `data.model_overrides(text_model_dir)` says what it fixes)."""
 
     # --- 10_pretrain -----------------------------------------------------------------------------
     def pretrain_dataset(self, data: Data) -> Any:
         """The pretraining items (a map-style or iterable torch Dataset)."""
 
     def pretrain_objective(self, data: Data, terms: tuple[str, ...]) -> Objective:
-        """Raw pretraining terms (a subset of `PRETRAIN_TERMS`); options are keyword arguments."""
+        """Raw pretraining terms (a subset of `PRETRAIN_TERMS`)."""
 
     def pretrain_eval(self, data: Data) -> EvalFn:
         """Evaluation during pretraining; it reports `PRETRAIN_METRIC`."""
 
     # --- 20_finetune -----------------------------------------------------------------------------
     def finetune_datasets(self, data: Data, n_folds: int, fold: int) -> tuple[Any, np.ndarray]:
-        """(training Dataset, held-out indices) of one fold; fold options are keyword arguments."""
+        """(training Dataset, held-out indices) of one fold."""
 
     def finetune_objective(self, data: Data, terms: tuple[str, ...]) -> Objective:
-        """Raw fine-tuning terms (a subset of `FINETUNE_TERMS`); options are keyword arguments."""
+        """Raw fine-tuning terms (a subset of `FINETUNE_TERMS`)."""
 
     def finetune_eval(self, data: Data, val_idx: np.ndarray) -> EvalFn:
         """`METRIC` on a fold's held-out items."""
 
     def predict_fold(self, model: Any, data: Data, val_idx: np.ndarray, fold: int) -> Arrays:
-        """Out-of-fold predictions of a fold's held-out items; prediction options are keywords."""
+        """Out-of-fold predictions of a fold's held-out items."""
 
     def fold_table(self, oof: Arrays, data: Data) -> Any:
-        """A DataFrame that explains a fold's (or all folds') out-of-fold predictions."""
+        """Optional: a DataFrame that explains a fold's (or all folds') out-of-fold predictions
+        (default: one row, `METRIC` and `oof_breakdown`)."""
 
     def plot_fold(self, table: Any, title: str = "") -> Any:
-        """A figure of `fold_table`."""
+        """Optional: a figure of `fold_table` (default: bars of its numeric columns)."""
 
     # --- 30_inference ----------------------------------------------------------------------------
     def merge_oof(self, parts: list[Arrays]) -> Arrays:
-        """One model's out-of-fold predictions from its folds' parts (default: concatenation)."""
+        """Optional: one model's out-of-fold predictions from its folds' parts (default: concatenation)."""
 
     def oof_scorer(self, oofs: list[Arrays], data: Data, **options) -> Scorer:
         """`score(weights, **searched)` -> out-of-fold `METRIC` of the weighted ensemble of several
@@ -115,15 +135,15 @@ class Task(Protocol):
         `vmmlib.ensemble.oof_scorer` (`score_oof` of `combine`; the writer's options are ignored)."""
 
     def oof_breakdown(self, oof: Arrays, data: Data) -> dict[str, float]:
-        """Out-of-fold scores besides the headline one (yt8m: per TTA shift); default: none."""
+        """Optional: out-of-fold scores besides the headline one (yt8m: per TTA shift); default: none."""
 
     def predict(self, models: list[Any], data: Data, split: str) -> Arrays:
         """Test predictions of a split by a model's fold models, merged over folds (with "ids")."""
 
     # --- 40_ensemble -----------------------------------------------------------------------------
     def ensemble_search_space(self, options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-        """Ensemble options searched besides the model weights, with their bounds (default: none,
-        and any option is refused)."""
+        """Optional: ensemble options searched besides the model weights, with their bounds (default:
+        none; an option that neither `combine` nor `write_predictions` takes is refused)."""
 
     def write_submission(
         self, out_dir: Path, predictions: list[Arrays], weights: list[float], **options
@@ -135,19 +155,50 @@ class Task(Protocol):
     # --- the ensemble, once per task (used by `oof_scorer` and `write_submission`, not by notebooks) -
     def combine(self, predictions: list[Arrays], weights: list[float]) -> Arrays:
         """The weighted ensemble of several models' predictions (out-of-fold or test, aligned by id) as
-        one model's arrays of the same kind; the ensemble options (`ensemble_search_space`'s searched
-        ones included) are keyword-only with defaults. The same function is scored and written."""
+        one model's arrays of the same kind. The same function is scored and written."""
 
     def score_oof(self, oof: Arrays, data: Data) -> float:
         """`METRIC` of one model's (or one `combine`d ensemble's) out-of-fold predictions."""
 
     def write_predictions(self, out_dir: Path, prediction: Arrays) -> Path:
         """One model's (or one `combine`d ensemble's) test predictions written in the competition's
-        format under `out_dir`; the writer's options (file layout, ids, ...) are keyword-only
-        with defaults, named apart from `combine`'s."""
+        format under `out_dir`."""
 
     def required_ids(self, data: Data, split: str) -> list:
         """What a submission for `split` must cover (video ids, class ids, text ids, ...)."""
+
+
+# Which notebook parameter feeds each method's keyword options (keyword-only, with defaults). A
+# method not listed takes none from the notebooks: any keywords it has stay at their defaults.
+OPTIONS: dict[str, str] = {
+    "make_sample": "the options of `vmm sample TASK DIR --option k=v` (the sample writer's)",
+    "prepare": "the options of `vmm prepare TASK DIR` (--splits, --check, --workers, ...)",
+    "load": "data_options (reader options; text_model_dir is the notebooks' own parameter)",
+    "pretrain_objective": "objective_options (10_pretrain)",
+    "finetune_datasets": "fold_options (the fold scheme, its seed)",
+    "finetune_objective": "objective_options (20_finetune)",
+    "predict_fold": "predict_options (20_finetune: the out-of-fold predictions)",
+    "predict": "predict_options (30_inference: the test predictions)",
+    "combine": "ensemble_options (the ensemble's, `ensemble_search_space`'s searched ones included)",
+    "write_predictions": "ensemble_options (the writer's: file layout, ids, ...; named apart from combine's)",
+}
+
+# Attributes an objective may carry; `vmmlib.losses.weighted` and `fit` read them (absent: the default).
+OBJECTIVE_ATTRIBUTES: dict[str, str] = {
+    "backward_inside": "bool (False): called as objective(model, batch, backward=fn), it runs its own "
+    "backward passes and returns one weighted term (e.g. contrastive accumulation over cached features)",
+    "shares_weight": "{part: term} ({}): a part logged apart and weighted like that term "
+    "(qqbrowser's branch_tag takes the tag weight)",
+    "summed_terms": "tuple of terms (()): summed over the batch's items, not averaged, so fit's gradient "
+    "accumulation weighs each micro-batch 1",
+    "count_items": "batch -> int (the batch size): the items a micro-batch counts in the accumulation's mean",
+}
+
+# Methods a model may define; `fit` (and online learning) calls them when present.
+MODEL_HOOKS: dict[str, str] = {
+    "after_optimizer_step": "() -> None, after every optimiser step taken, before the EMA update "
+    "(Chinese-CLIP's logit-scale clamp)",
+}
 
 
 def merge_oof(parts: list[Arrays]) -> Arrays:
@@ -168,11 +219,66 @@ def oof_breakdown(oof: Arrays, data: Data) -> dict[str, float]:
     return {}
 
 
-def ensemble_search_space(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """No ensemble options (the default `Task.ensemble_search_space`)."""
-    if options:
-        raise ValueError(f"unknown ensemble option(s) {', '.join(options)}; this task takes none")
-    return {}
+def build_model(data: Data, model: str, model_options: Mapping[str, Any], text_model_dir: str):
+    """A registered model sized to the data (the default `Task.build_model`): `data.model_overrides(
+    text_model_dir)` gives the sizes the data fixes (refused in `model_options`, as is `text_model_dir`);
+    a `text_model_dir` is passed to the model, which loads its local pretrained text backbone."""
+    from vmmlib.models import create_model
+
+    options, sized = dict(model_options or {}), data.model_overrides(text_model_dir)
+    fixed = sorted(set(options) & {*sized, "text_model_dir"})
+    if fixed:
+        raise ValueError(
+            f"model option(s) {', '.join(fixed)} {'comes' if len(fixed) == 1 else 'come'} from the data "
+            "or the text_model_dir parameter; leave them out of model_options"
+        )
+    if text_model_dir:
+        options["text_model_dir"] = str(text_model_dir)
+    return create_model(model, **options, **sized)
+
+
+def plot_fold(table: Any, title: str = ""):
+    """Bars of the fold table's numeric columns, one group per row (the default `Task.plot_fold`)."""
+    from vmmlib.plots import plot_table_bars
+
+    return plot_table_bars(table, title=title)
+
+
+def _make_sample(task: Any) -> Callable:
+    from vmmlib.data import write_sample
+
+    def make_sample(out_dir: Path, **options) -> Path:
+        return write_sample(task.NAME, out_dir, **options)
+
+    return make_sample
+
+
+def _explore(task: Any) -> Callable:
+    from vmmlib.explore import explore as skeleton
+
+    def explore(data_dir: Path, *, max_items_per_split: int = 0, progress: bool = True):
+        return skeleton(task.summarize, data_dir, max_items_per_split=max_items_per_split, progress=progress)
+
+    return explore
+
+
+def _fold_table(task: Any) -> Callable:
+    def fold_table(oof: Arrays, data: Data):
+        import pandas as pd
+
+        return pd.DataFrame([{task.METRIC: task.score_oof(oof, data), **task.oof_breakdown(oof, data)}])
+
+    return fold_table
+
+
+def _ensemble_search_space(task: Any) -> Callable:
+    from vmmlib import ensemble
+
+    def ensemble_search_space(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+        ensemble.split_options(task, options)  # an option neither `combine` nor the writer takes fails
+        return {}
+
+    return ensemble_search_space
 
 
 def _oof_scorer(task: Any) -> Callable:
@@ -193,20 +299,32 @@ def _write_submission(task: Any) -> Callable:
     return write_submission
 
 
-# names built from the task's own (`combine`, `score_oof`, `write_predictions`): made by `bind`
+# optional constants: name -> the default, computed from the task's own constants
+DEFAULT_CONSTANTS: dict[str, Callable[[Any], Any]] = {
+    "SUBMISSION": lambda task: task.NAME,
+    "PRETRAIN_METRIC": lambda task: task.METRIC,
+    "BACKBONE_PREFIXES": lambda task: (),
+}
+# optional functions that need nothing of the task
+DEFAULTS: dict[str, Callable] = {
+    "prepare": prepare,
+    "build_model": build_model,
+    "plot_fold": plot_fold,
+    "merge_oof": merge_oof,
+    "oof_breakdown": oof_breakdown,
+}
+# optional functions built from the task's own names
 DERIVED: dict[str, Callable[[Any], Callable]] = {
+    "make_sample": _make_sample,
+    "explore": _explore,
+    "fold_table": _fold_table,
+    "ensemble_search_space": _ensemble_search_space,
     "oof_scorer": _oof_scorer,
     "write_submission": _write_submission,
 }
-# names the notebooks never call: the generic pieces in `vmmlib.ensemble` call them
-HOOKS = ("combine", "score_oof", "write_predictions")
-
-DEFAULTS: dict[str, Callable] = {
-    "prepare": prepare,
-    "merge_oof": merge_oof,
-    "oof_breakdown": oof_breakdown,
-    "ensemble_search_space": ensemble_search_space,
-}
+# names the notebooks never call: the library calls them (`bind`'s defaults, the explore skeleton,
+# `vmmlib.ensemble`)
+HOOKS = ("NAME", "summarize", "combine", "score_oof", "write_predictions")
 
 
 def contract_names() -> list[str]:
@@ -216,14 +334,22 @@ def contract_names() -> list[str]:
     return names
 
 
+def required_names() -> list[str]:
+    """The names a task must write (the others have defaults)."""
+    optional = set(DEFAULT_CONSTANTS) | set(DEFAULTS) | set(DERIVED)
+    return [n for n in contract_names() if n not in optional]
+
+
 def bind(module: ModuleType) -> Task:
-    """`module` with `DEFAULTS` filling the hooks it leaves out; a missing required name raises."""
-    optional = set(DEFAULTS) | set(DERIVED)
-    missing = [n for n in contract_names() if not hasattr(module, n) and n not in optional]
+    """`module` with the defaults filling the names it leaves out; a missing required name raises."""
+    missing = [n for n in required_names() if not hasattr(module, n)]
     if missing:
         raise TypeError(
             f"task module {module.__name__} lacks {', '.join(missing)} (see vmmlib.tasks.contract)"
         )
+    for name, default in DEFAULT_CONSTANTS.items():
+        if not hasattr(module, name):
+            setattr(module, name, default(module))
     for name, default in DEFAULTS.items():
         if not hasattr(module, name):
             setattr(module, name, default)

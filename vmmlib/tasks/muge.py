@@ -35,7 +35,6 @@ The logit-scale clamp ([0, ln 100] after every optimiser step, as Chinese-CLIP) 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +46,18 @@ from vmmlib.data.muge import reader as D
 from vmmlib.data.muge.prepare import prepare_muge, split_files, summary_dict
 from vmmlib.data.muge.reader import MugeData, load  # noqa: F401 (the notebooks call T.load)
 from vmmlib.data.muge.sample import write_muge_sample
-from vmmlib.explore import ExploreReport
+from vmmlib.explore import Split, Summary
 from vmmlib.metrics import muge as M
 from vmmlib.objectives import contrastive as C
 from vmmlib.objectives.compose import objective_of
 from vmmlib.options import call_with_options, check_choice
+from vmmlib.plots import plot_rank_recalls as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_batches
+from vmmlib.predict.online import OnlineOptions
 from vmmlib.ranking import TTA_RANK_DECAY, Ranking, rank_vote
 
 NAME = "muge"
-METRIC = "mean_recall"
-PRETRAIN_METRIC = METRIC  # pretraining keeps the checkpoint with the best validation mean recall
-SUBMISSION = "muge"
+METRIC = "mean_recall"  # also the pretraining metric: the best validation mean recall is kept
 PRETRAIN_TERMS = FINETUNE_TERMS = ("contrastive",)
 BACKBONE_PREFIXES = ("visual.", "text.")  # the ViT and BERT towers; projections and logit scale at `lr`
 COMBINE = ("similarity", "rank")
@@ -83,75 +82,41 @@ def prepare(data_dir: str | Path, **options) -> dict:
     return {split: summary_dict(s) for split, s in summaries.items()}
 
 
-def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
-    """Queries per split (text length, images per query), the images queries point to (long tail),
-    the queries' last two characters (the product word: a rough category), examples.
+def summarize(data_dir: Path) -> Summary:
+    """A MUGE folder for `explore`: queries per split (text length, images per query), the images
+    queries point to (long tail), the labelled queries' last two characters (the product word of
+    MUGE's shopping queries: a rough category), examples."""
+    per_image, prefixes = Counter(), Counter()
 
-    Args:
-        max_items_per_split: read at most this many queries of each split (0: all).
-    """
-    rows, examples, split_rows, per_image = [], [], [], Counter()
+    def read(split: str, q: dict) -> tuple[dict, dict]:
+        per_image.update(q["image_ids"])
+        prefixes.update([q["text"][-2:]] if split != "test" else [])
+        return (
+            {
+                "id": q["text_id"],
+                "text_len": len(q["text"]),
+                "positives": len(q["image_ids"]),
+                "num_frames": 1,
+            },
+            {"text_id": q["text_id"], "text": q["text"], "image_ids": q["image_ids"][:5]},
+        )
+
+    def finish(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+        if items.empty:
+            raise FileNotFoundError(f"{data_dir} holds no {{train,valid,test}}_texts.jsonl")
+        labelled = items[items["split"] != "test"]
+        return {"label_counts": pd.Series(per_image, name="queries", dtype=int) if per_image else pd.Series([0]),
+                "category_counts": pd.Series(prefixes, name="queries", dtype=int),
+                "targets": labelled["positives"].astype(float).rename("images per query"),
+                "target_name": "images per query"}  # fmt: skip
+
+    splits = []
     for split in D.SPLITS:
         images, texts = split_files(data_dir, split)
-        if not texts.is_file():
-            continue
-        queries = D.read_texts(texts)[: max_items_per_split or None]
-        n_images = 0
-        if images.is_file():
-            with open(images, "rb") as f:
-                n_images = sum(1 for line in f if line.strip())
-        split_rows.append({"split": split, "files": int(images.is_file()) + 1, "items": len(queries),
-                           "images": n_images})  # fmt: skip
-        for q in queries:
-            per_image.update(q["image_ids"])
-            rows.append({"split": split, "id": q["text_id"], "text_len": len(q["text"]),
-                         "positives": len(q["image_ids"]), "num_frames": 1})  # fmt: skip
-        examples += [{"split": split, "text_id": q["text_id"], "text": q["text"], "image_ids": q["image_ids"][:5]}
-                     for q in queries[:3]]  # fmt: skip
-    if not rows:
-        raise FileNotFoundError(f"{data_dir} holds no {{train,valid,test}}_texts.jsonl")
-    items = pd.DataFrame(rows)
-    labelled = items[items["split"] != "test"]
-    return ExploreReport(
-        splits=pd.DataFrame(split_rows),
-        items=items,
-        distributions=["text_len", "positives"],
-        label_counts=pd.Series(per_image, name="queries", dtype=int) if per_image else pd.Series([0]),
-        category_counts=_prefix_counts(data_dir, max_items_per_split),
-        targets=labelled["positives"].astype(float).rename("images per query"),
-        target_name="images per query",
-        examples=pd.DataFrame(examples),
-    )
-
-
-def _prefix_counts(data_dir: str | Path, max_items: int) -> pd.Series:
-    """Queries by their last two characters (the product word in MUGE's shopping queries)."""
-    counts: Counter = Counter()
-    for split in ("train", "valid"):
-        path = split_files(data_dir, split)[1]
-        if path.is_file():
-            counts.update(q["text"][-2:] for q in D.read_texts(path)[: max_items or None])
-    return pd.Series(counts, name="queries", dtype=int)
-
-
-# --- data, model --------------------------------------------------------------------------------
-
-
-def build_model(data: MugeData, model: str, model_options: dict, text_model_dir: str):
-    """A registered CLIP dual encoder at the data's image size, its text tower sized to the tokenizer
-    (or loaded from `text_model_dir`)."""
-    from vmmlib.models import create_model
-
-    fixed = sorted({"image_size", "vocab_size", "text_model_dir"} & set(model_options or {}))
-    if fixed:
-        raise ValueError(f"{', '.join(fixed)} come(s) from the data options / text_model_dir; "
-                         "leave them out of model_options")  # fmt: skip
-    sizes = (
-        {"text_model_dir": str(text_model_dir)}
-        if text_model_dir
-        else {"vocab_size": len(data.text_tokenizer())}
-    )
-    return create_model(model, image_size=data.image_size, **sizes, **(model_options or {}))
+        if texts.is_file():
+            n_images = sum(1 for line in images.open("rb") if line.strip()) if images.is_file() else 0
+            splits.append(Split(split, int(images.is_file()) + 1, D.read_texts(texts), {"images": n_images}))
+    return Summary(splits, read, finish, ["text_len", "positives"])
 
 
 # --- objectives ---------------------------------------------------------------------------------
@@ -242,40 +207,16 @@ def pretrain_eval(data: MugeData):
 # --- predictions: features (and online learning) -------------------------------------------------
 
 
-@dataclass
-class OnlineOptions:
-    """`predict_options` of online learning (`vmmlib.predict.online.online_adapt`); no cache: off."""
-
-    cache: str = ""
-    lr: float = 0.75e-5
-    epochs: int = 1
-    batch_size: int = 128
-    prior_tau: float | None = None
-
-    def root(self, data: MugeData, split: str) -> Path | None:
-        """`<cache>/<split>`; a relative cache folder is relative to the data folder."""
-        if not self.cache:
-            return None
-        root = Path(self.cache)
-        return (root if root.is_absolute() else data.data_dir / root) / split
-
-
 def _split_features(model, data: MugeData, split: str, rows, online: OnlineOptions) -> dict:
     """{text_features, image_features} of a split's queries (`rows`) and gallery, after online
     adaptation when `online.cache` is set (then also `offline_*`, and the cache counts)."""
-    from vmmlib.predict.online import online_adapt
-
     queries, gallery = data.queries(split, rows), data.gallery(split)
     out = {"text_features": _text_features(model, queries), "image_features": _image_features(model, gallery)}
-    root = online.root(data, split)
-    if root is None:
+    if not online.cache:
         return out
-    ids, mask = D.tokenize(data.tokenizer, queries.texts, data.context_length)
-    adapted, report = online_adapt(
-        model, queries.texts, torch.from_numpy(ids), torch.from_numpy(mask), root, EvalTransform(data.image_size),
-        lr=online.lr, epochs=online.epochs, batch_size=online.batch_size, prior_tau=online.prior_tau,
-    )  # fmt: skip
-    counts = np.array([report.used, len(report.missing), len(report.broken)], np.int64)
+    ids, mask = (torch.from_numpy(a) for a in D.tokenize(data.tokenizer, queries.texts, data.context_length))
+    root = online.root(data.data_dir, split)
+    adapted, counts = online.adapt(model, queries.texts, ids, mask, root, EvalTransform(data.image_size))
     return {"text_features": _text_features(adapted, queries), "image_features": _image_features(adapted, gallery),
             "offline_text_features": out["text_features"], "offline_image_features": out["image_features"],
             "online_cache_counts": counts}  # fmt: skip
@@ -413,31 +354,6 @@ def fold_table(oof: dict, data: MugeData) -> pd.DataFrame:
             M.feature_ranks(oof["offline_text_features"], oof["offline_image_features"], t2i) + 1
         )
     return table
-
-
-def plot_fold(table: pd.DataFrame, title: str = ""):
-    """R@1/5/10 (online and offline when both exist) and the histogram of best-positive ranks."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    columns = [c for c in ("offline_rank", "rank") if c in table]
-    width = 0.8 / len(columns)
-    for j, col in enumerate(columns):
-        recalls = [(table[col] <= k).mean() for k in M.KS]
-        x = np.arange(len(M.KS)) + j * width
-        left.bar(
-            x, recalls, width, label="online" if col == "rank" and len(columns) > 1 else col.replace("_", " ")
-        )
-        for xi, y in zip(x, recalls):
-            left.annotate(f"{y:.2f}", (xi, y), ha="center", va="bottom", fontsize=8)
-    left.set(title="text → image recall", xticks=np.arange(len(M.KS)) + 0.4 - width / 2,
-             xticklabels=[f"R@{k}" for k in M.KS], ylim=(0, 1.1))  # fmt: skip
-    left.legend()
-    right.hist(np.minimum(table["rank"], 50), bins=50, range=(1, 51), color="tab:orange")
-    right.set(title="rank of the best positive (capped at 50)", xlabel="rank", ylabel="queries")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 ENSEMBLE_OPTIONS = ("combine", "rank_decay", "rank_depth", "keys")

@@ -17,8 +17,7 @@ import torch
 from vmmlib.data.folds import seed_pair_folds, video_pair_folds
 from vmmlib.data.qqbrowser import reader as qq
 from vmmlib.data.qqbrowser.reader import QQData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.qqbrowser.sample import write_qqbrowser_sample
-from vmmlib.explore import ExploreReport
+from vmmlib.explore import Split, Summary, zeros
 from vmmlib.io import read_examples
 from vmmlib.metrics import qq_spearman
 from vmmlib.metrics.qqbrowser import pair_cosine
@@ -26,84 +25,53 @@ from vmmlib.objectives import losses as L
 from vmmlib.objectives import tagging as TG
 from vmmlib.objectives.compose import objective_of
 from vmmlib.objectives.masking import TokenSpec
-from vmmlib.options import call_with_options, check_choice
+from vmmlib.options import check_choice
+from vmmlib.plots import plot_pair_cosines as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_all, tensors
-from vmmlib.progress import progress as progress_bar
 
-NAME = "qqbrowser"
-METRIC = "spearman"
-PRETRAIN_METRIC = METRIC  # pretraining keeps the checkpoint with the best fine-tuning metric
-SUBMISSION = "qqbrowser"  # result.zip: JSON id -> <= 256 float16 values
+NAME = "qqbrowser"  # submission: result.zip, JSON id -> <= 256 float16 values
+METRIC = "spearman"  # also the pretraining metric: the best fine-tuning checkpoint is kept
 BACKBONE_PREFIXES = ("text.backbone.", "encoder.")  # the pretrained text stacks (lower lr)
 PRETRAIN_TERMS = ("tag", "mlm", "nce", "distill")
 FINETUNE_TERMS = ("mse", "kl", "tag")
 
 
-def make_sample(out_dir: str | Path, **options) -> Path:
-    """Write sample data in the real layout (see `write_qqbrowser_sample` for the options)."""
-    return call_with_options(write_qqbrowser_sample, out_dir, options=options, what="sample option")
-
-
-def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
-    """Summarise a QQ Browser data folder: counts, frames, text lengths, tags, categories, pair labels.
-
-    Args:
-        max_items_per_split: read at most this many videos of each split (0: all).
-    """
+def summarize(data_dir: Path) -> Summary:
+    """A QQ Browser folder for `explore`: frames, title/ASR lengths, tags per video, categories (lv1),
+    pair relevance."""
     files = qq.check_layout(data_dir)
-    tags = qq.TagVocab.read(Path(data_dir) / "tag_list.txt")
-    rows, tag_counter, examples = [], Counter(), []
-    for split, paths in files.items():
-        n = 0
-        records = (r for p in paths for r in read_examples(p, schema=qq.SCHEMA, raw_dtypes=qq.RAW_DTYPES))
-        for record in progress_bar(records, desc=f"reading {split}", disable=not progress, leave=False):
-            video = qq.parse_video(record)
-            kept = [int(t) for t in video["tag_id"] if t in tags]
-            tag_counter.update(kept)
-            rows.append(
-                {
-                    "split": split,
-                    "id": video["id"],
-                    "num_frames": len(video["frames"]),
-                    "title_len": len(video["title"]),
-                    "asr_len": len(video["asr_text"]),
-                    "num_tags": len(kept),
-                    "category_id": video["category_id"],
-                }
-            )
-            if n < 3:
-                examples.append(
-                    {"split": split, "id": video["id"], "title": video["title"], "asr_text": video["asr_text"][:40],
-                     "tag_id": list(map(int, video["tag_id"])), "category_id": video["category_id"],
-                     "num_frames": len(video["frames"])}
-                )  # fmt: skip
-            n += 1
-            if max_items_per_split and n >= max_items_per_split:
-                break
-    items = pd.DataFrame(rows)
-    pairs = qq.read_pairs(Path(data_dir) / "pairwise" / "label.tsv")
-    splits = (
-        items.groupby("split", sort=False)
-        .agg(items=("id", "size"), no_frames=("num_frames", lambda s: int((s == 0).sum())),
-             empty_title=("title_len", lambda s: int((s == 0).sum())))
-        .reset_index()
-    )  # fmt: skip
-    splits.insert(1, "files", [len(files[s]) for s in splits["split"]])
-    splits = pd.concat(
-        [splits, pd.DataFrame([{"split": "pairs (label.tsv)", "files": 1, "items": len(pairs)}])],
-        ignore_index=True,
-    ).fillna(0)
-    labelled = items[items["category_id"] >= 0]
-    return ExploreReport(
-        splits=splits,
-        items=items,
-        distributions=["num_frames", "title_len", "asr_len", "num_tags"],
-        label_counts=pd.Series({t: tag_counter.get(int(t), 0) for t in tags.tag_ids}, name="videos"),
-        category_counts=labelled["category_id"].floordiv(100).value_counts().rename("videos"),
-        targets=pairs["relevance"],
-        target_name="pair relevance",
-        examples=pd.DataFrame(examples),
-    )
+    tags, tag_counts = qq.TagVocab.read(data_dir / "tag_list.txt"), Counter()
+
+    def read(split: str, record) -> tuple[dict, dict]:
+        video = qq.parse_video(record)
+        kept = [int(t) for t in video["tag_id"] if t in tags]
+        tag_counts.update(kept)
+        num_frames = len(video["frames"])
+        return (
+            {"id": video["id"], "num_frames": num_frames, "title_len": len(video["title"]),
+             "asr_len": len(video["asr_text"]), "num_tags": len(kept), "category_id": video["category_id"]},
+            {"id": video["id"], "title": video["title"], "asr_text": video["asr_text"][:40],
+             "tag_id": list(map(int, video["tag_id"])), "category_id": video["category_id"], "num_frames": num_frames},
+        )  # fmt: skip
+
+    def finish(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+        pairs = qq.read_pairs(data_dir / "pairwise" / "label.tsv")
+        pair_row = pd.DataFrame([{"split": "pairs (label.tsv)", "files": 1, "items": len(pairs)}])
+        labelled = items[items["category_id"] >= 0]
+        return {"splits": pd.concat([splits, pair_row], ignore_index=True).fillna(0),
+                "label_counts": pd.Series({t: tag_counts.get(int(t), 0) for t in tags.tag_ids}, name="videos"),
+                "category_counts": labelled["category_id"].floordiv(100).value_counts().rename("videos"),
+                "targets": pairs["relevance"], "target_name": "pair relevance"}  # fmt: skip
+
+    def counts(rows: list[dict]) -> dict:
+        return {"no_frames": zeros(rows, "num_frames"), "empty_title": zeros(rows, "title_len")}
+
+    splits = [
+        Split(split, len(paths), (r for p in paths for r in read_examples(p, schema=qq.SCHEMA, raw_dtypes=qq.RAW_DTYPES)),
+              counts)
+        for split, paths in files.items()
+    ]  # fmt: skip
+    return Summary(splits, read, finish, ["num_frames", "title_len", "asr_len", "num_tags"])
 
 
 # --- folds (the data folder opened for training: `vmmlib.data.qqbrowser.reader.QQData`) ---------------
@@ -131,23 +99,6 @@ def fold_pairs(
 
 
 # --- model and objectives ----------------------------------------------------------------------
-
-
-def build_model(data: QQData, model: str, model_options: dict, text_model_dir: str):
-    """A registered model sized to the data: tag count and vocabulary come from the data (and are
-    refused in `model_options`); `text_model_dir` loads a local pretrained text backbone."""
-    from vmmlib.models import create_model
-
-    options, sized = dict(model_options or {}), data.model_overrides()
-    fixed = sorted(set(options) & {*sized, "text_model_dir"})
-    if fixed:
-        raise ValueError(
-            f"model option(s) {', '.join(fixed)} come from the data or the text_model_dir parameter; "
-            "leave them out of model_options"
-        )
-    if text_model_dir:
-        options["text_model_dir"] = str(text_model_dir)
-    return create_model(model, **options, **sized)
 
 
 def pretrain_objective(data: QQData, terms: tuple[str, ...], *, tag_loss: str = "bce", mlm_prob: float = 0.15,
@@ -247,15 +198,6 @@ def fold_table(oof: dict[str, np.ndarray], data: QQData) -> pd.DataFrame:
     """DataFrame(query, candidate, relevance, pair, fold, cosine) of out-of-fold pairs."""
     pairs = data.pairs.iloc[oof["pair"]]
     return pairs.assign(pair=oof["pair"], fold=oof["fold"], cosine=pair_cosine(oof["emb_a"], oof["emb_b"]))
-
-
-def plot_fold(table: pd.DataFrame, title: str = ""):
-    """Predicted cosine vs labelled relevance of out-of-fold pairs."""
-    from vmmlib.plots import plot_scatter
-
-    return plot_scatter(
-        table["cosine"], table["relevance"], xlabel="predicted cosine", ylabel="relevance", title=title
-    )
 
 
 def score_oof(oof: dict, data: QQData) -> float:

@@ -30,118 +30,77 @@ import torch.nn.functional as F
 from vmmlib import dryrun
 from vmmlib.data.wbdc import reader as W
 from vmmlib.data.wbdc.folder import WBDCData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.wbdc.sample import write_wbdc_sample
-from vmmlib.explore import ExploreReport
+from vmmlib.explore import Split, Summary
 from vmmlib.io.wbdc_categories import LV2_TO_LV1, NUM_LV1, NUM_LV2, lv2_to_category
 from vmmlib.metrics import wbdc as M
 from vmmlib.objectives import classification as CL
 from vmmlib.objectives import video_text as VT
 from vmmlib.objectives.compose import objective_of
-from vmmlib.options import call_with_options
+from vmmlib.plots import plot_confusion_f1 as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_all, predict_batches, tensors
-from vmmlib.progress import progress as progress_bar
 from vmmlib.runs import load_arrays, save_arrays
+from vmmlib.tasks import contract
 
-NAME = "wbdc"
+NAME = "wbdc"  # submission: result.csv, id,category_id, no header
 METRIC = "mean_f1"  # the official F1-mean: (lv1, lv2) × (micro, macro) F1 averaged
 PRETRAIN_METRIC = "pretrain_acc"  # mean held-out accuracy of the pretraining tasks the model has heads for
-SUBMISSION = "wbdc"  # result.csv: id,category_id, no header
 # The text BERT of every family (rank 8 trains it at 5e-5 while the rest learns at 5e-4, SPEC §4.5),
 # and the CLIP vision tower (1e-5 in the seed; one backbone_lr here).
 BACKBONE_PREFIXES = ("bert.", "text.", "vision.")
 PRETRAIN_TERMS = VT.TERMS  # mlm, mfm, itm, ict, mmm, clip
 FINETUNE_TERMS = ("ce", "distill")
 TEACHER_FILE = "teacher.npz"  # the ensemble's out-of-fold probabilities of the labelled videos
-TOP_CLASSES = 30  # classes shown in the per-class F1 panel of `plot_fold`
 
 
-def make_sample(out_dir: str | Path, **options) -> Path:
-    """Write sample data in the real layout (see `write_wbdc_sample` for the options)."""
-    return call_with_options(write_wbdc_sample, out_dir, options=options, what="sample option")
+def summarize(data_dir: Path) -> Summary:
+    """A WBDC folder for `explore`: videos per split, frames per video, title/OCR/ASR lengths, the lv2
+    long tail over 200 classes, videos per lv1 class, and unreadable feature members."""
+    unreadable: Counter = Counter()
 
-
-def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
-    """Summarise a WBDC folder: videos per split, frames per video, title/OCR/ASR lengths, the lv2
-    long tail over 200 classes, videos per lv1 class, and unreadable feature members.
-
-    Args:
-        max_items_per_split: read at most this many videos of each split (0: all).
-    """
-    layout = W.check_layout(data_dir)
-    rows, examples, split_rows, counts = [], [], [], Counter()
-    for split, found in layout.items():
-        entries = W.read_annotations(found["annotations"])
-        if max_items_per_split:
-            entries = entries[:max_items_per_split]
-        feats = W.FeatureZip(found["features"]) if found["features"] else None
-        unreadable = 0
-        for e in progress_bar(entries, desc=f"reading {split}", disable=not progress, leave=False):
-            vid, lv2 = str(e["id"]), W.label_of(e)
-            try:
-                num_frames = len(feats.read(vid)) if feats is not None else 0
-            except W.FrameReadError:
-                num_frames, unreadable = 0, unreadable + 1
-            if lv2 >= 0:
-                counts[lv2] += 1
-            rows.append(
-                {"split": split, "id": vid, "num_frames": num_frames, "title_len": len(e.get("title") or ""),
-                 "ocr_len": len(W.ocr_text(e)), "asr_len": len(e.get("asr") or ""), "lv2": lv2}
-            )  # fmt: skip
-            if len(examples) < 3 * len(split_rows) + 3 and sum(r["split"] == split for r in rows) <= 3:
-                examples.append(
-                    {"split": split, "id": vid, "category_id": e.get("category_id", ""),
-                     "title": (e.get("title") or "")[:30], "ocr": W.ocr_text(e)[:30], "num_frames": num_frames}
-                )  # fmt: skip
-        split_rows.append(
-            {"split": split, "files": 1 + (feats is not None), "items": len(entries),
-             "unreadable_features": unreadable, "raw_frame_videos": _raw_videos(found["frames"])}
+    def read(split: str, item) -> tuple[dict, dict]:
+        e, feats = item
+        vid = str(e["id"])
+        try:
+            num_frames = len(feats.read(vid)) if feats is not None else 0
+        except W.FrameReadError:
+            num_frames, unreadable[split] = 0, unreadable[split] + 1
+        return (
+            {"id": vid, "num_frames": num_frames, "title_len": len(e.get("title") or ""),
+             "ocr_len": len(W.ocr_text(e)), "asr_len": len(e.get("asr") or ""), "lv2": W.label_of(e)},
+            {"id": vid, "category_id": e.get("category_id", ""), "title": (e.get("title") or "")[:30],
+             "ocr": W.ocr_text(e)[:30], "num_frames": num_frames},
         )  # fmt: skip
-    items = pd.DataFrame(rows)
-    lv1 = Counter({int(LV2_TO_LV1[c]): n for c, n in counts.items()})
-    labelled = items[items["lv2"] >= 0]["lv2"]
-    return ExploreReport(
-        splits=pd.DataFrame(split_rows),
-        items=items,
-        distributions=["num_frames", "title_len", "ocr_len", "asr_len"],
-        label_counts=pd.Series([counts.get(c, 0) for c in range(NUM_LV2)], name="videos"),
-        category_counts=pd.Series({f"lv1 {k:02d}": lv1.get(k, 0) for k in range(NUM_LV1)}, name="videos"),
-        targets=labelled.astype(float).rename("lv2 class"),
-        target_name="lv2 class id",
-        examples=pd.DataFrame(examples),
-    )
 
+    def split(name: str, found: dict) -> Split:
+        entries = W.read_annotations(found["annotations"])
+        feats = W.FeatureZip(found["features"]) if found["features"] else None
+        raw = 0 if found["frames"] is None else sum(1 for _ in Path(found["frames"]).glob("*/*.zip"))
+        counts = lambda rows: {"unreadable_features": unreadable[name], "raw_frame_videos": raw}  # noqa: E731
+        return Split(name, 1 + (feats is not None), ((e, feats) for e in entries), counts)
 
-def _raw_videos(folder: Path | None) -> int:
-    return 0 if folder is None else sum(1 for _ in Path(folder).glob("*/*.zip"))
+    def finish(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+        labelled = items[items["lv2"] >= 0]["lv2"]
+        counts, lv1 = labelled.value_counts(), Counter(LV2_TO_LV1[labelled.to_numpy()].tolist())
+        return {"label_counts": pd.Series([int(counts.get(c, 0)) for c in range(NUM_LV2)], name="videos"),
+                "category_counts": pd.Series({f"lv1 {k:02d}": lv1.get(k, 0) for k in range(NUM_LV1)}, name="videos"),
+                "targets": labelled.astype(float).rename("lv2 class"), "target_name": "lv2 class id"}  # fmt: skip
+
+    splits = (split(name, found) for name, found in W.check_layout(data_dir).items())
+    return Summary(splits, read, finish, ["num_frames", "title_len", "ocr_len", "asr_len"])
 
 
 # --- model and objectives (the data folder opened for training: `vmmlib.data.wbdc.folder.WBDCData`) ---
 
 
 def build_model(data: WBDCData, model: str, model_options: dict, text_model_dir: str):
-    """A registered WBDC model sized to the data (the vocabulary; refused in `model_options`).
-
-    Single-stream models are built with their pretraining heads and the dual stream with its CLIP
-    temperature unless `model_options` says otherwise, so that a pretraining checkpoint and its
-    fine-tuned model have the same parameters (weights are loaded strictly).
-    """
-    from vmmlib.models import create_model
+    """The default build (sized by `WBDCData.model_overrides`), single-stream models with their
+    pretraining heads and the dual stream with its CLIP temperature unless `model_options` says
+    otherwise, so that a pretraining checkpoint and its fine-tuned model have the same parameters
+    (weights are loaded strictly)."""
     from vmmlib.models import model_options as valid_options
 
-    options, sized = dict(model_options or {}), data.model_overrides(text_model_dir)
-    fixed = sorted(set(options) & {*sized, "text_model_dir", "num_classes"})
-    if fixed:
-        raise ValueError(
-            f"model option(s) {', '.join(fixed)} come from the data or the text_model_dir parameter; "
-            "leave them out of model_options"
-        )
-    fields = valid_options(model)
-    for head in ("pretrain_heads", "clip_head"):
-        if head in fields:
-            options.setdefault(head, True)
-    if text_model_dir:
-        options["text_model_dir"] = str(text_model_dir)
-    return create_model(model, num_classes=NUM_LV2, **options, **sized)
+    heads = {h: True for h in ("pretrain_heads", "clip_head") if h in valid_options(model)}
+    return contract.build_model(data, model, {**heads, **(model_options or {})}, text_model_dir)
 
 
 def pretrain_objective(data: WBDCData, terms: tuple[str, ...], *, mlm_prob: float = 0.3,
@@ -301,42 +260,9 @@ def fold_table(oof: dict, data: WBDCData) -> pd.DataFrame:
     pred = oof["probs"].argmax(1)
     table = M.per_class_f1(oof["labels"], pred)
     table.attrs["lv1_confusion"] = M.confusion_matrix(LV2_TO_LV1[oof["labels"]], LV2_TO_LV1[pred], NUM_LV1)
-    table.attrs["scores"] = M.f1_mean(oof["labels"], pred)
+    scores = M.f1_mean(oof["labels"], pred)
+    table.attrs["scores"] = {k: scores[k] for k in (METRIC, *M.F1_KEYS)}
     return table
-
-
-def plot_fold(table: pd.DataFrame, title: str = ""):
-    """The lv1 confusion heat map (row-normalised) and the per-class F1 of the largest lv2 classes."""
-    import matplotlib.pyplot as plt
-
-    confusion = table.attrs.get("lv1_confusion")
-    fig, axes = plt.subplots(1, 2 if confusion is not None else 1, figsize=(13, 5.2), squeeze=False)
-    if confusion is not None:
-        ax = axes[0][0]
-        rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        ticks = np.arange(NUM_LV1)
-        ax.set_xticks(ticks, [f"{t:02d}" for t in ticks], fontsize=7, rotation=90)
-        ax.set_yticks(ticks, [f"{t:02d}" for t in ticks], fontsize=7)
-        ax.set(xlabel="predicted lv1", ylabel="true lv1", title="lv1 confusion (share of each true class)")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    ax = axes[0][-1]
-    top = table.head(TOP_CLASSES)  # the largest classes by support (per_class_f1 sorts by it)
-    ax.barh(np.arange(len(top)), top["f1"], color=plt.cm.tab20(top["lv1"].to_numpy() % 20))
-    ax.set_yticks(
-        np.arange(len(top)), [f"{c} ({n})" for c, n in zip(top["category_id"], top["support"])], fontsize=7
-    )
-    ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="F1", title=f"per-class F1, {len(top)} largest lv2 classes (support)")
-    scores = table.attrs.get("scores")
-    if scores:
-        ax.set_title(
-            ax.get_title() + "\n" + "  ".join(f"{k} {scores[k]:.3f}" for k in (METRIC, *M.F1_KEYS)),
-            fontsize=8,
-        )
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 # --- ensemble and submission ---------------------------------------------------------------------
@@ -356,14 +282,6 @@ def combine(predictions: list[dict], weights) -> dict:
 def score_oof(oof: dict, data: WBDCData) -> float:
     """Out-of-fold F1-mean of the argmax of the (ensembled) class probabilities."""
     return M.f1_mean(oof["labels"], np.asarray(oof["probs"]).argmax(1))[METRIC]
-
-
-def ensemble_search_space(options: dict) -> dict[str, tuple[float, float]]:
-    """Nothing searched besides the model weights; `teacher_dirs` (the distillation teacher) is taken."""
-    unknown = sorted(set(options) - {"teacher_dirs"})
-    if unknown:
-        raise ValueError(f"unknown ensemble option(s) {', '.join(unknown)}; wbdc takes teacher_dirs")
-    return {}
 
 
 def write_predictions(out_dir: str | Path, prediction: dict, *, teacher_dirs: list | tuple = ()) -> Path:

@@ -25,16 +25,16 @@ import torch
 from vmmlib.data.yt8m import reader as Y
 from vmmlib.data.yt8m.datasets import VideoLevelDataset, VideoStream
 from vmmlib.data.yt8m.folder import StoreView, YT8MData, load  # noqa: F401 (the notebooks call T.load)
-from vmmlib.data.yt8m.sample import write_yt8m_sample
-from vmmlib.explore import ExploreReport
-from vmmlib.io import read_examples, safe
+from vmmlib.explore import Split, Summary, zeros
+from vmmlib.io import read_examples
 from vmmlib.io.tfrecord import tfrecord_index
 from vmmlib.metrics import yt8m as M
 from vmmlib.metrics.yt8m import MAX_SEGMENTS_PER_CLASS, RatedEntries, rated_map
 from vmmlib.objectives import losses as L
 from vmmlib.objectives import tagging as TG
 from vmmlib.objectives.compose import objective_of
-from vmmlib.options import call_with_options, check_choice
+from vmmlib.options import check_choice
+from vmmlib.plots import plot_shift_aps as plot_fold  # noqa: F401 (the contract name)
 from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
 from vmmlib.ranking import (
@@ -43,15 +43,13 @@ from vmmlib.ranking import (
     ShiftRankings,
     TopK,
     align_rankings,
+    merge_parts,
     rank_vote,
     rank_vote_scores,
-    sort_rows,
 )
 
-NAME = "yt8m"
-METRIC = "segment_map"
-PRETRAIN_METRIC = METRIC  # pretraining keeps the checkpoint with the best fine-tuning metric
-SUBMISSION = "yt8m"  # the Kaggle CSV: Class,Segments
+NAME = "yt8m"  # submission: the Kaggle CSV, Class,Segments
+METRIC = "segment_map"  # also the pretraining metric: the best fine-tuning checkpoint is kept
 TERMS = ("bce", "branch_bce", "distill", "l2")
 PRETRAIN_TERMS = FINETUNE_TERMS = TERMS
 # The frame encoders / aggregators (BERT stacks, (Ne)XtVLAD streams and branches): every yt8m model
@@ -59,113 +57,58 @@ PRETRAIN_TERMS = FINETUNE_TERMS = TERMS
 BACKBONE_PREFIXES = ("encoder.", "encoders.", "video.", "audio.", "branch.", "branches.")
 
 
-def make_sample(out_dir: str | Path, **options) -> Path:
-    """Write sample data in the real layout (see `write_yt8m_sample` for the options)."""
-    return call_with_options(write_yt8m_sample, out_dir, options=options, what="sample option")
-
-
-def explore(data_dir: str | Path, *, max_items_per_split: int = 0, progress: bool = True) -> ExploreReport:
-    """Summarise a YouTube-8M folder: videos and rated segments per split, frames per video, the label
-    long tail over 3,862 classes, verticals (vocabulary.csv) or whitelist membership, segment ratings.
-
-    Args:
-        max_items_per_split: read at most this many videos of each frame-level split (0: all).
-    """
+def summarize(data_dir: Path) -> Summary:
+    """A YouTube-8M folder for `explore`: videos and rated segments per split, frames per video, the
+    label long tail over 3,862 classes, verticals (vocabulary.csv) or whitelist membership, ratings."""
     files = Y.check_layout(data_dir)
-    classes = Y.SegmentClasses.read(Path(data_dir) / "segment_label_ids.csv")
-    rows, label_counter, ratings, examples, split_rows = [], Counter(), [], [], []
+    classes = Y.SegmentClasses.read(data_dir / "segment_label_ids.csv")
+    label_counts, ratings = Counter(), []
     keys = ["id", "labels", "segment_start_times", "segment_labels", "segment_scores", "rgb"]
-    for split, paths in files.items():
-        if not split.startswith("frame/"):  # video-level Examples: counted from the record headers
-            count = sum(len(tfrecord_index(p, verify_crc=False)) for p in paths)
-            split_rows.append({"split": split, "files": len(paths), "items": count})
-            continue
-        n = 0
-        records = (
-            r for p in paths for r in read_examples(p, keys=keys, schema=Y.FRAME_SCHEMA, sequence=True,
-                                                    raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]})
+
+    def read(split: str, record) -> tuple[dict, dict]:
+        context, lists = record
+        meta = Y.parse_context(context)
+        num_frames = min(len(lists.get("rgb", ())), Y.MAX_FRAMES)
+        label_counts.update(int(c) for c in meta["labels"])
+        ratings.extend(meta["segment_scores"].tolist())
+        rated = zip(meta["segment_start_times"], meta["segment_labels"], meta["segment_scores"])
+        return (
+            {"id": meta["id"], "num_frames": num_frames, "num_labels": len(meta["labels"]),
+             "rated_segments": len(set(meta["segment_start_times"].tolist()))},
+            {"id": meta["id"], "num_frames": num_frames, "labels": meta["labels"][:8].tolist(),
+             "rated": [f"{s}:{c}={v:g}" for s, c, v in rated][:6]},
         )  # fmt: skip
-        for context, lists in progress_bar(
-            records, desc=f"reading {split}", disable=not progress, leave=False
-        ):
-            meta = Y.parse_context(context)
-            rgb = lists.get("rgb")
-            num_frames = min(0 if rgb is None else len(rgb), Y.MAX_FRAMES)
-            label_counter.update(int(c) for c in meta["labels"])
-            ratings += meta["segment_scores"].tolist()
-            rows.append(
-                {"split": split, "id": meta["id"], "num_frames": num_frames, "num_labels": len(meta["labels"]),
-                 "rated_segments": len(set(meta["segment_start_times"].tolist()))}
-            )  # fmt: skip
-            if n < 3:
-                examples.append(
-                    {"split": split, "id": meta["id"], "num_frames": num_frames, "labels": meta["labels"][:8].tolist(),
-                     "rated": [f"{s}:{c}={v:g}" for s, c, v in zip(meta["segment_start_times"], meta["segment_labels"],
-                                                                    meta["segment_scores"])][:6]}
-                )  # fmt: skip
-            n += 1
-            if max_items_per_split and n >= max_items_per_split:
-                break
-        split_rows.append({"split": split, "files": len(paths)})
-    items = pd.DataFrame(rows)
-    counts = items.groupby("split").agg(
-        items=("id", "size"), rated_segments=("rated_segments", "sum"),
-        no_frames=("num_frames", lambda s: int((s == 0).sum())),
-    )  # fmt: skip
-    splits = pd.DataFrame(split_rows).set_index("split").combine_first(counts).reset_index().fillna(0)
-    splits = splits.astype({c: int for c in splits.columns if c != "split"})[
-        ["split", "files", "items", "rated_segments", "no_frames"]
-    ]
-    label_counts = pd.Series([label_counter.get(c, 0) for c in range(Y.NUM_CLASSES)], name="videos")
-    return ExploreReport(
-        splits=splits,
-        items=items,
-        distributions=["num_frames", "num_labels", "rated_segments"],
-        label_counts=label_counts,
-        category_counts=_category_counts(Path(data_dir), label_counter, classes),
-        targets=pd.Series(ratings, name="segment rating", dtype=float),
-        target_name="segment rating",
-        examples=pd.DataFrame(examples),
-    )
 
+    def counts(rows: list[dict]) -> dict:
+        return {
+            "rated_segments": sum(r["rated_segments"] for r in rows),
+            "no_frames": zeros(rows, "num_frames"),
+        }
 
-def _category_counts(data_dir: Path, label_counter: Counter, classes: Y.SegmentClasses) -> pd.Series:
-    """Label occurrences by top-level vertical (vocabulary.csv `Vertical1`), else by whitelist membership."""
-    vocab = data_dir / "vocabulary.csv"
-    if vocab.exists() or vocab.is_symlink():
-        table = safe.read_csv(vocab, what="vocabulary")  # every column: usecols would skip decoding the rest
-        if not {"Index", "Vertical1"} <= set(table.columns):
-            raise safe.InputError(vocab, "needs the columns Index and Vertical1", "line 1")
-        index = pd.to_numeric(table["Index"], errors="coerce")
-        bad = (index.isna() | (index % 1 != 0) | index.duplicated()).to_numpy()
-        if bad.any():
-            row = int(bad.argmax())
-            raise safe.InputError(
-                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer or repeats", f"line {row + 2}"
+    def split(name: str, paths: list[Path]) -> Split:
+        if not name.startswith("frame/"):  # video-level Examples: counted from the record headers
+            return Split(
+                name,
+                len(paths),
+                counts={"items": sum(len(tfrecord_index(p, verify_crc=False)) for p in paths)},
             )
-        vertical = dict(zip(index.astype(int), table["Vertical1"].fillna("(none)")))
-        out: Counter = Counter()
-        for label, n in label_counter.items():
-            out[vertical.get(label, "(not in vocabulary)")] += n
-        return pd.Series(out, name="videos", dtype=int)
-    rated = sum(n for c, n in label_counter.items() if c in classes)
-    return pd.Series(
-        {"whitelisted (rated)": rated, "other": sum(label_counter.values()) - rated}, name="videos"
+        records = (r for p in paths for r in read_examples(p, keys=keys, schema=Y.FRAME_SCHEMA, sequence=True,
+                                                           raw_dtypes={"rgb": Y.RAW_DTYPES["rgb"]}))  # fmt: skip
+        return Split(name, len(paths), records, counts)
+
+    def finish(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+        splits = splits.reindex(columns=["split", "files", "items", "rated_segments", "no_frames"]).fillna(0)
+        return {"splits": splits.astype({c: int for c in splits.columns if c != "split"}),
+                "label_counts": pd.Series([label_counts.get(c, 0) for c in range(Y.NUM_CLASSES)], name="videos"),
+                "category_counts": Y.vertical_counts(data_dir, label_counts, classes),
+                "targets": pd.Series(ratings, name="segment rating", dtype=float), "target_name": "segment rating"}  # fmt: skip
+
+    return Summary(
+        [split(s, p) for s, p in files.items()], read, finish, ["num_frames", "num_labels", "rated_segments"]
     )
 
 
 # --- model, folds and objectives (the data folder opened for training: `vmmlib.data.yt8m.folder.YT8MData`) --
-
-
-def build_model(data: YT8MData, model: str, model_options: dict, text_model_dir: str):
-    """A registered frame model with a 3,862-way head (fine-tuning reads the 1,000 rated columns)."""
-    from vmmlib.models import create_model
-
-    if text_model_dir:
-        raise ValueError("yt8m has no text: its models take frames only; leave text_model_dir empty")
-    if "num_classes" in (model_options or {}):
-        raise ValueError("num_classes comes from the data (3,862 labels); leave it out of model_options")
-    return create_model(model, num_classes=Y.NUM_CLASSES, **(model_options or {}))
 
 
 FOLD_SCHEMES = ("shard", "holdout")
@@ -380,24 +323,6 @@ def fold_table(oof: dict, data: YT8MData) -> pd.DataFrame:
                          **{k: [a[c] for c in classes] for k, a in aps.items()}})  # fmt: skip
 
 
-def plot_fold(table: pd.DataFrame, title: str = ""):
-    """Segment mAP per TTA shift and after the rank vote, and the per-class AP histogram (TTA)."""
-    import matplotlib.pyplot as plt
-
-    cols = [c for c in table.columns if c.startswith("ap_")]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    means = table[cols].mean()
-    left.bar([c[3:] for c in cols], means.to_numpy(), color=["tab:blue"] * (len(cols) - 1) + ["tab:orange"])
-    for x, y in enumerate(means):
-        left.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom")
-    left.set(title="segment mAP", ylim=(0, 1.05))
-    right.hist(table["ap_tta"], bins=20, range=(0, 1), color="tab:orange")
-    right.set(title="per-class AP (TTA)", xlabel="AP", ylabel="classes")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def merge_oof(parts: list[dict], *, by: str = "rank") -> dict[str, np.ndarray]:
     """The folds' out-of-fold rankings of one model as one (per shift and class, top 100,000 kept).
 
@@ -407,27 +332,13 @@ def merge_oof(parts: list[dict], *, by: str = "rank") -> dict[str, np.ndarray]:
             each model is scored on its ranking quality; "score" ranks the pooled probabilities.
     """
     check_choice("merge", by, ("rank", "score"))
-    shifts, classes = parts[0]["shifts"], parts[0]["class_ids"]
-    if any(
-        not np.array_equal(p["shifts"], shifts) or not np.array_equal(p["class_ids"], classes) for p in parts
-    ):
-        raise ValueError(
-            "the folds differ in TTA shifts or classes: use the same predict_options for every fold"
-        )
-    offsets = np.cumsum([0] + [len(p["segment_ids"]) for p in parts])
-    index = np.concatenate([np.where(p["index"] >= 0, p["index"] + o, -1) for p, o in zip(parts, offsets)], 2)
-    if by == "rank":
-        keys = []
-        for p in parts:
-            n = np.maximum((p["index"] >= 0).sum(-1, keepdims=True), 1)
-            keys.append(1.0 - (np.arange(p["index"].shape[-1]) + 0.5) / n)
-        score = np.concatenate(keys, 2).astype(np.float32)
-    else:
-        score = np.concatenate([p["score"] for p in parts], 2)
-    merged = [sort_rows(index[h], score[h], MAX_SEGMENTS_PER_CLASS) for h in range(len(shifts))]
-    return {"segment_ids": np.concatenate([p["segment_ids"] for p in parts]), "class_ids": classes,
-            "shifts": shifts, "index": np.stack([i for i, _ in merged]), "score": np.stack([s for _, s in merged]),
-            "fold": np.concatenate([p["fold"] for p in parts])}  # fmt: skip
+    sizes = [len(p["segment_ids"]) for p in parts]
+    try:
+        merged = merge_parts([_shift_rankings(p) for p in parts], sizes, MAX_SEGMENTS_PER_CLASS, by=by)
+    except ValueError as e:
+        raise ValueError(f"{e}: use the same predict_options for every fold") from None
+    ids = np.concatenate([p["segment_ids"] for p in parts])
+    return {**_shift_arrays(ids, merged), "fold": np.concatenate([p["fold"] for p in parts])}
 
 
 def combine(predictions: list[dict], weights, *, rank_decay: float = TTA_RANK_DECAY) -> dict:

@@ -1,4 +1,4 @@
-"""An opened avfusion data folder (`vmmlib.tasks.avfusion.load`): annotations, tokenizer, clip readers
+"""An opened avfusion data folder (`load`): annotations, tokenizer, clip readers
 and the datasets the task trains and predicts on.
 
     data_dir/train.csv, validation.csv     seed 004 manifests (video,audio,text) → pretraining
@@ -30,11 +30,15 @@ from vmmlib.data.avfusion.reader import (
     ClipReader,
     QADataset,
     VideoDataset,
+    build_deberta_tokenizer,
+    load_text_tokenizer,
     read_manifest,
     read_qa_annotations,
     read_retrieval_annotations,
 )
+from vmmlib.data.image_transforms import CLIP_MEAN, CLIP_STD
 from vmmlib.data.tokenize import encode_texts
+from vmmlib.data.video_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vmmlib.io.safe import InputError, inside, read_text
 from vmmlib.options import check_choice
 
@@ -100,7 +104,7 @@ class TrainItems(Dataset):
 
 
 class AVFusionData:
-    """An avfusion data folder opened with its reader options (see `vmmlib.tasks.avfusion.load`)."""
+    """An avfusion data folder opened with its reader options (see `load`)."""
 
     def __init__(self, root: str | Path, *, tokenizer, reader: ClipReader, eval_reader: ClipReader,
                  downstream: str, max_text_len: int, max_train_samples: int, max_eval_samples: int,
@@ -163,7 +167,26 @@ class AVFusionData:
     def num_classes(self) -> int:
         return len(self.answers) if self.downstream == "qa" else 0
 
+    def model_overrides(self, text_model_dir: str = "") -> dict:
+        """What a model must match in this data: frames, frame size, spectrogram (or waveform image)
+        size, answer classes (QA), text length, and the vocabulary (a `text_model_dir` brings its own)."""
+        r = self.reader
+        audio = (r.audio_freq, r.audio_time) if r.audio_mode == "fbank" else (r.audio_image_size,) * 2
+        sized = dict(num_frames=r.num_frames, image_size=r.image_size, audio_freq=audio[0], audio_time=audio[1],
+                     num_classes=self.num_classes(), max_text_len=max(64, self.max_text_len))  # fmt: skip
+        return sized if text_model_dir else {**sized, "vocab_size": len(self.tokenizer)}
+
     # --- folds ---------------------------------------------------------------------------------------
+
+    def held_out(self, val_idx: np.ndarray):
+        """A fold's held-out retrieval split (gallery = its videos) or QA records (`fold_indices`)."""
+        if self.downstream == "retrieval":
+            source = self.retrieval(self.holdout_split)
+            return source.subset(val_idx) if self.holdout_split == "train" else source
+        if self.holdout_split == "val":
+            return self.qa("val")
+        held = {self.fold_videos()[i] for i in val_idx}
+        return [r for r in self.qa("train") if str(r["video_id"]) in held]
 
     def fold_videos(self) -> list[str]:
         """The training split's videos of the downstream (clips of retrieval, video ids of QA)."""
@@ -267,3 +290,120 @@ def frames_of(batch: dict) -> tuple[torch.Tensor, int]:
     if frames.dim() == 6:  # (B, K, T, 3, S, S)
         return frames.flatten(0, 1), frames.shape[1]
     return frames, 1
+
+
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+
+
+def _folder(data_dir: str | Path) -> Path:
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data folder {root} does not exist (`vmm sample avfusion {root}` writes one)"
+        )
+    return root
+
+
+def load(
+    data_dir: str | Path,
+    *,
+    text_model_dir: str = "",
+    downstream: str = "retrieval",
+    num_frames: int = 16,
+    image_size: int = 224,
+    resize: int = 0,
+    frame_strategy: str = "rate",
+    frame_sample_rate: int = 4,
+    test_clips: int = 1,
+    normalize: str = "imagenet",
+    audio_mode: str = "fbank",
+    audio_freq: int = 128,
+    audio_time: int = 1024,
+    audio_image_size: int = 224,
+    with_audio: bool = True,
+    audio_source: str = "file",
+    title_only: bool = False,
+    max_text_len: int = 40,
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
+    video_ext: str = ".mp4",
+    seed: int = 0,
+) -> AVFusionData:
+    """Open an avfusion folder (layout: the module docstring); the notebooks' `data_options` are these
+    keyword arguments.
+
+    Args:
+        text_model_dir: a local Hugging Face folder whose tokenizer is used; "" uses `data_dir/tokenizer`
+            (the sample's), else one built from the folder's texts.
+        downstream: `retrieval` or `qa` (`vmmlib.tasks.avfusion`).
+        num_frames, image_size, resize, frame_strategy, frame_sample_rate: clip sampling (seed 004:
+            16 frames `rate` 4 at 224; ALPRO: 8 frames (16 for QA) `uniform`, resize 256 → 224).
+        test_clips: clips per video at test time (similarities averaged over them, ALPRO's mean).
+        normalize: frame mean/std, `imagenet` (VideoMAE) or `clip` (ALPRO).
+        audio_mode, audio_freq, audio_time, audio_image_size: fbank (1, freq, time) or waveform image.
+        with_audio: decode audio for downstream videos (from their soundtrack); models with an audio
+            tower need it. audio_source: pretraining audio from the manifest's `file` or the `video`.
+        title_only: keep a text file's part before `#` (the seed derivative's title).
+        max_text_len: tokens per caption / question / text.
+        max_train_samples, max_eval_samples: keep the first N training / evaluation annotations (0: all).
+    """
+    check_choice("downstream", downstream, DOWNSTREAMS)
+    check_choice("normalize", normalize, NORMALIZATIONS)
+    root = _folder(data_dir)
+    mean, std = NORMALIZATIONS[normalize]
+    common = dict(num_frames=num_frames, image_size=image_size, resize=resize or None, frame_strategy=frame_strategy,
+                  frame_sample_rate=frame_sample_rate, mean=mean, std=std, audio_mode=audio_mode,
+                  audio_freq=audio_freq, audio_time=audio_time, audio_image_size=audio_image_size)  # fmt: skip
+    return AVFusionData(
+        root, tokenizer=_tokenizer(root, text_model_dir), reader=ClipReader(**common),
+        eval_reader=ClipReader(**common, num_clips=test_clips), downstream=downstream,
+        max_text_len=max_text_len, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        with_audio=with_audio, title_only=title_only, audio_source=audio_source, video_ext=video_ext, seed=seed,
+    )  # fmt: skip
+
+
+def _tokenizer(root: Path, text_model_dir: str):
+    if text_model_dir:
+        return load_text_tokenizer(text_model_dir)
+    if (root / "tokenizer").is_dir():
+        return load_text_tokenizer(root / "tokenizer")
+    texts = [(root / "text" / t).read_text(encoding="utf-8") for t in sorted(
+        p.name for p in (root / "text").glob("*.txt"))] if (root / "text").is_dir() else []  # fmt: skip
+    for path in sorted((root / "retrieval").glob("*.jsonl")) + sorted((root / "qa").glob("*.jsonl")):
+        texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise FileNotFoundError(
+            f"{root} has no tokenizer/ folder and no texts to build one; set text_model_dir to a local Hugging "
+            "Face folder holding a tokenizer (e.g. a copy of microsoft/deberta-v2-xlarge)"
+        )
+    return build_deberta_tokenizer(texts)
+
+
+def open_annotations(data_dir: str | Path) -> AVFusionData:
+    """A folder opened for its annotations alone (no tokenizer, default readers): what explore reads."""
+    return AVFusionData(_folder(data_dir), tokenizer=None, reader=ClipReader(), eval_reader=ClipReader(),
+                        downstream="retrieval", max_text_len=0, max_train_samples=0, max_eval_samples=0,
+                        with_audio=False, title_only=False, audio_source="file", video_ext=".mp4", seed=0)  # fmt: skip
+
+
+def annotated_splits(data: AVFusionData):
+    """(split name, video files, texts, extra counts) of every annotation file present."""
+    for split, name in MANIFESTS.items():
+        if (data.root / name).is_file():
+            rows = data.manifest(split)
+            texts = data.manifest_retrieval(split)[0].captions
+            missing = sum(not (data.root / "audio" / a).is_file() for a in rows["audio"])
+            yield f"manifest/{split}", list(rows["video"]), texts, {"missing_audio_files": missing}
+    for split in SPLITS:
+        if (data.root / "retrieval" / f"{split}.jsonl").is_file():
+            r = data.retrieval(split)
+            yield f"retrieval/{split}", [c + data.video_ext for c in r.clips], r.captions, {}
+        if (data.root / "qa" / f"{split}.jsonl").is_file():
+            q = data.qa(split)
+            videos = list(dict.fromkeys(str(x["video_id"]) + data.video_ext for x in q))
+            yield (
+                f"qa/{split}",
+                videos,
+                [x["question"] for x in q],
+                {"answers": len({x["answer"] for x in q})},
+            )

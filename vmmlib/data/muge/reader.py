@@ -306,6 +306,14 @@ class MugeData:
     _texts: dict = field(default_factory=dict, repr=False)
     _stores: dict = field(default_factory=dict, repr=False)  # one LMDB handle per split and process
 
+    def model_overrides(self, text_model_dir: str = "") -> dict:
+        """What a CLIP dual encoder must match in this data: the image size, and the vocabulary of the
+        tokenizer (a `text_model_dir` brings its own)."""
+        return {
+            "image_size": self.image_size,
+            **({} if text_model_dir else {"vocab_size": len(self.text_tokenizer())}),
+        }
+
     def text_tokenizer(self):
         """The tokenizer; an error naming the options when the folder has none (e.g. 40_ensemble needs none)."""
         if self.tokenizer is None:

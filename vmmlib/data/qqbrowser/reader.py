@@ -390,8 +390,9 @@ class QQData:
             self._splits[name] = VideoDataset(store, self.tokenizer, self.tags, **self.options)
         return self._splits[name]
 
-    def model_overrides(self) -> dict:
-        """What a model must match in this data: tag count and vocabulary size."""
+    def model_overrides(self, text_model_dir: str = "") -> dict:
+        """What a model must match in this data: tag count and vocabulary size (that of the tokenizer,
+        which a `text_model_dir` brings)."""
         return {"num_tags": len(self.tags), "vocab_size": len(self.tokenizer)}
 
 

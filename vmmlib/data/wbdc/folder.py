@@ -33,6 +33,7 @@ from vmmlib.data.wbdc.reader import (
     stratified_folds,
 )
 from vmmlib.io.safe import InputError
+from vmmlib.io.wbdc_categories import NUM_LV2
 from vmmlib.options import check_choice
 
 FRAME_SOURCES = ("features", "raw", "none")
@@ -130,9 +131,10 @@ class WBDCData:
         train += [(s, np.arange(len(self.split(s)["entries"]))) for s in self.pretrain_splits[1:]]
         return train, (first, np.arange(n - held, n))
 
-    def model_overrides(self, text_model_dir: str) -> dict:
-        """What a model must match in this data: the vocabulary size (a loaded text model brings its own)."""
-        return {} if text_model_dir else {"vocab_size": len(self.tokenizer)}
+    def model_overrides(self, text_model_dir: str = "") -> dict:
+        """What a model must match in this data: the 200 lv2 classes and the vocabulary size (a loaded
+        text model brings its own)."""
+        return {"num_classes": NUM_LV2, **({} if text_model_dir else {"vocab_size": len(self.tokenizer)})}
 
 
 def _frame_source(data_dir, split: str, found: dict, frames: str, allow_text_only: bool) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from vmmlib.data.record_checks import RecordRef
 from vmmlib.data.yt8m.datasets import FrameStore, InferenceSegmentDataset, SegmentDataset, VideoDataset
-from vmmlib.data.yt8m.reader import MAX_FRAMES, SegmentClasses, check_layout, holdout_shards
+from vmmlib.data.yt8m.reader import MAX_FRAMES, NUM_CLASSES, SegmentClasses, check_layout, holdout_shards
 from vmmlib.io import cache_dir_for, tfrecord_index
 from vmmlib.io.segment_truth import read_segment_truth
 from vmmlib.options import check_choice
@@ -70,6 +70,12 @@ class YT8MData:
     _stores: dict = field(default_factory=dict)
     _shard_sizes: dict = field(default_factory=dict)
     _truth: dict | None = None
+
+    def model_overrides(self, text_model_dir: str = "") -> dict:
+        """What a model must match in this data: the 3,862-way head (fine-tuning reads the rated columns)."""
+        if text_model_dir:
+            raise ValueError("yt8m has no text: its models take frames only; leave text_model_dir empty")
+        return {"num_classes": NUM_CLASSES}
 
     def split_name(self, split: str) -> str:
         """A split's full name (`train` → `frame/train`); ValueError naming the splits present."""

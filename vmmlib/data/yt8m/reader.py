@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from vmmlib.data.folds import check_fold
 from vmmlib.data.record_checks import RecordRef, decode_text, read_with_refs, record_error
-from vmmlib.io.safe import InputError, iter_lines
+from vmmlib.io.safe import InputError, iter_lines, read_csv
 
 NUM_CLASSES = 3862  # v2 vocabulary
 NUM_SEGMENT_CLASSES = 1000  # classes rated in v3 (segment_label_ids.csv)
@@ -379,3 +380,31 @@ def shard_folds(paths: Sequence[str | Path], n_folds: int, fold: int) -> tuple[l
         raise ValueError(f"{n_folds} folds need at least {n_folds} shards, have {len(ordered)}")
     val = ordered[fold::n_folds]
     return [p for p in ordered if p not in val], val
+
+
+def vertical_counts(data_dir: Path, label_counter: Counter, classes: SegmentClasses):
+    """Label occurrences (a Series) by top-level vertical (vocabulary.csv `Vertical1`), else by whitelist
+    membership."""
+    import pandas as pd
+
+    vocab = data_dir / "vocabulary.csv"
+    if vocab.exists() or vocab.is_symlink():
+        table = read_csv(vocab, what="vocabulary")  # every column: usecols would skip decoding the rest
+        if not {"Index", "Vertical1"} <= set(table.columns):
+            raise InputError(vocab, "needs the columns Index and Vertical1", "line 1")
+        index = pd.to_numeric(table["Index"], errors="coerce")
+        bad = (index.isna() | (index % 1 != 0) | index.duplicated()).to_numpy()
+        if bad.any():
+            row = int(bad.argmax())
+            raise InputError(
+                vocab, f"Index {table['Index'].iloc[row]!r} is not an integer or repeats", f"line {row + 2}"
+            )
+        vertical = dict(zip(index.astype(int), table["Vertical1"].fillna("(none)")))
+        out: Counter = Counter()
+        for label, n in label_counter.items():
+            out[vertical.get(label, "(not in vocabulary)")] += n
+        return pd.Series(out, name="videos", dtype=int)
+    rated = sum(n for c, n in label_counter.items() if c in classes)
+    return pd.Series(
+        {"whitelisted (rated)": rated, "other": sum(label_counter.values()) - rated}, name="videos"
+    )

@@ -1,4 +1,5 @@
-"""Prediction and out-of-fold scoring of the avfusion task (`vmmlib.tasks.avfusion`), apart from its wiring.
+"""Prediction of the avfusion task (`vmmlib.tasks.avfusion`): retrieval scores and QA probabilities
+of fold models, and the flat out-of-fold arrays they make (scored by `vmmlib.metrics.avfusion`).
 
 Retrieval: captions and gallery videos are encoded once (`vmmlib.predict.loop.predict_batches`), scored by
 the cosine of their contrastive embeddings (test-time clips: the mean of the clips' cosines, ALPRO's
@@ -15,13 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vmmlib.data.avfusion.folder import RetrievalSplit, frames_of
+from vmmlib.data.avfusion.folder import SPLITS, RetrievalSplit, frames_of
 from vmmlib.data.avfusion.reader import SkipLog, collate_avfusion
-from vmmlib.metrics.retrieval import gt_ranks, qa_accuracy, rank_metrics, rerank_top_k, video_to_text_gt
+from vmmlib.metrics.retrieval import rerank_top_k
+from vmmlib.options import check_choice
 from vmmlib.predict.loop import predict_batches
 from vmmlib.progress import progress as progress_bar
-
-METRIC = "score"
 
 
 def progress(items, desc: str, enabled: bool):
@@ -180,72 +180,6 @@ def qa_arrays(probs, records, answers, fold: int, split_name: str, skips: SkipLo
     }
 
 
-# --- out-of-fold alignment and scores ----------------------------------------------------------------
-
-
-def oof_scores(oof: dict) -> dict[str, float]:
-    """METRIC and the breakdown of one model's (or a `combine`d ensemble's) out-of-fold predictions: QA
-    accuracy of the probabilities' argmax; or the pair scores ranked within each fold's caption × video
-    grid, the ranks pooled over folds. (Rows of several models are aligned by id in `combine`.)"""
-    if "probs" in oof:
-        order = np.lexsort((oof["question_id"], oof["fold"]))
-        # the types asked here only (`vmm evaluate`, as ALPRO's evaluator, also prints absent ones as 0)
-        acc = qa_accuracy(
-            oof["probs"][order].astype(np.float64).argmax(1).astype(str),
-            oof["label"][order].astype(str),
-            oof["answer_type"][order].tolist(),
-            types=(),
-        )
-        out = {k: v / 100 for k, v in acc.items() if k != "ratios"}
-        return {METRIC: out.pop("overall_acc"), "overall_acc": acc["overall_acc"] / 100, **out}
-    order = np.lexsort((oof["clip"], oof["text_id"], oof["fold"]))
-    fold, text, gt, score = (oof[k][order] for k in ("fold", "text_id", "gt", "score"))
-    t2v, v2t, start = [], [], 0
-    for f in np.unique(fold):
-        n = int((fold == f).sum())
-        T = len(np.unique(text[start : start + n]))
-        V = n // T
-        g = gt[start : start + n].reshape(T, V)
-        if T * V != n or not (g.sum(1) == 1).all():
-            raise ValueError(
-                f"fold {f}: out-of-fold pairs are not a full caption × video grid with one ground truth each"
-            )
-        a, b = ranks(score[start : start + n].astype(np.float64).reshape(T, V), g.argmax(1))
-        t2v.append(a)
-        v2t.append(b)
-        start += n
-    return recall_metrics(np.concatenate(t2v), np.concatenate(v2t))
-
-
-def ranks(sim: np.ndarray, text_to_video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-indexed text→video ranks (T,) and video→text ranks (best caption) of the captioned videos."""
-    captions = video_to_text_gt(text_to_video, sim.shape[1])
-    queries = [v for v, c in enumerate(captions) if c]
-    return gt_ranks(sim, list(text_to_video)), gt_ranks(sim.T[queries], [captions[v] for v in queries])
-
-
-def recall_metrics(t2v: np.ndarray, v2t: np.ndarray) -> dict[str, float]:
-    """score (text→video mean recall, fraction), t2v_/v2t_ r1, r5, r10 (fractions), medianR, meanR."""
-    out = {}
-    for name, r in (("t2v", t2v), ("v2t", v2t)):
-        m = rank_metrics(r, scale=1.0)
-        out.update({f"{name}_r{k}": m[f"r{k}"] for k in (1, 5, 10)})
-        out.update({f"{name}_medianR": m["medianR"], f"{name}_meanR": m["meanR"]})
-    return {METRIC: (out["t2v_r1"] + out["t2v_r5"] + out["t2v_r10"]) / 3, **out}
-
-
-def counts(part: dict) -> dict[str, int]:
-    """Queries, gallery videos and unreadable videos of out-of-fold rows."""
-    if "probs" in part:
-        return {"queries": len(part["question_id"]), "skipped": int(part["skipped"].sum())}
-    videos = {(f, c) for f, c in zip(part["fold"].tolist(), part["clip"].tolist())}
-    bad = {
-        (f, c) for f, c, s in zip(part["fold"].tolist(), part["clip"].tolist(), part["skipped"].tolist()) if s
-    }
-    return {"queries": len(set(zip(part["fold"].tolist(), part["text_id"].tolist()))), "videos": len(videos),
-            "skipped": len(bad)}  # fmt: skip
-
-
 def check_same(predictions: list[dict], keys) -> tuple:
     """The arrays `keys` of the first model's predictions, checked equal in every other's."""
     for p in predictions[1:]:
@@ -255,3 +189,38 @@ def check_same(predictions: list[dict], keys) -> tuple:
                     f"the models' test predictions differ in {k}: predict one split with one data option set"
                 )
     return tuple(predictions[0][k] for k in keys)
+
+
+def predict_held(model, data, held, fold: int, rerank_k: int) -> dict[str, np.ndarray]:
+    """Out-of-fold arrays of held-out items (`data.held_out`) by one model (`pair_arrays`, `qa_arrays`)."""
+    if data.downstream == "retrieval":
+        videos = data.videos(held.clips)
+        sim, skips = retrieval_scores(model, data, held, videos, rerank_k=rerank_k)
+        return pair_arrays(sim, held, fold, data.holdout_split, skips, videos)
+    probs, skips = qa_probabilities([model], data, held)
+    return qa_arrays(probs, held, data.answers, fold, data.holdout_split, skips)
+
+
+def predict_split(
+    models: list, data, split: str, *, rerank_k: int = 0, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """A split scored by a model's fold models. Retrieval: {ids (caption ids as text), text_ids, video_ids,
+    sim (T, V): the folds' mean score}; QA: {ids, question_id, probs (Q, A): the folds' mean, answers}."""
+    check_choice("split", split, SPLITS)
+    if data.downstream == "retrieval":
+        held = data.retrieval(split)
+        videos = data.videos(held.clips)
+        sims = [
+            retrieval_scores(m, data, held, videos, rerank_k=rerank_k, progress=progress)[0] for m in models
+        ]
+        return {"ids": held.text_ids.astype(str), "text_ids": held.text_ids, "video_ids": np.asarray(held.clips, str),
+                "sim": np.mean(sims, 0).astype(np.float32)}  # fmt: skip
+    records = data.qa(split)
+    probs, _ = qa_probabilities(models, data, records, progress=progress)
+    ids = np.array([r["question_id"] for r in records], np.int64)
+    return {
+        "ids": ids.astype(str),
+        "question_id": ids,
+        "probs": probs,
+        "answers": np.asarray(data.answers.answers, str),
+    }
