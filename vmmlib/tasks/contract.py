@@ -18,7 +18,7 @@ The rules, in one place:
   whose options no parameter feeds keeps them at their defaults (internal knobs such as batch sizes).
   Unknown options fail with the valid list (`vmmlib.runs.call_with_options`).
 - **Objectives** are `(model, batch) -> {term: raw loss}`, the terms a subset of the task's
-  `*_TERMS`; they may carry the attributes of `OBJECTIVE_ATTRIBUTES`, which `vmmlib.losses` and `fit`
+  `*_TERMS`; they may carry the attributes of `OBJECTIVE_ATTRIBUTES`, which `vmmlib.objectives` and `fit`
   read. **Models** may define the methods of `MODEL_HOOKS`, which `fit` calls.
 - **Ensembles** are written once: `combine(predictions, weights, **options)`, the same function for
   out-of-fold and test predictions; `vmmlib.ensemble.oof_scorer` scores it (`score_oof`) for the
@@ -183,7 +183,7 @@ OPTIONS: dict[str, str] = {
     "write_predictions": "ensemble_options (the writer's: file layout, ids, ...; named apart from combine's)",
 }
 
-# Attributes an objective may carry; `vmmlib.losses.weighted` and `fit` read them (absent: the default).
+# Attributes an objective may carry; `vmmlib.objectives.weighted` and `fit` read them (absent: the default).
 OBJECTIVE_ATTRIBUTES: dict[str, str] = {
     "backward_inside": "bool (False): called as objective(model, batch, backward=fn), it runs its own "
     "backward passes and returns one weighted term (e.g. contrastive accumulation over cached features)",
