@@ -16,7 +16,7 @@ The rules, in one place:
 - **Options are keyword-only with defaults**, beyond the contract's positional parameters. `OPTIONS`
   says which notebook parameter feeds each method's options (`data_options` → `load`, ...); a method
   whose options no parameter feeds keeps them at their defaults (internal knobs such as batch sizes).
-  Unknown options fail with the valid list (`vmmlib.runs.call_with_options`).
+  Unknown options fail with the valid list (`vmmlib.options.call_with_options`).
 - **Objectives** are `(model, batch) -> {term: raw loss}`, the terms a subset of the task's
   `*_TERMS`; they may carry the attributes of `OBJECTIVE_ATTRIBUTES`, which `vmmlib.objectives` and `fit`
   read. **Models** may define the methods of `MODEL_HOOKS`, which `fit` calls.
