@@ -458,9 +458,9 @@ register(
 
 
 def _yt8m_explore(folder: Path) -> object:
-    from vmmlib.tasks import yt8m
+    from vmmlib.tasks import get_task
 
-    return yt8m.explore(folder / "data", progress=False)
+    return get_task("yt8m").explore(folder / "data", progress=False)
 
 
 register(
