@@ -295,6 +295,9 @@ def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
         ensemble = "inference_dirs" in step.params
         note = _keep_finished_models(step) if ensemble else ""
         upstream_failed = [a for a in step.after if group_of.get(a, a) in failed]
+        if upstream_failed and step.params.get("pretrain_dir") and not ensemble:
+            step.params["pretrain_dir"] = ""  # the fine-tune's own shapes still get their dry run
+            note, upstream_failed = "from scratch: its pretraining did not finish here", []
         if (upstream_failed and not ensemble) or (ensemble and not step.params["inference_dirs"]):
             rows.append({"recipe": recipe, "status": "not run: an upstream step failed"})
             failed.add(step.group)
