@@ -114,12 +114,15 @@ def mark_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _batch_len(batch: Any) -> int | None:
+    """The batch's item count: the shortest leading length of its values (a value may hold several
+    rows per item, e.g. the frames of every test clip of a video, flattened)."""
+    lengths = []
     for value in batch.values() if isinstance(batch, Mapping) else ():
         if hasattr(value, "shape") and len(value.shape):
-            return int(value.shape[0])
-        if isinstance(value, (list, tuple)):
-            return len(value)
-    return None
+            lengths.append(int(value.shape[0]))
+        elif isinstance(value, (list, tuple)):
+            lengths.append(len(value))
+    return min(lengths, default=None)
 
 
 def capped(
