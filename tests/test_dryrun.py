@@ -79,10 +79,11 @@ def test_dry_run_prediction_runs_few_batches_but_keeps_every_id_and_shape(dry):
 
 
 def test_dry_run_counts_items_not_the_rows_of_a_flattened_value(dry):
-    # avfusion QA batches hold K test clips per question, flattened: (B·K, ...) frames before (B, L) text
+    # avfusion QA batches: a list of the batch's skipped videos first (often empty), K test clips per
+    # question flattened ((B·K, ...) frames), then the per-question values
     def collate(items):
-        return {"frames": torch.stack([x["x"] for x in items]).repeat(3, 1), "x": torch.stack([x["x"] for x in items]),
-                "id": [x["id"] for x in items]}  # fmt: skip
+        return {"skipped": [], "frames": torch.stack([x["x"] for x in items]).repeat(3, 1),
+                "x": torch.stack([x["x"] for x in items]), "id": [x["id"] for x in items]}  # fmt: skip
 
     ids, out = predict_all(_Count(), _items(23), lambda m, b: m(b["x"]), batch_size=4, device="cpu",
                            collate_fn=collate)  # fmt: skip

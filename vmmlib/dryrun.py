@@ -114,28 +114,28 @@ def mark_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _batch_len(batch: Any) -> int | None:
-    """The batch's item count: the shortest leading length of its values (a value may hold several
-    rows per item, e.g. the frames of every test clip of a video, flattened)."""
-    lengths = []
-    for value in batch.values() if isinstance(batch, Mapping) else ():
-        if hasattr(value, "shape") and len(value.shape):
-            lengths.append(int(value.shape[0]))
-        elif isinstance(value, (list, tuple)):
-            lengths.append(len(value))
-    return min(lengths, default=None)
+    """A batch's item count when its loader cannot say (an iterable dataset): the shortest leading
+    length of its tensors (a tensor may hold several rows per item, e.g. every test clip's frames)."""
+    values = list(batch.values()) if isinstance(batch, Mapping) else []
+    lengths = [int(v.shape[0]) for v in values if hasattr(v, "shape") and len(v.shape)]
+    lists = [len(v) for v in values if isinstance(v, (list, tuple))]
+    return min(lengths) if lengths else (lists[0] if lists else None)
 
 
 def capped(
-    batches: Iterable[Any], run_batch: Callable[[Any], np.ndarray]
+    batches: Iterable[Any], run_batch: Callable[[Any], np.ndarray], sizes: list[int] | None = None
 ) -> Iterator[tuple[Any, np.ndarray]]:
     """`(batch, run_batch(batch))` for each of `batches`; in dry-run mode only the first
     `DRY_RUN_BATCHES` batches run, each later one gets those outputs' rows repeated to its length
-    (`vmmlib.predict.loop.predict_batches` calls it). Outside dry-run mode every batch runs."""
+    (`vmmlib.predict.loop.predict_batches` calls it). `sizes`: each batch's item count, as its
+    loader's sampler knows it (default: guessed from the batch). Outside dry-run mode every batch runs."""
     seen: list[np.ndarray] = []
     pool: np.ndarray | None = None
     offset = 0
-    for batch in batches:
-        n = _batch_len(batch) if active() and len(seen) >= DRY_RUN_BATCHES else None
+    for i, batch in enumerate(batches):
+        n = None
+        if active() and len(seen) >= DRY_RUN_BATCHES:
+            n = sizes[i] if sizes is not None else _batch_len(batch)
         if n is not None and pool is None:
             try:  # outputs whose trailing shape varies by batch cannot be repeated: those run
                 pool = np.concatenate(seen)

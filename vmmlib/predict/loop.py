@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vmmlib import dryrun
 from vmmlib.progress import progress as progress_bar
@@ -85,10 +85,20 @@ def predict_batches(
     batches = progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="batch")
     rank, world = _process_group()
     try:  # a dry run (`vmmlib.dryrun`) runs the models on the first batches only (in one process)
-        yield from _shared(batches, run, rank, world) if world > 1 else dryrun.capped(batches, run)
+        if world > 1:
+            yield from _shared(batches, run, rank, world)
+        else:
+            yield from dryrun.capped(batches, run, _batch_sizes(loader) if dryrun.active() else None)
     finally:
         for m, state in zip(models, states):
             m.train(state)
+
+
+def _batch_sizes(loader: DataLoader) -> list[int] | None:
+    """Each batch's item count from the loader's sampler (None for an iterable dataset)."""
+    if isinstance(loader.dataset, IterableDataset) or loader.batch_sampler is None:
+        return None
+    return [len(indices) for indices in loader.batch_sampler]
 
 
 def _process_group() -> tuple[int, int]:
