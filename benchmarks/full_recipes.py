@@ -445,8 +445,8 @@ def main() -> None:
     args.logged = {}
     for log in (args.report or "").split(","):
         for line in Path(log).read_text().splitlines() if log and Path(log).exists() else []:
-            if line.startswith("{"):
-                row = json.loads(line)
+            row = json.loads(line) if line.startswith("{") else {}
+            if "recipe" in row:  # a step's row (other JSON lines are not)
                 args.logged[row["recipe"]] = row
     work = Path(args.work)
     bb = build_backbones(work / "backbones")
