@@ -32,6 +32,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["yt8m", "qqbrowser", "wbdc", "muge", "avfusion"]
 SAMPLE = {  # sample data big enough for the recipes' batch sizes (drop_last) and raw-frame recipes
     "yt8m": {},
-    "qqbrowser": {},
+    "qqbrowser": {"pairs": 67_899, "pair_videos": 2_000},  # the recipes' 11 folds of 6,000 pairs
     "wbdc": {"labeled": 300, "unlabeled": 300, "test": 40, "raw_frame_videos": 300},
     "muge": {"train_texts": 1100},
     "avfusion": {"videos": 200},
@@ -277,11 +278,13 @@ def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
         if step.group == "explore" or (step.name != step.group and not step.name.endswith("-fold0")):
             continue
         recipe = _recipe(task, step.group)
+        cached = Path(step.out_dir) / "bench_row.json"
         if args.only and not any(
             fnmatch.fnmatch(recipe, g) or fnmatch.fnmatch(step.group, g) for g in args.only.split(",")
         ):
+            if not cached.exists():  # left out and never finished: what follows it cannot start from it
+                failed.add(step.group)
             continue
-        cached = Path(step.out_dir) / "bench_row.json"
         if args.report:  # no runs: what earlier runs recorded (a finished row, else the logs' last row)
             row = json.loads(cached.read_text()) if cached.exists() else args.logged.get(recipe)
             row = row or {"recipe": recipe, "status": "not run (out of time on this machine)"}
@@ -313,6 +316,7 @@ def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
         rows.append(row)
         if row["status"].startswith("ok"):
             cached.write_text(json.dumps(row))
+            shutil.rmtree(Path(step.out_dir) / "checkpoints", ignore_errors=True)  # the disk: the model stays
         print(json.dumps(row), flush=True)
         if not row["status"].startswith("ok"):
             failed.add(step.group)
@@ -348,18 +352,31 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
     attempts.append(("recipe size", {}))
     attempts += FALLBACKS.get(step.group, [])
     if args.max_batch:  # this machine's time: no batch above the cap (the label names the size run)
-        attempts = _capped(attempts, step.params.get("batch_size", 0), args.max_batch)
+        attempts = _capped(attempts, step.params, args.max_batch)
+    if step.params.get("batch_size", 0) > 2:  # the last resort of a slow or small machine: batch 2
+        attempts = _capped(
+            attempts + [(f"batch 2 (recipe {step.params['batch_size']})", {"batch_size": 2})],
+            step.params,
+            10**9,
+        )
+    if attempts:  # the smallest size again with activation checkpointing, when it is killed for memory
+        label, overrides = attempts[-1]
+        options = {**overrides.get("model_options", {}), "activation_checkpointing": True}
+        attempts.append((f"{label}, activation checkpointing", {**overrides, "model_options": options}))
     memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
     notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
     row: dict = {"model": step.params.get("model", ""), "peak_rss_gib": f"> {args.mem_limit_gib}"}
+    last_kill = ""
     for label, overrides in attempts:
-        if any(n.startswith(f"{label}:") for n in notes):
+        held = [n for n in notes if _still_too_big(n, label, args)]
+        if held:
+            last_kill = "memory" if held[-1].endswith("GiB") else "timeout"
+            continue
+        if label.endswith("activation checkpointing") and last_kill != "memory":
             continue
         params = _merge(step.params, overrides)
         out = Path(params["out_dir"])
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         res = run_notebook(
             step.notebook, params, out / "report.ipynb", args.mem_limit_gib * 2**30, args.timeout_min * 60
@@ -382,6 +399,7 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
             row["status"] = "ok" + (f" (after: {'; '.join(notes)})" if notes else "")
             row["status"] += " (last-cell improvement assert tripped)" if res["rc"] else ""
             return row
+        last_kill = res["killed"]
         if res["killed"]:  # too big for this machine: note it, try the next smaller size
             notes.append(
                 f"{label}: over {args.mem_limit_gib} GiB"
@@ -397,16 +415,48 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
     return {**row, "status": "too big here: " + "; ".join(notes)}
 
 
-def _capped(attempts: list, recipe_batch: int, cap: int) -> list:
+def _still_too_big(note: str, label: str, args) -> bool:
+    """An earlier run's note on this size holds under the limits of this run (not when they are larger)."""
+    import re
+
+    if not note.startswith(f"{label}:"):
+        return False
+    found = re.search(r"over ([\d.]+) (GiB|min)", note)
+    if not found:
+        return True
+    limit = args.mem_limit_gib if found.group(2) == "GiB" else args.timeout_min
+    return float(found.group(1)) >= limit
+
+
+def _capped(attempts: list, params: dict, cap: int) -> list:
+    recipe_batch = params.get("batch_size", 0)
     out = []
     for label, overrides in attempts:
         batch = overrides.get("batch_size", recipe_batch)
         if batch > cap:
             label = f"{label}, batch {cap} (recipe {recipe_batch})".replace("recipe size, ", "")
             overrides = {**overrides, "batch_size": cap}
+        label, overrides = _follow_batch(label, overrides, params)
         if all(o != overrides for _, o in out):
             out.append((label, overrides))
     return out
+
+
+def _follow_batch(label: str, overrides: dict, params: dict) -> tuple[str, dict]:
+    """What is sized by the batch follows a smaller one (named): MUGE's cached-feature accumulation must
+    divide it, and its online learning's batch is no larger."""
+    import math
+
+    run = _merge(params, overrides)
+    batch, acc = run.get("batch_size", 0), (run.get("objective_options") or {}).get("accumulate", 1)
+    if batch and acc > 1 and batch % acc:
+        overrides = _merge(overrides, {"objective_options": {"accumulate": math.gcd(acc, batch)}})
+        label += f", accumulate {math.gcd(acc, batch)} (recipe {acc})"
+    online = (run.get("predict_options") or {}).get("online_batch_size", 0)
+    if batch and online > batch:
+        overrides = _merge(overrides, {"predict_options": {"online_batch_size": batch}})
+        label += f", online batch {batch} (recipe {online})"
+    return label, overrides
 
 
 def table(rows: list[dict]) -> str:
