@@ -20,7 +20,7 @@ backbone folders built here from the real architectures' configs with random wei
 Each step runs in its own papermill process; a watchdog samples the resident memory of its process
 tree (kernel included) every 0.2 s and kills it above --mem-limit-gib (this machine's memory is shared).
 A step killed for memory or time is retried with the next smaller size of `FALLBACKS` (named in the
-table); sizes found too big are remembered in --work (`<step>.over-memory.json`).
+table); sizes found too big are remembered in --work (`limits/<pipeline>-<step>.json`).
 Columns: the recipe, the model and its parameter count (from the saved weights), peak RSS, seconds
 per training step (batch_size / the notebook's train_samples_per_s: includes the one evaluation and
 checkpoint of a 2-step run), wall time, status.
@@ -275,9 +275,11 @@ def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
     rows, failed = [], set()
     group_of = {s.name: s.group for s in pipe.steps}
     for step in pipe.steps:
-        if step.group == "explore" or (step.name != step.group and not step.name.endswith("-fold0")):
+        every_fold = any(fnmatch.fnmatch(step.group, g) for g in (args.all_folds or "").split(",") if g)
+        fold = step.name[len(step.group) + len("-fold") :] if step.name != step.group else ""
+        if step.group == "explore" or (fold not in ("", "0") and not every_fold):
             continue
-        recipe = _recipe(task, step.group)
+        recipe = _recipe(task, step.group) + (f" (fold {fold})" if fold not in ("", "0") else "")
         cached = Path(step.out_dir) / "bench_row.json"
         if args.only and not any(
             fnmatch.fnmatch(recipe, g) or fnmatch.fnmatch(step.group, g) for g in args.only.split(",")
@@ -324,9 +326,17 @@ def run_task(task: str, work: Path, bb: dict[str, str], args) -> list[dict]:
 
 
 def _keep_finished_models(step) -> str:
-    """An ensemble over the models whose inference finished here (the others were skipped or failed)."""
+    """An ensemble over the models whose inference finished here (the others were skipped or failed) and
+    that ran the most folds (their out-of-fold rows are the same videos)."""
+    from vmmlib.predict.loop import fold_dirs
+
     dirs = step.params["inference_dirs"]
     done = [d for d in dirs if (Path(d) / "metrics.json").exists()]
+    folds = {
+        d: len(fold_dirs(yaml.safe_load((Path(d) / "params.yaml").read_text())["finetune_dirs"]))
+        for d in done
+    }
+    done = [d for d in done if folds[d] == max(folds.values())]
     if len(done) < len(dirs):
         step.params["inference_dirs"] = done
         step.params["weights"] = []
@@ -353,17 +363,19 @@ def _run_with_fallbacks(task: str, step, args) -> dict:
     attempts += FALLBACKS.get(step.group, [])
     if args.max_batch:  # this machine's time: no batch above the cap (the label names the size run)
         attempts = _capped(attempts, step.params, args.max_batch)
+    online = (step.params.get("predict_options") or {}).get("online_batch_size", 0)
     if step.params.get("batch_size", 0) > 2:  # the last resort of a slow or small machine: batch 2
-        attempts = _capped(
-            attempts + [(f"batch 2 (recipe {step.params['batch_size']})", {"batch_size": 2})],
-            step.params,
-            10**9,
-        )
-    if attempts:  # the smallest size again with activation checkpointing, when it is killed for memory
+        last = (f"batch 2 (recipe {step.params['batch_size']})", {"batch_size": 2})
+        attempts = _capped(attempts + [last], step.params, 10**9)
+    elif online > 2:  # an inference step's online learning
+        attempts.append((f"online batch 2 (recipe {online})", {"predict_options": {"online_batch_size": 2}}))
+    if attempts and "model" in step.params:  # the smallest size again with activation checkpointing
         label, overrides = attempts[-1]
         options = {**overrides.get("model_options", {}), "activation_checkpointing": True}
         attempts.append((f"{label}, activation checkpointing", {**overrides, "model_options": options}))
-    memo = Path(step.out_dir).parent / f"{Path(step.out_dir).name}.over-memory.json"
+    out_dir = Path(step.out_dir)  # not beside the run folders: a later step's glob would match it
+    memo = out_dir.parents[1] / "limits" / f"{out_dir.parent.name}-{out_dir.name}.json"
+    memo.parent.mkdir(exist_ok=True)
     notes = json.loads(memo.read_text()) if memo.exists() else []  # sizes an earlier run found too big
     row: dict = {"model": step.params.get("model", ""), "peak_rss_gib": f"> {args.mem_limit_gib}"}
     last_kill = ""
@@ -436,19 +448,21 @@ def _capped(attempts: list, params: dict, cap: int) -> list:
         if batch > cap:
             label = f"{label}, batch {cap} (recipe {recipe_batch})".replace("recipe size, ", "")
             overrides = {**overrides, "batch_size": cap}
-        label, overrides = _follow_batch(label, overrides, params)
+        label, overrides = _follow_batch(label, overrides, params, cap)
         if all(o != overrides for _, o in out):
             out.append((label, overrides))
     return out
 
 
-def _follow_batch(label: str, overrides: dict, params: dict) -> tuple[str, dict]:
+def _follow_batch(label: str, overrides: dict, params: dict, cap: int) -> tuple[str, dict]:
     """What is sized by the batch follows a smaller one (named): MUGE's cached-feature accumulation must
-    divide it, and its online learning's batch is no larger."""
+    divide it, and its online learning's batch is no larger (nor the cap, in an inference step)."""
     import math
 
     run = _merge(params, overrides)
     batch, acc = run.get("batch_size", 0), (run.get("objective_options") or {}).get("accumulate", 1)
+    if not batch and cap < 10**9:
+        batch = cap
     if batch and acc > 1 and batch % acc:
         overrides = _merge(overrides, {"objective_options": {"accumulate": math.gcd(acc, batch)}})
         label += f", accumulate {math.gcd(acc, batch)} (recipe {acc})"
@@ -480,6 +494,8 @@ def main() -> None:
     p.add_argument(
         "--only", help="run only steps whose recipe or step name matches one of these globs (comma-separated)"
     )
+    p.add_argument("--all-folds", help="run every fold of the fold steps matching these globs (fold 0 only "
+                   "otherwise): a WBDC student's teacher needs every fold's out-of-fold probabilities")  # fmt: skip
     p.add_argument("--rerun", action="store_true", help="run again the steps that already finished in --work")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "vmm_full_recipes"))
     p.add_argument("--mem-limit-gib", type=float, default=10.0)

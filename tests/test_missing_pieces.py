@@ -31,3 +31,12 @@ def test_missing_run_folders_name_their_parameter(tmp_path):
         fold_dirs([str(tmp_path / "finetune-fold*")])
     with pytest.raises(FileNotFoundError, match="inference_dirs"):
         load_arrays(tmp_path / "oof.npz")
+
+
+def test_fold_dirs_are_folders_not_the_files_beside_them(tmp_path):
+    (tmp_path / "finetune-fold0").mkdir()
+    (tmp_path / "finetune-fold0.ipynb").write_text("{}")  # papermill's output saved next to the run
+    assert fold_dirs([str(tmp_path / "finetune-fold*")]) == [tmp_path / "finetune-fold0"]
+    (tmp_path / "finetune-fold0").rmdir()
+    with pytest.raises(FileNotFoundError, match="finetune_dirs"):
+        fold_dirs([str(tmp_path / "finetune-fold*")])

@@ -181,3 +181,21 @@ def test_itm_scorer_on_cached_encodings_matches_the_forward_pass_and_full_rerank
     all_pairs = scorer(rows.ravel(), cols.ravel()).reshape(4, 4)  # ALPRO: ITM on every pair
     reranked = rerank_top_k(sim, 4, scorer)  # k = every video: the full ITM order
     assert gt_ranks(reranked, range(4)).tolist() == gt_ranks(all_pairs, range(4)).tolist()
+
+
+def test_a_text_video_fine_tune_starts_from_a_pretraining_with_audio(fam, tmp_path):
+    # the full pipeline pretrains `avfusion` (audio too) and fine-tunes `avfusion_vt` (ALPRO: no audio)
+    from vmmlib.train.checkpoint import load_weights, save_weights
+
+    torch.manual_seed(0)
+    pretrained = fam.avfusion_tiny(vocab_size=VOCAB)
+    save_weights(pretrained, tmp_path / "model.safetensors")
+    vt = fam.avfusion_vt_tiny(vocab_size=VOCAB)
+    with pytest.warns(UserWarning, match=r"weights of towers AVFusion was built without \(audio, audio_map"):
+        load_weights(vt, tmp_path / "model.safetensors")
+    assert torch.equal(vt.video_proj.weight, pretrained.video_proj.weight)
+    assert torch.equal(vt.text.get_input_embeddings().weight, pretrained.text.get_input_embeddings().weight)
+    # the other way round a tower is missing: refused, naming the file and the keys
+    save_weights(vt, tmp_path / "vt.safetensors")
+    with pytest.raises(RuntimeError, match=r"vt\.safetensors does not fit AVFusion: missing \d+ key\(s\): audio"):
+        load_weights(fam.avfusion_tiny(vocab_size=VOCAB), tmp_path / "vt.safetensors")

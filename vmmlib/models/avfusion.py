@@ -262,6 +262,11 @@ class AVFusion(nn.Module):
                 H, math.prod(self.audio_grid), ac.patch_size**2 * ac.num_channels, *dec
             )
 
+    def towers_not_built(self) -> tuple[str, ...]:
+        """Weight-name prefixes of the towers this model was built without (`load_weights` leaves a
+        pretraining's weights for them out): the audio tower, its map and decoder without `use_audio`."""
+        return () if self.cfg.use_audio else ("audio.", "audio_map.", "audio_decoder.")
+
     @staticmethod
     def _build_text(cfg: AVFusionConfig) -> DebertaV2Model:
         if cfg.text_model_dir:

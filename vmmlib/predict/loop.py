@@ -157,15 +157,17 @@ def load_fold_models(fold_dirs: Sequence[str | Path], task, data, *, device=None
 
 def fold_dirs(patterns: Sequence[str]) -> list[Path]:
     """The fine-tuning run folders matching glob `patterns` (relative to the project root), sorted.
+    Only folders: a file beside them that matches too (`finetune-fold0.ipynb`) is not a run.
 
     Raises:
-        FileNotFoundError: nothing matches.
+        FileNotFoundError: no folder matches.
     """
     import glob
 
     from vmmlib.runs import resolve_path
 
-    found = sorted({resolve_path(p) for pattern in patterns for p in glob.glob(str(resolve_path(pattern)))})
+    matches = {resolve_path(p) for pattern in patterns for p in glob.glob(str(resolve_path(pattern)))}
+    found = sorted(p for p in matches if p.is_dir())
     if not found:
         raise FileNotFoundError(f"no fine-tuning run folders match finetune_dirs {list(patterns)}")
     return found

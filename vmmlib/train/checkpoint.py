@@ -29,6 +29,7 @@ import math
 import os
 import random
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,7 +116,14 @@ def save_weights(model: nn.Module, path: str | Path, *, metadata: dict[str, str]
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a safetensors file written by `save_weights` into `model`, strictly (no missing or
-    unexpected keys; tied tensors are restored). Returns `model`."""
+    unexpected keys; tied tensors are restored), except the weights of towers the model was built
+    without: a model's `towers_not_built()` names their prefixes (a text + video fine-tune starts from
+    a pretraining with audio), and their weights are left out with a warning. Returns `model`.
+
+    Raises:
+        FileNotFoundError: no file (naming `pretrain_dir`).
+        RuntimeError: a key missing from the file, or one the model has no place for (naming `path`).
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"{path} not found: pretrain_dir (a finished 10_pretrain run) or the fine-tuning run folder must "
@@ -123,7 +131,25 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         )
     first = next(model.parameters(), None)
     device = str(first.device) if first is not None else "cpu"
-    safetensors.torch.load_model(model, str(path), strict=True, device=device)
+    missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False, device=device)
+    absent = tuple(model.towers_not_built()) if hasattr(model, "towers_not_built") else ()
+    left_out = sorted(k for k in unexpected if absent and k.startswith(absent))
+    unexpected = sorted(set(unexpected) - set(left_out))
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{path} does not fit {type(model).__name__}: "
+            + "; ".join(
+                f"{what} {len(keys)} key(s): {', '.join(keys[:6])}{', …' if len(keys) > 6 else ''}"
+                for what, keys in (("missing", sorted(missing)), ("unexpected", unexpected))
+                if keys
+            )
+        )
+    if left_out:
+        warnings.warn(
+            f"{path}: {len(left_out)} weights of towers {type(model).__name__} was built without "
+            f"({', '.join(p.rstrip('.') for p in absent)}) left out",
+            stacklevel=2,
+        )
     return model
 
 
