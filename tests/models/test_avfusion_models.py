@@ -197,5 +197,7 @@ def test_a_text_video_fine_tune_starts_from_a_pretraining_with_audio(fam, tmp_pa
     assert torch.equal(vt.text.get_input_embeddings().weight, pretrained.text.get_input_embeddings().weight)
     # the other way round a tower is missing: refused, naming the file and the keys
     save_weights(vt, tmp_path / "vt.safetensors")
-    with pytest.raises(RuntimeError, match=r"vt\.safetensors does not fit AVFusion: missing \d+ key\(s\): audio"):
+    with pytest.raises(
+        RuntimeError, match=r"vt\.safetensors does not fit AVFusion: missing \d+ key\(s\): audio"
+    ):
         load_weights(fam.avfusion_tiny(vocab_size=VOCAB), tmp_path / "vt.safetensors")
