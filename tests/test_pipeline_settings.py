@@ -61,3 +61,24 @@ def test_vmm_run_refuses_a_bad_set_before_running(tmp_path, capsys):
     with pytest.raises(ValueError, match="name=value"):
         parse_settings(["novalue"])
     assert parse_settings(["a=b=c"]) == {"a": "b=c"}
+
+
+@pytest.mark.parametrize("task", ["qqbrowser", "yt8m", "wbdc", "muge", "avfusion"])
+def test_every_path_of_a_full_pipeline_follows_its_settings(task):
+    # a recipe's own default ("data/avfusion/retrieval/test.jsonl") left in a step reads the wrong data
+    root = Path(__file__).resolve().parents[1]
+    path = root / "params" / "pipelines" / f"{task}_full.yaml"
+    names = yaml.safe_load(path.read_text())["settings"]
+    settings = {name: f"/elsewhere/{name}" for name in names}
+    pipe = load_pipeline(path, settings=settings)
+
+    def leaks(value, where):
+        if isinstance(value, dict):
+            return [x for k, v in value.items() for x in leaks(v, f"{where}.{k}")]
+        if isinstance(value, list):
+            return [x for i, v in enumerate(value) for x in leaks(v, f"{where}[{i}]")]
+        default = isinstance(value, str) and value.split("/")[0] in ("data", "runs", "models", "pretrained")
+        return [f"{where} = {value}"] if default else []
+
+    found = [x for step in pipe.steps for k, v in step.params.items() for x in leaks(v, f"{step.name}: {k}")]
+    assert not found, found
